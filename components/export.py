@@ -1,0 +1,16 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from components.image import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def export(config_json: str, use_cache: bool, lineage: Input[Artifact], model: Input[Model],
+           eval_report: Input[Artifact], exported: Output[Model], metrics: Output[Metrics]):
+    """HF folder + model card, registered in the MLflow model registry; closes the parent run."""
+    from model_src.stages import export_stage
+
+    for name, value in export_stage(config_json=config_json, lineage_path=lineage.path, model=model.path,
+                                    eval_report=eval_report.path, export_out=exported.path,
+                                    use_cache=use_cache).items():
+        metrics.log_metric(name, value)

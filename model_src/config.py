@@ -1,0 +1,319 @@
+"""The one typed, frozen configuration of a thinkpipe run.
+
+A run's config is built from a profile YAML under `configs/` (tiny, small, glm4v-9b) plus a few
+`section.key=value` overrides. It is validated where it enters (the CLI, before any work) and again
+in each component, so a bad key or type fails at start with the key's dotted name, never deep in a
+run. The resolved config is hashed, logged to MLflow and saved with every checkpoint.
+
+    cfg = load_config("tiny", ["pretrain.num_steps=50"])
+    cfg.pretrain.num_steps      # 50
+    config_hash(cfg)            # sha256 of the canonical JSON
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config problem, named by its dotted key."""
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 512  # BPE vocabulary learned from the corpus, before special tokens
+
+    def validate(self, prefix: str) -> None:
+        _require(self.vocab_size >= 300, f"{prefix}.vocab_size", "must be >= 300 (256 bytes + merges)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Glm4v architecture. Names follow transformers' Glm4vTextConfig / Glm4vVisionConfig."""
+
+    text_hidden_size: int = 128
+    text_num_layers: int = 2
+    text_num_heads: int = 4
+    text_num_kv_heads: int = 2
+    text_intermediate_size: int = 256
+    partial_rotary_factor: float = 0.5
+    # M-RoPE split of the rotary half-dims over (temporal, height, width); must sum to
+    # head_dim * partial_rotary_factor / 2 (9B: head_dim 128 -> [8, 12, 12]).
+    mrope_section: tuple[int, ...] = (2, 3, 3)
+    max_position_embeddings: int = 1024
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    vision_num_heads: int = 2
+    vision_intermediate_size: int = 128
+    vision_image_size: int = 112  # size the learned position table is built for; resampled to any input
+    patch_size: int = 14
+    spatial_merge_size: int = 2
+    temporal_patch_size: int = 2
+    # image processor bounds, in pixels; one LLM token covers (patch*merge)^2 = 28x28 px
+    min_pixels: int = 56 * 56
+    max_pixels: int = 112 * 112
+
+    @property
+    def text_head_dim(self) -> int:
+        return self.text_hidden_size // self.text_num_heads
+
+    def validate(self, prefix: str) -> None:
+        _require(self.text_hidden_size % self.text_num_heads == 0, f"{prefix}.text_num_heads",
+                 "must divide text_hidden_size")
+        _require(self.text_num_heads % self.text_num_kv_heads == 0, f"{prefix}.text_num_kv_heads",
+                 "must divide text_num_heads")
+        _require(self.vision_hidden_size % self.vision_num_heads == 0, f"{prefix}.vision_num_heads",
+                 "must divide vision_hidden_size")
+        rotary_half = int(self.text_head_dim * self.partial_rotary_factor) // 2
+        _require(sum(self.mrope_section) == rotary_half, f"{prefix}.mrope_section",
+                 f"must sum to head_dim * partial_rotary_factor / 2 = {rotary_half}, got {list(self.mrope_section)}")
+        _require(len(self.mrope_section) == 3, f"{prefix}.mrope_section", "needs 3 entries (t, h, w)")
+        _require(self.min_pixels <= self.max_pixels, f"{prefix}.min_pixels", "must be <= max_pixels")
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    eval_fraction: float = 0.15  # held out for evaluation, never trained on
+    rl_fraction: float = 0.25    # of the rest: prompts for RLCS
+    sft_fraction: float = 0.35   # of the rest: long-CoT SFT; the remainder is pretraining
+
+    def validate(self, prefix: str) -> None:
+        for name in ("eval_fraction", "rl_fraction", "sft_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"{prefix}.{name}", f"must be in (0, 1), got {value}")
+        _require(self.rl_fraction + self.sft_fraction < 1.0, f"{prefix}.sft_fraction",
+                 "rl_fraction + sft_fraction must leave rows for pretraining")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Supervised training (pretraining and SFT share the loop)."""
+
+    num_steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+
+    def validate(self, prefix: str) -> None:
+        _require(self.num_steps > 0, f"{prefix}.num_steps", "must be > 0")
+        _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
+        _require(self.lr > 0, f"{prefix}.lr", "must be > 0")
+        _require(0 <= self.warmup_steps <= self.num_steps, f"{prefix}.warmup_steps", "must be in [0, num_steps]")
+        _require(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """GRPO with clip-higher, no KL and no entropy term (RECIPE.md section 4)."""
+
+    num_iterations: int = 10
+    prompts_per_iteration: int = 8
+    group_size: int = 4  # rollouts per prompt
+    max_new_tokens: int = 48
+    lr: float = 2e-4
+    clip_low: float = 0.2
+    clip_high: float = 0.28  # clip-higher: a larger upper bound on the importance ratio
+    temperature: float = 1.0
+    top_p: float = 1.0
+    updates_per_iteration: int = 2
+
+    def validate(self, prefix: str) -> None:
+        _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
+        _require(self.prompts_per_iteration > 0, f"{prefix}.prompts_per_iteration", "must be > 0")
+        _require(self.group_size >= 2, f"{prefix}.group_size", "must be >= 2 (advantages are group-relative)")
+        _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
+        _require(0 < self.clip_low < 1, f"{prefix}.clip_low", "must be in (0, 1)")
+        _require(self.clip_high >= self.clip_low, f"{prefix}.clip_high", "must be >= clip_low")
+        _require(0 < self.top_p <= 1, f"{prefix}.top_p", "must be in (0, 1]")
+        _require(self.temperature > 0, f"{prefix}.temperature", "must be > 0")
+        _require(self.updates_per_iteration > 0, f"{prefix}.updates_per_iteration", "must be > 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_new_tokens: int = 64
+    max_samples_per_domain: int = 64
+    batch_size: int = 16
+
+    def validate(self, prefix: str) -> None:
+        _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
+        _require(self.max_samples_per_domain > 0, f"{prefix}.max_samples_per_domain", "must be > 0")
+        _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    registered_model_name: str = "thinkpipe-glm4v"
+
+    def validate(self, prefix: str) -> None:
+        _require(bool(self.registered_model_name.strip()), f"{prefix}.registered_model_name", "must not be empty")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    profile: str = "small"
+    seed: int = 1234
+    experiment: str = "thinkpipe"
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    pretrain: TrainConfig = field(default_factory=TrainConfig)
+    sft: TrainConfig = field(default_factory=TrainConfig)
+    rlcs: RLConfig = field(default_factory=RLConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f.name)
+        _require(bool(self.experiment.strip()), "experiment", "must not be empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of the named top-level sections only: a stage's cache key uses the parts it reads."""
+        plain = self.to_dict()
+        return _sha256_json({name: plain[name] for name in sections})
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    return _sha256_json(cfg.to_dict())
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a field annotation; the only conversions are int->float and list->tuple."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(annotation):
+        if isinstance(value, dict):
+            return _from_dict(annotation, value, key)
+    else:  # pragma: no cover - a field type this module does not know is a programming error
+        raise AssertionError(f"unsupported annotation {annotation!r} for {key}")
+    type_name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"config key '{key}': expected {type_name}, got {type(value).__name__} {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in known:
+            where = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"unknown config key '{where}' (known keys here: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in data.items():
+        where = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], where)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> PipelineConfig:
+    """Strictly build and validate a PipelineConfig: unknown keys and wrong types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    cfg = _from_dict(PipelineConfig, data, "")
+    cfg.validate()
+    return cfg
+
+
+def config_from_json(text: str) -> PipelineConfig:
+    return config_from_dict(json.loads(text))
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'sft.lr=3e-4' -> ('sft.lr', 0.0003). The value is read as YAML, so 3, 3.0, true, [1,2] work."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config key '{key}': cannot read value {raw!r}: {exc}") from exc
+    return key, value
+
+
+def load_config(profile: str = "small", overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Profile YAML + overrides -> validated PipelineConfig."""
+    path = PROFILE_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown profile '{profile}' (available: {', '.join(available_profiles())})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile file {path}: must be a mapping")
+    data["profile"] = profile
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    return config_from_dict(data)

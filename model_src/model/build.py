@@ -1,0 +1,159 @@
+"""Tokenizer, processor and Glm4v model, built locally from a config (no hub).
+
+- `train_tokenizer`: a byte-level BPE learned from the corpus text, digits split one per token,
+  with GLM-4.1V's special tokens and chat template;
+- `build_processor`: transformers' `Glm4vProcessor` around that tokenizer, with image/video
+  processors sized by the config;
+- `build_model`: `Glm4vForConditionalGeneration` from `ModelConfig`, random init, token ids
+  resolved from the tokenizer (never hard-coded).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from model_src.config import ModelConfig
+
+# Control tokens: stripped when decoding with skip_special_tokens=True.
+CONTROL_TOKENS = [
+    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
+    "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
+    "<|image|>", "<|video|>",
+]
+# Format tokens the model writes and the verifiers read: kept when decoding.
+FORMAT_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<|begin_of_box|>", "<|end_of_box|>"]
+EOS_TOKEN = "<|endoftext|>"
+ASSISTANT_TOKEN = "<|assistant|>"
+END_OF_IMAGE_TOKEN = "<|end_of_image|>"
+
+# GLM-4.1V's chat layout: `[gMASK]<sop><|user|>\n...<|assistant|>\n`, images as
+# `<|begin_of_image|><|image|><|end_of_image|>` (the processor expands `<|image|>` per patch group).
+CHAT_TEMPLATE = (
+    "[gMASK]<sop>"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'system' %}<|system|>{{ '\\n' }}{{ message.content }}"
+    "{%- elif message.role == 'user' %}<|user|>{{ '\\n' }}"
+    "{%- if message.content is string %}{{ message.content }}"
+    "{%- else %}{%- for item in message.content %}"
+    "{%- if item.type == 'image' %}<|begin_of_image|><|image|><|end_of_image|>"
+    "{%- elif item.type == 'video' %}<|begin_of_video|><|video|><|end_of_video|>"
+    "{%- elif item.type == 'text' %}{{ item.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{%- elif message.role == 'assistant' %}<|assistant|>{{ '\\n' }}"
+    "{%- if message.content is string %}{{ message.content }}{%- else %}{{ message.content[0].text }}{%- endif %}"
+    "{{ '<|endoftext|>' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>{{ '\\n' }}{%- endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Byte-level BPE over `texts` -> PreTrainedTokenizerFast with GLM's special tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=CONTROL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TOKENS])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+        additional_special_tokens=[t for t in CONTROL_TOKENS if t != EOS_TOKEN],
+        padding_side="right",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_processor(tokenizer, cfg: ModelConfig):
+    from transformers import Glm4vImageProcessor, Glm4vProcessor, Glm4vVideoProcessor
+
+    common = dict(patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
+                  merge_size=cfg.spatial_merge_size)
+    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    image_processor = Glm4vImageProcessor(size=size, **common)
+    video_processor = Glm4vVideoProcessor(size={"shortest_edge": cfg.min_pixels,
+                                                "longest_edge": cfg.max_pixels * 8}, **common)
+    return Glm4vProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                          video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+def glm4v_config(cfg: ModelConfig, tokenizer):
+    from transformers import Glm4vConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in CONTROL_TOKENS}
+    return Glm4vConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.text_hidden_size,
+            intermediate_size=cfg.text_intermediate_size,
+            num_hidden_layers=cfg.text_num_layers,
+            num_attention_heads=cfg.text_num_heads,
+            num_key_value_heads=cfg.text_num_kv_heads,
+            max_position_embeddings=cfg.max_position_embeddings,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": cfg.partial_rotary_factor,
+                "mrope_section": list(cfg.mrope_section),
+            },
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            depth=cfg.vision_depth,
+            hidden_size=cfg.vision_hidden_size,
+            num_heads=cfg.vision_num_heads,
+            intermediate_size=cfg.vision_intermediate_size,
+            image_size=cfg.vision_image_size,
+            patch_size=cfg.patch_size,
+            spatial_merge_size=cfg.spatial_merge_size,
+            temporal_patch_size=cfg.temporal_patch_size,
+            out_hidden_size=cfg.text_hidden_size,
+        ),
+        image_token_id=ids["<|image|>"],
+        video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"],
+        image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"],
+        video_end_token_id=ids["<|end_of_video|>"],
+    )
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids("<|user|>")]
+
+
+def build_model(cfg: ModelConfig, tokenizer, seed: int):
+    """Random-init Glm4vForConditionalGeneration (fp32, CPU) with a matching generation config."""
+    import torch
+    from transformers import GenerationConfig, Glm4vForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = Glm4vForConditionalGeneration(glm4v_config(cfg, tokenizer))
+    model.generation_config = GenerationConfig(
+        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        do_sample=False, max_new_tokens=64,
+    )
+    return model
+
+
+def load_model_and_processor(path: str):
+    """Reload a folder written by `save_pretrained` (model, processor, tokenizer, template)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor

@@ -1,0 +1,99 @@
+"""Format check, box extraction, normalisation and the `score` entry point.
+
+Everything here is string slicing with bounded input: no regex backtracking on model output, no
+eval, so every call finishes quickly on any input and never raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
+MAX_RESPONSE_CHARS = 32_768  # longer responses are judged malformed rather than parsed
+
+_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE, BOX_OPEN, BOX_CLOSE)
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    reward: float  # in [0, 1]
+    format_ok: bool
+    parts: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def _check_format(response: str) -> tuple[str | None, str]:
+    """Return (boxed content, 'ok') or (None, why the format is broken)."""
+    if len(response) > MAX_RESPONSE_CHARS:
+        return None, "too_long"
+    counts = {tag: response.count(tag) for tag in _TAGS}
+    if counts[THINK_OPEN] != 1 or counts[THINK_CLOSE] != 1:
+        return None, "think_tags"
+    if counts[ANSWER_OPEN] != 1 or counts[ANSWER_CLOSE] != 1:
+        return None, "answer_tags"
+    if counts[BOX_OPEN] != 1 or counts[BOX_CLOSE] != 1:
+        return None, "box_count"
+    stripped = response.strip()
+    if not stripped.startswith(THINK_OPEN) or not stripped.endswith(ANSWER_CLOSE):
+        return None, "layout"
+    think_end = stripped.index(THINK_CLOSE)
+    answer_start = stripped.index(ANSWER_OPEN)
+    if answer_start < think_end:
+        return None, "layout"
+    if stripped[think_end + len(THINK_CLOSE):answer_start].strip():
+        return None, "text_between_think_and_answer"
+    answer = stripped[answer_start + len(ANSWER_OPEN):-len(ANSWER_CLOSE)]
+    box_start, box_end = answer.find(BOX_OPEN), answer.find(BOX_CLOSE)
+    if box_start < 0 or box_end < 0 or box_end < box_start:
+        return None, "box_outside_answer"
+    content = answer[box_start + len(BOX_OPEN):box_end]
+    if "\\boxed" in content:
+        return None, "latex_boxed"
+    return content, "ok"
+
+
+def extract_box(response: str) -> str | None:
+    """The content of the single box inside `<answer>`, or None when the format is broken.
+
+    >>> extract_box("<think>t</think><answer>so <|begin_of_box|>42<|end_of_box|></answer>")
+    '42'
+    >>> extract_box("<think>t</think><answer><|begin_of_box|>1<|end_of_box|><|begin_of_box|>2<|end_of_box|></answer>") is None
+    True
+    """
+    if not isinstance(response, str):
+        return None
+    content, _ = _check_format(response)
+    return content
+
+
+def normalize_answer(text: str) -> str:
+    """Case, whitespace and a few symbols that do not change an answer's meaning.
+
+    >>> normalize_answer("  The  Answer ")
+    'the answer'
+    >>> normalize_answer("45 %")
+    '45'
+    """
+    text = text.strip().lower()
+    for symbol in ("%", "°", "$"):
+        text = text.replace(symbol, "")
+    text = " ".join(text.split())
+    return text.rstrip(".").strip()
+
+
+def score(domain: str, response: str, reference: str, *, question: str | None = None) -> RewardResult:
+    """Reward of `response` (the full model output) against `reference` for `domain`.
+
+    The skeleton verifier is exact match after normalisation for every domain; per-domain
+    verifiers (numeric tolerance, IoU, edit distance) plug in behind the same signature.
+    """
+    if not isinstance(response, str) or not isinstance(reference, str):
+        return RewardResult(0.0, False, {"format": 0.0, "accuracy": 0.0}, "not_a_string")
+    content, why = _check_format(response)
+    if content is None:
+        return RewardResult(0.0, False, {"format": 0.0, "accuracy": 0.0}, f"format:{why}")
+    correct = normalize_answer(content) == normalize_answer(reference)
+    accuracy = 1.0 if correct else 0.0
+    return RewardResult(accuracy, True, {"format": 1.0, "accuracy": accuracy}, "match" if correct else "mismatch")

@@ -1,0 +1,262 @@
+"""One entry point per pipeline stage. Components call these and nothing else.
+
+Each `*_stage` function takes plain strings and paths (what a KFP component has), runs its work
+through `model_src.stage.run_stage` (cache key, nested MLflow run, outputs) and returns the final
+metrics. Run the whole chain with `thinkpipe run`; each stage is also callable on its own, e.g.
+
+    python -c "from model_src.stages import curate_stage; ..."
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from model_src.config import config_from_json, config_hash
+from model_src.lineage import Lineage, LineageError, dvc_dir_hash
+from model_src.stage import StageContext, run_stage
+
+MODEL_CARD = "README.md"
+
+
+# ---------------------------------------------------------------------------------------- init
+def init_stage(*, config_json: str, data_dir: str, git_commit: str, data_hash: str, data_rev: str,
+               image: str, pipeline_run_name: str, lineage_out: str) -> Lineage:
+    """Check the data against its DVC pin, open the pipeline's parent MLflow run and an `init`
+    run under it, and write the lineage every later stage reads."""
+    import mlflow
+
+    from model_src.tracking import ensure_experiment
+
+    cfg = config_from_json(config_json)
+    actual = dvc_dir_hash(data_dir)
+    if data_hash and actual != data_hash:
+        raise LineageError(f"data folder {data_dir} hashes to {actual}, but data.dvc pins {data_hash}: "
+                           f"run `make data` (dvc pull / checkout) first")
+    experiment_id = ensure_experiment(cfg.experiment)
+    lineage = Lineage(git_commit=git_commit or "unknown", data_hash=actual, data_rev=data_rev or "unknown",
+                      config_hash=config_hash(cfg), image=image, experiment_id=experiment_id,
+                      pipeline_run_name=pipeline_run_name)
+    parent = mlflow.MlflowClient().create_run(
+        experiment_id, run_name=pipeline_run_name or None,
+        tags={**lineage.tags(), "thinkpipe.stage": "pipeline", "thinkpipe.profile": cfg.profile})
+    parent_id = parent.info.run_id
+    client = mlflow.MlflowClient()
+    client.log_text(parent_id, json.dumps(cfg.to_dict(), indent=2, sort_keys=True), "config.json")
+    client.log_param(parent_id, "profile", cfg.profile)
+    client.log_param(parent_id, "seed", cfg.seed)
+    lineage = Lineage(**{**lineage.__dict__, "parent_run_id": parent_id})
+    with mlflow.start_run(experiment_id=experiment_id, run_name="init", parent_run_id=parent_id,
+                          tags={**lineage.tags(), "thinkpipe.stage": "init"}):
+        mlflow.log_text(cfg.to_json(), "config.json")
+        mlflow.log_params({"profile": cfg.profile, "seed": cfg.seed, "data_dir": data_dir})
+    Path(lineage_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(lineage_out).write_text(lineage.to_json())
+    return lineage
+
+
+# -------------------------------------------------------------------------------------- curate
+def curate_stage(*, config_json: str, lineage_path: str, data_dir: str, outputs: dict[str, str],
+                 use_cache: bool = True) -> dict[str, float]:
+    """outputs: folders for `pretrain`, `sft`, `rl`, `eval` and `report`."""
+    from model_src.data.curate import curate
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        report = curate(ctx.inputs["raw"], ctx.outputs, ctx.cfg.curate)
+        import mlflow
+
+        mlflow.log_dict(report, "report.json")
+        return {"input_rows": report["input_rows"], "kept_rows": report["kept_rows"],
+                "quarantined_rows": report["quarantined_rows"],
+                **{f"rows/{split}": n for split, n in report["split_rows"].items()}}
+
+    return run_stage("curate", config_json=config_json, lineage_path=lineage_path,
+                     inputs={"raw": data_dir}, outputs=outputs, config_sections=("curate",),
+                     work=work, use_cache=use_cache)
+
+
+# ------------------------------------------------------------------------------------ training
+def save_model(model, processor, folder: str | Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _load(folder: str | Path):
+    from model_src.model.build import load_model_and_processor
+
+    return load_model_and_processor(str(folder))
+
+
+def _loss_plot(ctx: StageContext, metric: str = "loss") -> None:
+    """Loss curve as a PNG on the run, for people who would rather look than read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    history = mlflow.MlflowClient().get_metric_history(ctx.run_id, metric)
+    if not history:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([m.step for m in history], [m.value for m in history])
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{ctx.stage}: {metric}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    mlflow.log_figure(fig, f"plots/{metric}.png")
+    plt.close(fig)
+
+
+def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, model_out: str,
+                   use_cache: bool = True) -> dict[str, float]:
+    """Learn the tokenizer, build Glm4v from the profile, train it to caption images."""
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        from model_src.data.curate import read_split
+        from model_src.model.build import build_model, build_processor, train_tokenizer
+        from model_src.model.inputs import pretrain_example
+        from model_src.train.supervised import seed_everything, train_supervised
+
+        rows = read_split(ctx.inputs["pretrain_data"])
+        seed_everything(ctx.cfg.seed)
+        texts = [t for r in rows for t in (r["caption"], r["question"], r["reasoning"], r["answer"])]
+        tokenizer = train_tokenizer(texts, ctx.cfg.tokenizer.vocab_size)
+        processor = build_processor(tokenizer, ctx.cfg.model)
+        model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
+        examples = [pretrain_example(r) for r in rows]
+        summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
+                                   lambda m, s: ctx.log_metrics(m, s), desc="pretrain")
+        _loss_plot(ctx)
+        save_model(model, processor, ctx.outputs["model"])
+        return {**summary, "num_parameters": sum(p.numel() for p in model.parameters()),
+                "vocab_size": len(tokenizer), "num_examples": len(examples)}
+
+    return run_stage("pretrain", config_json=config_json, lineage_path=lineage_path,
+                     inputs={"pretrain_data": pretrain_data}, outputs={"model": model_out},
+                     config_sections=("seed", "tokenizer", "model", "pretrain"), work=work, use_cache=use_cache)
+
+
+def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model: str, model_out: str,
+              use_cache: bool = True) -> dict[str, float]:
+    """Long-CoT SFT from the pretrained model; loss on assistant tokens only."""
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        from model_src.data.curate import read_split
+        from model_src.model.inputs import sft_example
+        from model_src.train.supervised import train_supervised
+
+        model, processor = _load(ctx.inputs["base_model"])
+        examples = [sft_example(processor, r) for r in read_split(ctx.inputs["sft_data"])]
+        summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
+                                   lambda m, s: ctx.log_metrics(m, s), desc="sft")
+        _loss_plot(ctx)
+        save_model(model, processor, ctx.outputs["model"])
+        return {**summary, "num_examples": len(examples)}
+
+    return run_stage("sft", config_json=config_json, lineage_path=lineage_path,
+                     inputs={"sft_data": sft_data, "base_model": base_model}, outputs={"model": model_out},
+                     config_sections=("seed", "sft"), work=work, use_cache=use_cache)
+
+
+def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: str, model_out: str,
+               use_cache: bool = True) -> dict[str, float]:
+    """GRPO on the RL prompts from the SFT model."""
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        from model_src.data.curate import read_split
+        from model_src.rl.loop import train_grpo
+
+        model, processor = _load(ctx.inputs["sft_model"])
+        summary = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
+                             ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s))
+        _loss_plot(ctx, "reward_mean")
+        save_model(model, processor, ctx.outputs["model"])
+        return summary
+
+    return run_stage("rlcs", config_json=config_json, lineage_path=lineage_path,
+                     inputs={"rl_data": rl_data, "sft_model": sft_model}, outputs={"model": model_out},
+                     config_sections=("seed", "rlcs"), work=work, use_cache=use_cache)
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def evaluate_stage(*, config_json: str, lineage_path: str, eval_data: str, model: str, report_out: str,
+                   use_cache: bool = True) -> dict[str, float]:
+    """Greedy accuracy per domain on the held-out split; `report_out/eval.json` holds every sample."""
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        import mlflow
+
+        from model_src.data.curate import read_split
+        from model_src.eval.evaluate import evaluate_model
+
+        loaded, processor = _load(ctx.inputs["model"])
+        metrics, records = evaluate_model(loaded, processor, read_split(ctx.inputs["eval_data"]), ctx.cfg.evaluate)
+        (ctx.outputs["report"] / "eval.json").write_text(json.dumps({"metrics": metrics, "samples": records}, indent=2))
+        mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, "eval_samples.json")
+        return metrics
+
+    return run_stage("evaluate", config_json=config_json, lineage_path=lineage_path,
+                     inputs={"eval_data": eval_data, "model": model}, outputs={"report": report_out},
+                     config_sections=("seed", "evaluate"), work=work, use_cache=use_cache)
+
+
+# -------------------------------------------------------------------------------------- export
+def _model_card(lineage: Lineage, metrics: dict[str, float], name: str) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    return (f"# {name}\n\nA GLM-4.1V-style vision-language model trained by thinkpipe.\n\n"
+            f"## Lineage\n\n| what | value |\n|---|---|\n| git commit | `{lineage.git_commit}` |\n"
+            f"| data hash (DVC) | `{lineage.data_hash}` |\n| data rev | `{lineage.data_rev}` |\n"
+            f"| config hash | `{lineage.config_hash}` |\n| image | `{lineage.image}` |\n"
+            f"| MLflow parent run | `{lineage.parent_run_id}` |\n\n"
+            f"## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n")
+
+
+def smoke_generate(folder: str | Path, image, question: str, max_new_tokens: int = 16) -> str:
+    """Reload an exported folder with the Auto classes and answer one question about `image`."""
+    from model_src.model.generate import generate
+    from model_src.model.inputs import Example, chat_prompt
+
+    model, processor = _load(folder)
+    row = {"images": [b""], "question": question}
+    example = Example("smoke", "smoke", (image,), chat_prompt(processor, row), "", "")
+    return generate(model, processor, [example], max_new_tokens=max_new_tokens, do_sample=False).texts[0]
+
+
+def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report: str, export_out: str,
+                 use_cache: bool = True) -> dict[str, float]:
+    """HF folder (safetensors, processor, chat template, model card), reload check, MLflow
+    LoggedModel registered under `export.registered_model_name` with lineage tags. Closes the
+    pipeline's parent run."""
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
+        from PIL import Image
+
+        out = ctx.outputs["exported"]
+        shutil.copytree(ctx.inputs["model"], out, dirs_exist_ok=True)
+        eval_metrics = json.loads((ctx.inputs["eval_report"] / "eval.json").read_text())["metrics"]
+        name = ctx.cfg.export.registered_model_name
+        (out / MODEL_CARD).write_text(_model_card(ctx.lineage, eval_metrics, name))
+        reply = smoke_generate(out, Image.new("RGB", (56, 56), (255, 255, 255)), "Which digit is written in the image?")
+        client = mlflow.MlflowClient()
+        tags = {**ctx.lineage.tags(), "thinkpipe.export_run_id": ctx.run_id}
+        logged = mlflow.initialize_logged_model(name=name, source_run_id=ctx.run_id, tags=tags,
+                                                experiment_id=ctx.lineage.experiment_id)
+        client.log_model_artifacts(logged.model_id, str(out))
+        mlflow.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        version = mlflow.register_model(f"models:/{logged.model_id}", name, tags=tags)
+        ctx.set_result("registered_model", name)
+        ctx.set_result("model_version", version.version)
+        mlflow.log_text(reply, "smoke_reply.txt")
+        return {"exported_files": float(sum(1 for p in out.rglob("*") if p.is_file())),
+                "accuracy_mean": eval_metrics.get("accuracy_mean", 0.0)}
+
+    return run_stage("export", config_json=config_json, lineage_path=lineage_path,
+                     inputs={"model": model, "eval_report": eval_report}, outputs={"exported": export_out},
+                     config_sections=("export",), work=work, use_cache=use_cache, finish_parent=True)

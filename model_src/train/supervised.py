@@ -1,0 +1,95 @@
+"""Supervised training shared by pretraining (captioning) and SFT (long-CoT chat).
+
+`train_supervised` runs AdamW with linear warm-up and cosine decay over batches drawn by a seeded
+sampler, logs loss and learning rate every step, and returns a summary. The model is trained in
+place. The stage functions in `model_src.stages` build the examples and save the result.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Callable
+
+from model_src.config import TrainConfig
+from model_src.model.inputs import Example, collate
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every random source a stage touches: Python, NumPy, torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of the peak lr at step s: linear warm-up, then cosine decay to 10%."""
+
+    def fn(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.num_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+def batch_order(num_examples: int, batch_size: int, num_steps: int, seed: int) -> list[list[int]]:
+    """Indices of every step's batch: shuffled epochs, deterministic from the seed."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < batch_size * num_steps:
+        epoch = list(range(num_examples))
+        rng.shuffle(epoch)
+        order.extend(epoch)
+    return [order[s * batch_size:(s + 1) * batch_size] for s in range(num_steps)]
+
+
+def train_supervised(
+    model,
+    processor,
+    examples: list[Example],
+    cfg: TrainConfig,
+    seed: int,
+    log: Callable[[dict[str, float], int], None],
+    desc: str = "train",
+) -> dict[str, float]:
+    import torch
+    from tqdm import tqdm
+
+    if not examples:
+        raise ValueError(f"{desc}: no training examples")
+    seed_everything(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    batches = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed)
+    losses: list[float] = []
+    tokens = 0
+    started = time.monotonic()
+    progress = tqdm(batches, desc=desc, unit="step", mininterval=2.0)
+    for step, indices in enumerate(progress):
+        batch = collate(processor, [examples[i] for i in indices], with_targets=True)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        tokens += int((batch["labels"] != -100).sum())
+        log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}, step)
+        if step % cfg.log_every == 0:
+            progress.set_postfix(loss=f"{losses[-1]:.3f}")
+    elapsed = time.monotonic() - started
+    window = max(1, min(10, len(losses) // 4))
+    return {
+        "first_loss": sum(losses[:window]) / window,
+        "final_loss": sum(losses[-window:]) / window,
+        "target_tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+        "train_seconds": elapsed,
+    }

@@ -1,0 +1,1 @@
+"""The thinkpipe DAG(s) and the `thinkpipe` command line."""

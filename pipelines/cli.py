@@ -1,0 +1,230 @@
+"""`thinkpipe`: run, compile and audit the training pipeline.
+
+    thinkpipe run [--profile small|tiny] [--set key=value ...] [--tracking-uri URI] [--no-cache]
+    thinkpipe compile [--output pipelines/compiled/training.yaml]
+    thinkpipe lineage NAME[/VERSION|@alias]
+    thinkpipe data [--out data/raw] [--seed 1234]
+    thinkpipe curate --input data/raw --output DIR [--profile small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+DEFAULT_STATE_DIR = ".thinkpipe"  # local MLflow store and kfp.local outputs, git-ignored
+COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yaml"
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def repo_root() -> Path:
+    """The project folder: the nearest parent of the cwd holding `data.dvc`, else the cwd."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "data.dvc").is_file():
+            return folder
+    return here
+
+
+def local_image_ref(root: Path) -> str:
+    """A local run has no container: name the environment by the hash of its pinned lock file."""
+    lock = root / "requirements.lock"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.is_file() else "unpinned"
+    return f"local-venv:python{sys.version_info.major}.{sys.version_info.minor}@lock-sha256:{digest}"
+
+
+def resolve_tracking_uri(arg: str | None, root: Path) -> tuple[str, str | None]:
+    """(tracking URI, artifact root for new experiments or None to let the server decide)."""
+    from model_src.tracking import local_tracking
+
+    uri = arg or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, None
+    return local_tracking(root / DEFAULT_STATE_DIR / "mlflow")
+
+
+# -------------------------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from model_src.config import load_config
+
+    cfg = load_config(args.profile, args.set or [])  # bad profile/key/type fails here, before any work
+    root = repo_root()
+    data_dir = Path(args.data_dir or root / "data" / "raw").resolve()
+    if not data_dir.is_dir():
+        raise CliError(f"data folder {data_dir} not found: run `make data` first")
+
+    from model_src.lineage import dvc_pin, git_commit
+    from model_src.tracking import check_tracking_uri, ensure_experiment
+
+    tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, root)
+    check_tracking_uri(tracking_uri, timeout_s=20.0)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the stage subprocesses inherit it
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    ensure_experiment(cfg.experiment, artifact_root)
+    data_hash, data_rev = dvc_pin(root)
+    run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    from kfp import local
+
+    from pipelines.training import training_pipeline
+
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(root / DEFAULT_STATE_DIR / "kfp"), raise_on_error=True)
+    print(f"thinkpipe: running {run_name} (profile {cfg.profile}) with MLflow at {tracking_uri}", flush=True)
+    started = time.monotonic()
+    try:
+        task = training_pipeline(
+            config_json=cfg.to_json(), data_dir=str(data_dir), git_commit=git_commit(root),
+            data_hash=data_hash, data_rev=data_rev, image=local_image_ref(root),
+            pipeline_run_name=run_name, use_cache=not args.no_cache)
+    except BaseException:
+        _fail_parent_run(cfg.experiment, run_name)
+        raise
+    exported = task.outputs["Output"].path if hasattr(task.outputs, "__getitem__") else task.output.path
+    _print_summary(cfg, run_name, tracking_uri, exported, time.monotonic() - started)
+    return 0
+
+
+def _fail_parent_run(experiment: str, run_name: str) -> None:
+    """Mark the pipeline's parent run FAILED when a stage failed (kfp.local has no exit handler)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return
+        for run in client.search_runs([exp.experiment_id],
+                                      f"tags.`thinkpipe.pipeline_run` = '{run_name}' AND attributes.status = 'RUNNING'"):
+            client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001 - best effort; the original error matters more
+        print(f"thinkpipe: could not mark the parent run FAILED: {exc}", file=sys.stderr)
+
+
+def _print_summary(cfg, run_name: str, tracking_uri: str, exported: str, seconds: float) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment)
+    runs = client.search_runs([exp.experiment_id], f"tags.`thinkpipe.pipeline_run` = '{run_name}' "
+                              f"AND tags.`thinkpipe.stage` = 'export'", max_results=1)
+    version = runs[0].data.tags.get("thinkpipe.result.model_version", "?") if runs else "?"
+    name = cfg.export.registered_model_name
+    print(f"\nthinkpipe: pipeline {run_name} finished in {seconds:.0f} s")
+    print(f"  registered model : {name} version {version}  (thinkpipe lineage {name}/{version})")
+    print(f"  exported folder  : {exported}")
+    if tracking_uri.startswith("sqlite:"):
+        print(f"  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {tracking_uri}")
+    else:
+        print(f"  MLflow UI        : {tracking_uri}")
+
+
+# ---------------------------------------------------------------------------------------- compile
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipelines.compile import compile_pipeline
+
+    out = compile_pipeline(Path(args.output))
+    print(f"thinkpipe: wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- lineage
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from pipelines.lineage import lineage_report, render_lineage
+
+    root = repo_root()
+    tracking_uri, _ = resolve_tracking_uri(args.tracking_uri, root)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    report = lineage_report(args.model)
+    print(json.dumps(report, indent=2) if args.json else render_lineage(report))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ data/curate
+def cmd_data(args: argparse.Namespace) -> int:
+    from model_src.data.generate import GeneratorConfig, generate_corpus
+
+    counts = generate_corpus(args.out, GeneratorConfig(seed=args.seed))
+    print(f"thinkpipe: wrote {sum(counts.values())} rows to {args.out} ({counts})")
+    return 0
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from model_src.config import load_config
+    from model_src.data.curate import curate
+    from model_src.data.schema import SPLITS
+
+    cfg = load_config(args.profile)
+    out = Path(args.output)
+    report = curate(args.input, {name: out / name for name in (*SPLITS, "report")}, cfg.curate)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thinkpipe", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the training DAG locally with kfp.local")
+    run.add_argument("--profile", default="small", help="config profile under configs/ (default: small)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.lr=3e-4")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local SQLite store)")
+    run.add_argument("--data-dir", help="raw corpus folder (default: data/raw)")
+    run.add_argument("--run-name", help="name of the pipeline run (default: PROFILE-TIMESTAMP)")
+    run.add_argument("--no-cache", action="store_true", help="recompute every stage even when its content key matches")
+    run.set_defaults(fn=cmd_run)
+
+    comp = sub.add_parser("compile", help="compile the DAG to KFP IR YAML")
+    comp.add_argument("--output", default=str(COMPILED_PIPELINE))
+    comp.set_defaults(fn=cmd_compile)
+
+    lin = sub.add_parser("lineage", help="print the chain from a registered model version back to its data")
+    lin.add_argument("model", help="NAME, NAME/VERSION or NAME@alias")
+    lin.add_argument("--tracking-uri")
+    lin.add_argument("--json", action="store_true", help="machine-readable output")
+    lin.set_defaults(fn=cmd_lineage)
+
+    data = sub.add_parser("data", help="generate the raw corpus deterministically")
+    data.add_argument("--out", default="data/raw")
+    data.add_argument("--seed", type=int, default=1234)
+    data.set_defaults(fn=cmd_data)
+
+    cur = sub.add_parser("curate", help="curate a raw corpus folder outside the pipeline")
+    cur.add_argument("--input", required=True)
+    cur.add_argument("--output", required=True)
+    cur.add_argument("--profile", default="small")
+    cur.set_defaults(fn=cmd_curate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = build_parser().parse_args(argv)
+    from model_src.config import ConfigError
+    from model_src.lineage import LineageError
+    from model_src.tracking import TrackingUnavailable
+
+    try:
+        return args.fn(args)
+    except (ConfigError, CliError, LineageError, TrackingUnavailable) as exc:
+        print(f"thinkpipe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`thinkpipe lineage`: from a registered model version back to the data, stage by stage."""
+
+from __future__ import annotations
+
+from model_src.lineage import TAG_PREFIX
+
+STAGE_ORDER = ["init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"]
+LINEAGE_KEYS = ["git_commit", "data_hash", "data_rev", "config_hash", "image"]
+
+
+def resolve_version(client, ref: str):
+    """NAME, NAME/VERSION or NAME@alias -> ModelVersion (NAME alone: the newest version)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        return client.get_model_version(name, version)
+    versions = client.search_model_versions(f"name = '{ref}'", order_by=["version_number DESC"], max_results=1)
+    if not versions:
+        raise LookupError(f"no registered versions of model '{ref}'")
+    return versions[0]
+
+
+def lineage_report(ref: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    version = resolve_version(client, ref)
+    export_run = client.get_run(version.tags.get(f"{TAG_PREFIX}export_run_id") or version.run_id)
+    parent_id = export_run.data.tags["mlflow.parentRunId"]
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    children.sort(key=lambda r: (STAGE_ORDER.index(r.data.tags.get(f"{TAG_PREFIX}stage", "export"))
+                                 if r.data.tags.get(f"{TAG_PREFIX}stage") in STAGE_ORDER else 99,
+                                 r.info.start_time))
+    stages = []
+    for run in children:
+        tags = run.data.tags
+        stages.append({
+            "stage": tags.get(f"{TAG_PREFIX}stage", run.info.run_name),
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "cache_key": tags.get(f"{TAG_PREFIX}cache_key", ""),
+            "cached_from": tags.get(f"{TAG_PREFIX}cached_from", ""),
+            "params": dict(sorted(run.data.params.items())),
+            "metrics": dict(sorted(run.data.metrics.items())),
+            "inputs": {k[len(TAG_PREFIX) + 6:]: v for k, v in tags.items() if k.startswith(f"{TAG_PREFIX}input.")},
+            "outputs": {k[len(TAG_PREFIX) + 7:]: v for k, v in tags.items() if k.startswith(f"{TAG_PREFIX}output.")},
+        })
+    return {
+        "model": version.name,
+        "version": version.version,
+        "aliases": list(getattr(version, "aliases", []) or []),
+        "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},
+        "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
+        "stages": stages,
+    }
+
+
+KEY_METRICS = ("final_loss", "first_loss", "kept_rows", "quarantined_rows", "final_reward_mean",
+               "accuracy_mean", "format_ok_mean")
+
+
+def render_lineage(report: dict) -> str:
+    lines = [f"{report['model']} version {report['version']}"
+             + (f" (aliases: {', '.join(report['aliases'])})" if report["aliases"] else ""),
+             f"pipeline run {report['pipeline_run']['name']} ({report['pipeline_run']['run_id']}) "
+             f"{report['pipeline_run']['status']}"]
+    for key, value in report["lineage"].items():
+        lines.append(f"  {key:<12} {value}")
+    lines.append("stages (newest last):")
+    for stage in report["stages"]:
+        cached = f" cached from {stage['cached_from']}" if stage["cached_from"] else ""
+        lines.append(f"  {stage['stage']:<9} {stage['run_id']} {stage['status']}{cached}")
+        metrics = {k: v for k, v in stage["metrics"].items() if k in KEY_METRICS or k.startswith("accuracy/")}
+        if metrics:
+            lines.append("            metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        params = list(stage["params"].items())[:6]
+        if params:
+            lines.append("            params:  " + ", ".join(f"{k}={v}" for k, v in params))
+        for name, digest in stage["inputs"].items():
+            lines.append(f"            input  {name}: {digest[:16]}")
+    return "\n".join(lines)

@@ -36,20 +36,24 @@ def repo_root() -> Path:
 
 
 def local_image_ref(root: Path) -> str:
-    """A local run has no container: name the environment by the hash of its pinned lock file."""
+    """A local run has no container: name the environment by the hash of its pinned lock file.
+    (Avoid the word 'python3' in it: kfp.local rewrites that string in task commands.)"""
     lock = root / "requirements.lock"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.is_file() else "unpinned"
-    return f"local-venv:python{sys.version_info.major}.{sys.version_info.minor}@lock-sha256:{digest}"
+    return f"local-venv:py{sys.version_info.major}.{sys.version_info.minor}@lock-sha256:{digest}"
 
 
-def resolve_tracking_uri(arg: str | None, root: Path) -> tuple[str, str | None]:
-    """(tracking URI, artifact root for new experiments or None to let the server decide)."""
+def resolve_tracking_uri(arg: str | None, state_dir: Path) -> tuple[str, str | None]:
+    """(tracking URI, artifact root for new experiments, or None to let a server decide).
+    A SQLite store keeps its artifacts in a folder beside the database, never in the cwd."""
     from model_src.tracking import local_tracking
 
     uri = arg or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri, None
-    return local_tracking(root / DEFAULT_STATE_DIR / "mlflow")
+    if not uri:
+        return local_tracking(state_dir / "mlflow")
+    if uri.startswith("sqlite:///"):
+        return uri, (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return uri, None
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -58,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.profile, args.set or [])  # bad profile/key/type fails here, before any work
     root = repo_root()
+    state_dir = Path(args.state_dir or root / DEFAULT_STATE_DIR).resolve()
     data_dir = Path(args.data_dir or root / "data" / "raw").resolve()
     if not data_dir.is_dir():
         raise CliError(f"data folder {data_dir} not found: run `make data` first")
@@ -65,8 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from model_src.lineage import dvc_pin, git_commit
     from model_src.tracking import check_tracking_uri, ensure_experiment
 
-    tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, root)
-    check_tracking_uri(tracking_uri, timeout_s=20.0)
+    tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
+    check_tracking_uri(tracking_uri, timeout_s=15.0)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the stage subprocesses inherit it
     import mlflow
 
@@ -81,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     local.init(runner=local.SubprocessRunner(use_venv=False),
-               pipeline_root=str(root / DEFAULT_STATE_DIR / "kfp"), raise_on_error=True)
+               pipeline_root=str(state_dir / "kfp"), raise_on_error=True)
     print(f"thinkpipe: running {run_name} (profile {cfg.profile}) with MLflow at {tracking_uri}", flush=True)
     started = time.monotonic()
     try:
@@ -89,10 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             config_json=cfg.to_json(), data_dir=str(data_dir), git_commit=git_commit(root),
             data_hash=data_hash, data_rev=data_rev, image=local_image_ref(root),
             pipeline_run_name=run_name, use_cache=not args.no_cache)
-    except BaseException:
+    except Exception as exc:
         _fail_parent_run(cfg.experiment, run_name)
-        raise
-    exported = task.outputs["Output"].path if hasattr(task.outputs, "__getitem__") else task.output.path
+        raise CliError(f"{exc}\nThe failed stage's log is above. Fix the cause and run again: stages that "
+                       f"finished are reused by their content key, so work resumes at the failed stage.") from exc
+    exported = task.output.path
     _print_summary(cfg, run_name, tracking_uri, exported, time.monotonic() - started)
     return 0
 
@@ -144,8 +150,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_lineage(args: argparse.Namespace) -> int:
     from pipelines.lineage import lineage_report, render_lineage
 
-    root = repo_root()
-    tracking_uri, _ = resolve_tracking_uri(args.tracking_uri, root)
+    tracking_uri, _ = resolve_tracking_uri(args.tracking_uri, Path(args.state_dir or repo_root() / DEFAULT_STATE_DIR))
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -160,6 +165,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     counts = generate_corpus(args.out, GeneratorConfig(seed=args.seed))
     print(f"thinkpipe: wrote {sum(counts.values())} rows to {args.out} ({counts})")
+    if args.check_pin:
+        from model_src.lineage import dvc_dir_hash, dvc_pin
+
+        pinned, _ = dvc_pin(Path(args.check_pin).resolve().parent, Path(args.check_pin).name)
+        actual = dvc_dir_hash(args.out)
+        if actual != pinned:
+            raise CliError(f"regenerated {args.out} hashes to {actual}, but {args.check_pin} pins {pinned}: "
+                           f"the generator or a pinned library changed; re-pin deliberately with "
+                           f"`dvc commit -f data.dvc` and commit data.dvc")
+        print(f"thinkpipe: {args.out} matches the pin in {args.check_pin} ({actual})")
     return 0
 
 
@@ -186,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local SQLite store)")
     run.add_argument("--data-dir", help="raw corpus folder (default: data/raw)")
     run.add_argument("--run-name", help="name of the pipeline run (default: PROFILE-TIMESTAMP)")
+    run.add_argument("--state-dir", help=f"local run state: kfp outputs and the default MLflow store (default: {DEFAULT_STATE_DIR}/)")
     run.add_argument("--no-cache", action="store_true", help="recompute every stage even when its content key matches")
     run.set_defaults(fn=cmd_run)
 
@@ -195,13 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     lin = sub.add_parser("lineage", help="print the chain from a registered model version back to its data")
     lin.add_argument("model", help="NAME, NAME/VERSION or NAME@alias")
-    lin.add_argument("--tracking-uri")
+    lin.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store)")
+    lin.add_argument("--state-dir", help=f"where the local store lives (default: {DEFAULT_STATE_DIR}/)")
     lin.add_argument("--json", action="store_true", help="machine-readable output")
     lin.set_defaults(fn=cmd_lineage)
 
     data = sub.add_parser("data", help="generate the raw corpus deterministically")
     data.add_argument("--out", default="data/raw")
     data.add_argument("--seed", type=int, default=1234)
+    data.add_argument("--check-pin", metavar="DVC_FILE", help="fail unless the result hashes to this .dvc file's pin")
     data.set_defaults(fn=cmd_data)
 
     cur = sub.add_parser("curate", help="curate a raw corpus folder outside the pipeline")

@@ -64,7 +64,6 @@ def collate(processor, examples: list[Example], *, with_targets: bool, padding_s
     texts = [ex.prompt + (ex.target if with_targets else "") for ex in examples]
     images = [image for ex in examples for image in ex.images]
     batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
-    batch.pop("mm_token_type_ids", None)
     if with_targets:
         batch["labels"] = target_labels(batch["input_ids"], batch["attention_mask"], tokenizer)
     return batch

@@ -25,7 +25,9 @@ def response_logprobs(model, rollouts) -> torch.Tensor:
     """log p of each response token under `model`: [B, N]."""
     p = rollouts.prompt_len
     attention = torch.cat([rollouts.batch["attention_mask"], rollouts.response_mask], dim=1)
-    logits = model(input_ids=rollouts.sequences, attention_mask=attention,
+    # generated tokens are text: type 0 (M-RoPE positions of images come from the prompt part)
+    token_types = torch.cat([rollouts.batch["mm_token_type_ids"], torch.zeros_like(rollouts.response_mask)], dim=1)
+    logits = model(input_ids=rollouts.sequences, attention_mask=attention, mm_token_type_ids=token_types,
                    pixel_values=rollouts.batch["pixel_values"],
                    image_grid_thw=rollouts.batch["image_grid_thw"]).logits
     return token_logprobs(logits[:, p - 1:-1], rollouts.sequences[:, p:])

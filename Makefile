@@ -1,0 +1,60 @@
+# thinkpipe's command vocabulary. `make help` lists the targets; CI runs `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= small
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: help venv data run test test-slow compile bench lint clean lock
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the pinned dependencies (requirements.lock)
+
+data: $(STAMP) ## get the DVC-pinned corpus: pull it, or regenerate it and check the pinned hash
+	@if $(BIN)/dvc pull --quiet data.dvc 2>/dev/null; then \
+	  echo "data: data/raw pulled from the DVC remote"; \
+	else \
+	  echo "data: the DVC remote does not have it; regenerating from the seed"; \
+	  rm -rf data/raw && $(BIN)/thinkpipe data --out data/raw --check-pin data.dvc && \
+	  $(BIN)/dvc commit --force --quiet data.dvc && $(BIN)/dvc push --quiet data.dvc && \
+	  echo "data: regenerated, verified against data.dvc and pushed to the remote"; \
+	fi
+
+run: data ## run the whole DAG locally (PROFILE=small by default; PROFILE=tiny for seconds)
+	$(BIN)/thinkpipe run --profile $(PROFILE)
+
+test: $(STAMP) data ## the fast test suite (what CI runs)
+	$(BIN)/pytest -m "not slow and not gpu"
+
+test-slow: $(STAMP) data ## the slow tests only
+	$(BIN)/pytest -m "slow"
+
+compile: $(STAMP) ## compile the DAG to pipelines/compiled/training.yaml
+	$(BIN)/thinkpipe compile
+
+bench: $(STAMP) data ## benchmarks under bench/ (print ratios measured side by side)
+	$(BIN)/python bench/bench_cache.py
+
+lint: $(STAMP) ## compile every module (no extra linters pinned)
+	$(BIN)/python -m compileall -q model_src components pipelines tests bench
+
+lock: ## re-resolve requirements.in into requirements.lock (slow: minutes, needs the registry)
+	rm -rf /tmp/thinkpipe-lock && $(PYTHON) -m venv /tmp/thinkpipe-lock
+	/tmp/thinkpipe-lock/bin/pip install -r requirements.in
+	{ head -2 requirements.lock; /tmp/thinkpipe-lock/bin/pip freeze --all | grep -v '^pip=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean: ## remove local run state (MLflow store, kfp outputs); keeps .venv and data
+	rm -rf .thinkpipe .pytest_cache

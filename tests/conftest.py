@@ -1,0 +1,70 @@
+"""Shared fixtures. The tiny pipeline runs once per session through the real `thinkpipe run`
+(kfp.local SubprocessRunner, a real SQLite MLflow store) and its MLflow state is shared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+THINKPIPE = [sys.executable, "-m", "pipelines.cli"]
+TINY_MODEL = "thinkpipe-glm4v-tiny"
+TINY_EXPERIMENT = "thinkpipe-tiny"
+
+
+@dataclass
+class PipelineRun:
+    name: str
+    returncode: int
+    output: str
+    seconds: float
+
+
+class TinyPipeline:
+    """Runs `thinkpipe run --profile tiny` against one state dir / tracking store."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.tracking_uri = f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
+
+    def run(self, name: str, *extra: str, env: dict[str, str] | None = None) -> PipelineRun:
+        cmd = [*THINKPIPE, "run", "--profile", "tiny", "--run-name", name, "--state-dir", str(self.state_dir),
+               "--tracking-uri", self.tracking_uri, *extra]
+        started = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
+        return PipelineRun(name, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+
+    def client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.MlflowClient(self.tracking_uri)
+
+    def runs_of(self, pipeline_run: str):
+        """(parent run, nested stage runs) of one pipeline run."""
+        client = self.client()
+        exp = client.get_experiment_by_name(TINY_EXPERIMENT)
+        runs = client.search_runs([exp.experiment_id], f"tags.`thinkpipe.pipeline_run` = '{pipeline_run}'")
+        parents = [r for r in runs if r.data.tags.get("thinkpipe.stage") == "pipeline"]
+        assert len(parents) == 1, [r.data.tags for r in runs]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        return parents[0], children
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> TinyPipeline:
+    return TinyPipeline(tmp_path_factory.mktemp("tiny-state"))
+
+
+@pytest.fixture(scope="session")
+def first_run(tiny) -> PipelineRun:
+    result = tiny.run("first")
+    assert result.returncode == 0, result.output[-5000:]
+    return result

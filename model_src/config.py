@@ -298,6 +298,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"config key '{key}': cannot read value {raw!r}: {exc}") from exc
+    if isinstance(value, str) and value == raw.strip():
+        try:  # YAML 1.1 reads '3e-4' as a string; people mean a number
+            value = float(value)
+        except ValueError:
+            pass
     return key, value
 
 

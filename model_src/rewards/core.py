@@ -42,12 +42,12 @@ def _check_format(response: str) -> tuple[str | None, str]:
     answer_start = stripped.index(ANSWER_OPEN)
     if answer_start < think_end:
         return None, "layout"
-    if stripped[think_end + len(THINK_CLOSE):answer_start].strip():
-        return None, "text_between_think_and_answer"
     answer = stripped[answer_start + len(ANSWER_OPEN):-len(ANSWER_CLOSE)]
     box_start, box_end = answer.find(BOX_OPEN), answer.find(BOX_CLOSE)
     if box_start < 0 or box_end < 0 or box_end < box_start:
         return None, "box_outside_answer"
+    if stripped[think_end + len(THINK_CLOSE):answer_start].strip():
+        return None, "text_between_think_and_answer"
     content = answer[box_start + len(BOX_OPEN):box_end]
     if "\\boxed" in content:
         return None, "latex_boxed"

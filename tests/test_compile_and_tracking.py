@@ -1,0 +1,100 @@
+"""The committed IR is current; an unreachable tracking server fails fast, naming the URI; stages
+log to a real MLflow server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from model_src.config import load_config
+from pipelines.compile import compile_pipeline
+from tests.conftest import ROOT, THINKPIPE
+
+
+def test_committed_compiled_pipeline_is_up_to_date(tmp_path):
+    fresh = compile_pipeline(tmp_path / "training.yaml").read_text()
+    committed = (ROOT / "pipelines" / "compiled" / "training.yaml").read_text()
+    assert fresh == committed, "pipelines/compiled/training.yaml is stale: run `make compile` and commit it"
+    ir = yaml.safe_load(fresh)
+    tasks = ir["root"]["dag"]["tasks"]
+    assert set(tasks) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
+    assert set(tasks["export"]["dependentTasks"]) == {"evaluate", "rlcs"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    proc = subprocess.run([*THINKPIPE, "run", "--profile", "tiny", "--tracking-uri", uri,
+                           "--state-dir", str(tmp_path / "state")], cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2
+    assert uri in proc.stderr
+    assert elapsed < 30
+    assert not (tmp_path / "state" / "kfp").exists()  # no stage started
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("mlflow server did not start")
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def test_init_and_curate_stages_log_to_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch):
+    import mlflow
+
+    from model_src.lineage import dvc_pin
+    from model_src.stages import curate_stage, init_stage
+    from model_src.tracking import check_tracking_uri
+
+    check_tracking_uri(mlflow_server, timeout_s=5)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    cfg = load_config("tiny", ["experiment=server-test"])
+    data_hash, data_rev = dvc_pin(ROOT)
+    lineage = init_stage(config_json=cfg.to_json(), data_dir=str(ROOT / "data" / "raw"), git_commit="abc",
+                         data_hash=data_hash, data_rev=data_rev, image="test-image", pipeline_run_name="srv",
+                         lineage_out=str(tmp_path / "lineage.json"))
+    outputs = {n: str(tmp_path / n) for n in ("pretrain", "sft", "rl", "eval", "report")}
+    metrics = curate_stage(config_json=cfg.to_json(), lineage_path=str(tmp_path / "lineage.json"),
+                           data_dir=str(ROOT / "data" / "raw"), outputs=outputs)
+    assert metrics["input_rows"] == metrics["kept_rows"] + metrics["quarantined_rows"] > 0
+    client = mlflow.MlflowClient(mlflow_server)
+    runs = client.search_runs([lineage.experiment_id], f"tags.mlflow.parentRunId = '{lineage.parent_run_id}'")
+    assert sorted(r.info.run_name for r in runs) == ["curate", "init"]
+    curate_run = next(r for r in runs if r.info.run_name == "curate")
+    assert curate_run.data.tags["thinkpipe.data_hash"] == data_hash
+    artifacts = {a.path for a in client.list_artifacts(curate_run.info.run_id, "outputs")}
+    assert "outputs/eval" in artifacts  # outputs are stored on the server, so a later run can reuse them

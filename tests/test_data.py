@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -69,6 +70,7 @@ def test_curation_quarantines_bad_rows_with_reasons_and_reconciles(tmp_path):
     Image.new("L", (1, 1)).save(huge, format="PNG")
     header_bomb = bytearray(huge.getvalue())
     header_bomb[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width/height: 100k x 100k
+    header_bomb[29:33] = zlib.crc32(bytes(header_bomb[12:29])).to_bytes(4, "big")  # a valid header CRC
     rows = [_row(i) for i in range(40)] + [
         _row(100, images=[b"not a png"]),
         _row(101, images=[png_bytes(Image.new("RGB", (56, 56)))[:40]]),

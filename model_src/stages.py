@@ -15,7 +15,7 @@ from pathlib import Path
 
 from model_src.config import config_from_json, config_hash
 from model_src.lineage import Lineage, LineageError, dvc_dir_hash
-from model_src.stage import StageContext, run_stage
+from model_src.stage import StageContext, run_stage, skip_final_gc
 
 MODEL_CARD = "README.md"
 
@@ -53,6 +53,7 @@ def init_stage(*, config_json: str, data_dir: str, git_commit: str, data_hash: s
         mlflow.log_params({"profile": cfg.profile, "seed": cfg.seed, "data_dir": data_dir})
     Path(lineage_out).parent.mkdir(parents=True, exist_ok=True)
     Path(lineage_out).write_text(lineage.to_json())
+    skip_final_gc()
     return lineage
 
 

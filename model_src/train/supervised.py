@@ -84,7 +84,7 @@ def train_supervised(
         tokens += int((batch["labels"] != -100).sum())
         log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}, step)
         if step % cfg.log_every == 0:
-            progress.set_postfix(loss=f"{losses[-1]:.3f}")
+            progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     elapsed = time.monotonic() - started
     window = max(1, min(10, len(losses) // 4))
     return {

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -49,8 +48,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 20.0) -> None:
     if uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///"):]).parent
     elif uri.startswith("file:"):
-        folder = Path(uri[len("file:"):].lstrip("/")).parent
-        folder = Path("/") / folder
+        folder = Path(urllib.parse.urlparse(uri).path)
     else:
         folder = None
     if folder is not None:

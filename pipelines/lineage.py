@@ -31,9 +31,8 @@ def lineage_report(ref: str) -> dict:
     parent_id = export_run.data.tags["mlflow.parentRunId"]
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    children.sort(key=lambda r: (STAGE_ORDER.index(r.data.tags.get(f"{TAG_PREFIX}stage", "export"))
-                                 if r.data.tags.get(f"{TAG_PREFIX}stage") in STAGE_ORDER else 99,
-                                 r.info.start_time))
+    order = {stage: i for i, stage in enumerate(STAGE_ORDER)}
+    children.sort(key=lambda r: (order.get(r.data.tags.get(f"{TAG_PREFIX}stage"), len(order)), r.info.start_time))
     stages = []
     for run in children:
         tags = run.data.tags

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests talk to MLflow in-process too
+
 ROOT = Path(__file__).resolve().parent.parent
 THINKPIPE = [sys.executable, "-m", "pipelines.cli"]
 TINY_MODEL = "thinkpipe-glm4v-tiny"

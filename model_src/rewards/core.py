@@ -6,6 +6,7 @@ eval, so every call finishes quickly on any input and never raises.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -83,17 +84,46 @@ def normalize_answer(text: str) -> str:
     return text.rstrip(".").strip()
 
 
-def score(domain: str, response: str, reference: str, *, question: str | None = None) -> RewardResult:
+def repetition(text: str, min_chars: int = 200, max_ratio: float = 0.2) -> float:
+    """1.0 when `text` is mostly long repeated blocks (it compresses below `max_ratio`), else 0.0.
+
+    >>> repetition("the same sentence again. " * 40)
+    1.0
+    >>> repetition("3 plus 4 is 7.")
+    0.0
+    """
+    if len(text) < min_chars:
+        return 0.0
+    data = text[:MAX_RESPONSE_CHARS].encode("utf-8", "replace")
+    return 1.0 if len(zlib.compress(data)) / len(data) < max_ratio else 0.0
+
+
+def score(domain: str, response: str, reference: str, *, question: str | None = None,
+          repetition_penalty: float = 0.0) -> RewardResult:
     """Reward of `response` (the full model output) against `reference` for `domain`.
 
-    The skeleton verifier is exact match after normalisation for every domain; per-domain
-    verifiers (numeric tolerance, IoU, edit distance) plug in behind the same signature.
+    Format gates everything: a broken format scores 0. Then the domain's verifier compares the
+    boxed answer with the reference. `repetition_penalty` (0 = off) scales the reward down by that
+    share when the response is mostly repeated blocks. Never raises.
     """
-    if not isinstance(response, str) or not isinstance(reference, str):
-        return RewardResult(0.0, False, {"format": 0.0, "accuracy": 0.0}, "not_a_string")
+    from model_src.rewards.verifiers import VERIFIERS
+
+    zero = {"format": 0.0, "accuracy": 0.0}
+    if not isinstance(response, str) or not isinstance(reference, str) or not isinstance(domain, str):
+        return RewardResult(0.0, False, zero, "not_a_string")
     content, why = _check_format(response)
     if content is None:
-        return RewardResult(0.0, False, {"format": 0.0, "accuracy": 0.0}, f"format:{why}")
-    correct = normalize_answer(content) == normalize_answer(reference)
-    accuracy = 1.0 if correct else 0.0
-    return RewardResult(accuracy, True, {"format": 1.0, "accuracy": accuracy}, "match" if correct else "mismatch")
+        return RewardResult(0.0, False, zero, f"format:{why}")
+    verifier = VERIFIERS.get(domain)
+    if verifier is None:
+        return RewardResult(0.0, True, {"format": 1.0, "accuracy": 0.0}, f"unknown_domain:{domain}")
+    try:
+        accuracy, reason = verifier(content, reference)
+    except Exception as exc:  # noqa: BLE001 - a verifier bug must not crash RL; it scores 0 and says why
+        return RewardResult(0.0, True, {"format": 1.0, "accuracy": 0.0}, f"verifier_error:{type(exc).__name__}")
+    parts = {"format": 1.0, "accuracy": float(accuracy)}
+    reward = float(accuracy)
+    if repetition_penalty > 0:
+        parts["repetition"] = repetition(response)
+        reward *= 1.0 - min(1.0, repetition_penalty) * parts["repetition"]
+    return RewardResult(min(1.0, max(0.0, reward)), True, parts, reason)

@@ -1,0 +1,255 @@
+"""A small, safe arithmetic-expression reader for the math verifier.
+
+It never evaluates model output as Python (no eval, no sympy `parse_expr`): a recursive-descent
+parser over a fixed grammar builds a tiny tree, which is evaluated with floats. Two answers with
+variables are equivalent when they agree at several fixed sample points (so `x+1` equals `1+x`).
+
+Grammar: numbers (`3`, `0.5`, `1,000`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
+multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\cdot`, `\\times`, `\\pi`,
+one-letter variables. Input length, nesting depth and exponents are bounded, so reading any input
+takes bounded time.
+
+>>> equivalent("1/2", "0.5")
+True
+>>> equivalent("\\\\frac{3}{4}", "75%")
+True
+>>> equivalent("x+1", "1+x")
+True
+>>> equivalent("2(x+1)", "2x+3")
+False
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+
+MAX_CHARS = 200
+MAX_DEPTH = 40
+MAX_EXPONENT = 20.0
+REL_TOL = 1e-6
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+class ParseError(ValueError):
+    pass
+
+
+def _tokenize(text: str) -> list[str]:
+    text = text.replace("\\left", "").replace("\\right", "").replace("\\cdot", "*").replace("\\times", "*")
+    text = _THOUSANDS.sub("", text)  # 1,000 -> 1000 (input is bounded, so the regex is cheap)
+    text = text.replace("\\div", "/").replace("**", "^").replace("−", "-").replace("×", "*").replace("÷", "/")
+    tokens: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch.isdigit() or (ch == "." and i + 1 < len(text) and text[i + 1].isdigit()):
+            j = i
+            while j < len(text) and (text[j].isdigit() or text[j] == "."):
+                j += 1
+            tokens.append(text[i:j])
+            i = j
+        elif ch == "\\":
+            j = i + 1
+            while j < len(text) and text[j].isalpha():
+                j += 1
+            name = text[i:j]
+            if name not in ("\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi"):
+                raise ParseError(f"unsupported command {name}")
+            tokens.append("\\frac" if name.endswith("frac") else name)
+            i = j
+        elif ch.isalpha():
+            tokens.append(ch)  # one-letter variables; "xy" reads as x*y
+            i += 1
+        elif ch in "+-*/^(){}%":
+            tokens.append(ch)
+            i += 1
+        else:
+            raise ParseError(f"unexpected character {ch!r}")
+    return tokens
+
+
+class _Parser:
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+        self.pos = 0
+        self.depth = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        token = self.peek()
+        if token is None or (expected is not None and token != expected):
+            raise ParseError(f"expected {expected or 'a token'}, got {token}")
+        self.pos += 1
+        return token
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError("nesting too deep")
+
+    def expr(self):
+        self.enter()
+        node = self.term()
+        while self.peek() in ("+", "-"):
+            node = (self.take(), node, self.term())
+        self.depth -= 1
+        return node
+
+    def term(self):
+        node = self.unary()
+        while True:
+            token = self.peek()
+            if token in ("*", "/"):
+                node = (self.take(), node, self.unary())
+            elif token is not None and (token[0].isdigit() or token[0] == "." or token.isalpha()
+                                        or token in ("(", "\\frac", "\\sqrt", "\\pi")):
+                node = ("*", node, self.unary())  # implicit multiplication: 2x, 2(x+1)
+            else:
+                return node
+
+    def unary(self):
+        if self.peek() in ("+", "-"):
+            sign = self.take()
+            self.enter()
+            operand = self.unary()
+            self.depth -= 1
+            return ("neg", operand) if sign == "-" else operand
+        return self.power()
+
+    def power(self):
+        base = self.postfix()
+        if self.peek() == "^":
+            self.take()
+            self.enter()
+            exponent = self.unary()
+            self.depth -= 1
+            return ("^", base, exponent)
+        return base
+
+    def postfix(self):
+        node = self.atom()
+        while self.peek() == "%":
+            self.take()
+            node = ("/", node, ("num", 100.0))
+        return node
+
+    def group(self, open_: str, close: str):
+        self.take(open_)
+        node = self.expr()
+        self.take(close)
+        return node
+
+    def atom(self):
+        token = self.peek()
+        if token is None:
+            raise ParseError("unexpected end")
+        if token == "(":
+            return self.group("(", ")")
+        if token == "{":
+            return self.group("{", "}")
+        if token == "\\frac":
+            self.take()
+            return ("/", self.group("{", "}"), self.group("{", "}"))
+        if token == "\\sqrt":
+            self.take()
+            return ("sqrt", self.group("{", "}") if self.peek() == "{" else self.atom())
+        if token == "\\pi":
+            self.take()
+            return ("num", math.pi)
+        if token[0].isdigit() or token[0] == ".":
+            self.take()
+            try:
+                return ("num", float(token))
+            except ValueError as exc:
+                raise ParseError(f"bad number {token}") from exc
+        if token.isalpha():
+            self.take()
+            return ("var", token)
+        raise ParseError(f"unexpected {token}")
+
+
+def parse(text: str):
+    """Text -> expression tree; raises ParseError on anything outside the grammar."""
+    if len(text) > MAX_CHARS:
+        raise ParseError("too long")
+    parser = _Parser(_tokenize(text))
+    node = parser.expr()
+    if parser.peek() is not None:
+        raise ParseError(f"trailing {parser.peek()}")
+    return node
+
+
+def variables(node) -> set[str]:
+    kind = node[0]
+    if kind == "var":
+        return {node[1]}
+    if kind == "num":
+        return set()
+    return set().union(*(variables(child) for child in node[1:]))
+
+
+def evaluate(node, env: dict[str, float]) -> float:
+    kind = node[0]
+    if kind == "num":
+        return node[1]
+    if kind == "var":
+        return env[node[1]]
+    if kind == "neg":
+        return -evaluate(node[1], env)
+    if kind == "sqrt":
+        value = evaluate(node[1], env)
+        if value < 0:
+            raise ValueError("sqrt of a negative number")
+        return math.sqrt(value)
+    left, right = evaluate(node[1], env), evaluate(node[2], env)
+    if kind == "+":
+        return left + right
+    if kind == "-":
+        return left - right
+    if kind == "*":
+        return left * right
+    if kind == "/":
+        return left / right
+    if kind == "^":
+        if abs(right) > MAX_EXPONENT:
+            raise ValueError("exponent too large")
+        return math.pow(left, right)
+    raise AssertionError(kind)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12)
+
+
+def equivalent(pred: str, ref: str, num_points: int = 5) -> bool:
+    """True when both parse and agree numerically (at sample points when they have variables)."""
+    try:
+        a, b = parse(pred), parse(ref)
+        names = sorted(variables(a) | variables(b))
+        rng = random.Random(0)
+        points = [{}] if not names else [{n: rng.uniform(0.5, 2.5) for n in names} for _ in range(num_points)]
+        for env in points:
+            x, y = evaluate(a, env), evaluate(b, env)
+            if not (math.isfinite(x) and math.isfinite(y)) or not _close(x, y):
+                return False
+        return True
+    except (ParseError, ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
+        return False
+
+
+def to_number(text: str) -> float | None:
+    """A constant expression's value (`3/4`, `75%`, `\\\\frac{1}{2}`), or None."""
+    try:
+        node = parse(text)
+        if variables(node):
+            return None
+        value = evaluate(node, {})
+        return value if math.isfinite(value) else None
+    except (ParseError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return None

@@ -129,6 +129,14 @@ class RLConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     updates_per_iteration: int = 2
+    # curriculum sampling and dynamic expansion (model_src/rl/curriculum.py); False = uniform ablation
+    curriculum: bool = True
+    curriculum_floor: float = 0.1       # sampling weight of a prompt that is always right or always wrong
+    curriculum_alpha: float = 0.5       # weight of the newest observed pass rate
+    tier_thresholds: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)  # pass-rate bounds of tiers 0 (easy) .. 4
+    expansion_ema_decay: float = 0.8
+    max_expansion_ratio: float = 4.0
+    offline_k: int = 0                  # pass@k rollouts per prompt to grade difficulty before RL; 0 = prior
 
     def validate(self, prefix: str) -> None:
         _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
@@ -140,6 +148,14 @@ class RLConfig:
         _require(0 < self.top_p <= 1, f"{prefix}.top_p", "must be in (0, 1]")
         _require(self.temperature > 0, f"{prefix}.temperature", "must be > 0")
         _require(self.updates_per_iteration > 0, f"{prefix}.updates_per_iteration", "must be > 0")
+        _require(0 < self.curriculum_floor <= 1, f"{prefix}.curriculum_floor", "must be in (0, 1]")
+        _require(0 < self.curriculum_alpha <= 1, f"{prefix}.curriculum_alpha", "must be in (0, 1]")
+        _require(list(self.tier_thresholds) == sorted(self.tier_thresholds, reverse=True)
+                 and all(0 < t < 1 for t in self.tier_thresholds), f"{prefix}.tier_thresholds",
+                 "must be decreasing values in (0, 1)")
+        _require(0 <= self.expansion_ema_decay < 1, f"{prefix}.expansion_ema_decay", "must be in [0, 1)")
+        _require(self.max_expansion_ratio >= 1, f"{prefix}.max_expansion_ratio", "must be >= 1")
+        _require(self.offline_k >= 0, f"{prefix}.offline_k", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,28 @@ def _loss_plot(ctx: StageContext, metric: str = "loss") -> None:
     plt.close(fig)
 
 
+def _tier_plot(history: list[dict]) -> None:
+    """The curriculum monitor: prompts per difficulty tier after each RL iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    if not history:
+        return
+    tiers = list(zip(*(h["tiers"] for h in history)))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.stackplot(range(1, len(history) + 1), tiers, labels=[f"tier {t}" for t in range(len(tiers))])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("prompts")
+    ax.set_title("rlcs: difficulty tiers (0 = easiest)")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/tier_histogram.png")
+    plt.close(fig)
+
+
 def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, model_out: str,
                    use_cache: bool = True) -> dict[str, float]:
     """Learn the tokenizer, build Glm4v from the profile, train it to caption images."""
@@ -172,10 +194,14 @@ def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: 
         from model_src.data.curate import read_split
         from model_src.rl.loop import train_grpo
 
+        import mlflow
+
         model, processor = _load(ctx.inputs["sft_model"])
-        summary = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
-                             ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s))
+        summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
+                                         ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s))
         _loss_plot(ctx, "reward_mean")
+        _tier_plot(curriculum.history)
+        mlflow.log_dict(curriculum.state_dict(), "curriculum_state.json")
         save_model(model, processor, ctx.outputs["model"])
         return summary
 

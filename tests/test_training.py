@@ -60,3 +60,21 @@ def test_training_lowers_loss_and_changes_every_parameter(setup):
     assert summary["final_loss"] < summary["first_loss"] * 0.7
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert not unchanged, unchanged
+
+
+def test_rollout_select_keeps_each_samples_own_pixels(setup):
+    from model_src.model.generate import generate
+    from model_src.model.inputs import prompt_example
+
+    cfg, rows, processor = setup
+    model = build_model(cfg.model, processor.tokenizer, seed=0)
+    # stem images are 112x56 and digit-recognition images 56x56: different patch counts per sample
+    picked = [rows[0], rows[20], rows[1], rows[21]]
+    examples = [prompt_example(processor, r) for r in picked]
+    rollouts = generate(model, processor, examples, max_new_tokens=3, do_sample=False)
+    subset = rollouts.select([1, 2])
+    alone = collate(processor, [examples[1], examples[2]], with_targets=False, padding_side="left")
+    assert torch.equal(subset.batch["pixel_values"], alone["pixel_values"])
+    assert torch.equal(subset.batch["image_grid_thw"], alone["image_grid_thw"])
+    assert subset.texts == [rollouts.texts[1], rollouts.texts[2]]
+    assert torch.equal(subset.sequences, rollouts.sequences[[1, 2]])

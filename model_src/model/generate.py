@@ -23,10 +23,30 @@ class Rollouts:
     sequences: torch.Tensor
     response_mask: torch.Tensor
     texts: list[str]
+    images_per_sample: list[int]
 
     @property
     def prompt_len(self) -> int:
         return self.batch["input_ids"].shape[1]
+
+    def select(self, rows: list[int]) -> "Rollouts":
+        """The rollouts of `rows` only (pixel rows follow each sample's images)."""
+        grid = self.batch["image_grid_thw"]
+        patches = grid.prod(dim=1).tolist()  # pixel rows per image
+        image_start = [0]
+        for count in self.images_per_sample:
+            image_start.append(image_start[-1] + count)
+        pixel_start = [0]
+        for n in patches:
+            pixel_start.append(pixel_start[-1] + n)
+        images = [img for r in rows for img in range(image_start[r], image_start[r + 1])]
+        pixel_rows = [p for img in images for p in range(pixel_start[img], pixel_start[img + 1])]
+        index = torch.tensor(rows, dtype=torch.long)
+        batch = {k: v[index] for k, v in self.batch.items() if k not in ("pixel_values", "image_grid_thw")}
+        batch["pixel_values"] = self.batch["pixel_values"][torch.tensor(pixel_rows, dtype=torch.long)]
+        batch["image_grid_thw"] = grid[torch.tensor(images, dtype=torch.long)]
+        return Rollouts(batch, self.sequences[index], self.response_mask[index], [self.texts[r] for r in rows],
+                        [self.images_per_sample[r] for r in rows])
 
 
 def response_mask_from(responses: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
@@ -54,4 +74,5 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
     mask = response_mask_from(responses, stops)
     texts = processor.tokenizer.batch_decode(responses * mask + processor.tokenizer.pad_token_id * (1 - mask),
                                              skip_special_tokens=True)
-    return Rollouts(batch=dict(batch), sequences=sequences, response_mask=mask, texts=texts)
+    return Rollouts(batch=dict(batch), sequences=sequences, response_mask=mask, texts=texts,
+                    images_per_sample=[len(ex.images) for ex in examples])

@@ -1,8 +1,16 @@
-"""The GRPO loop of the RLCS stage (walking-skeleton version: uniform prompt sampling).
+"""The GRPO loop of the RLCS stage: curriculum sampling, dynamic expansion, clipped updates.
 
-Each iteration samples prompts, draws `group_size` rollouts per prompt at top-p 1.0, scores them
-with the same `score` that evaluation uses, computes group-relative advantages and takes
-`updates_per_iteration` clipped policy-gradient steps (clip-higher, no KL, no entropy term).
+Each iteration
+1. samples prompts by curriculum weight (`model_src.rl.curriculum`), oversampling by the EMA of
+   the expansion ratio;
+2. draws `group_size` rollouts per prompt at top-p 1.0 and scores them with the same `score`
+   that evaluation uses;
+3. keeps the `prompts_per_iteration` groups most balanced between right and wrong;
+4. takes `updates_per_iteration` clipped policy-gradient steps (clip-higher, no KL, no entropy
+   term, per-sample averaging) over the kept groups;
+5. folds every sampled prompt's pass rate into the curriculum and logs the monitor metrics.
+
+With `rlcs.curriculum=false` it is the uniform-sampling ablation (no weights, no expansion).
 """
 
 from __future__ import annotations
@@ -14,14 +22,15 @@ from typing import Callable
 import torch
 
 from model_src.config import RLConfig
-from model_src.model.generate import generate
-from model_src.model.inputs import prompt_example
+from model_src.model.generate import Rollouts, generate
+from model_src.model.inputs import Example, prompt_example
 from model_src.rewards import score
+from model_src.rl.curriculum import Curriculum, most_balanced
 from model_src.rl.grpo import clipped_policy_loss, group_advantages, token_logprobs
 from model_src.train.supervised import seed_everything
 
 
-def response_logprobs(model, rollouts) -> torch.Tensor:
+def response_logprobs(model, rollouts: Rollouts) -> torch.Tensor:
     """log p of each response token under `model`: [B, N]."""
     p = rollouts.prompt_len
     attention = torch.cat([rollouts.batch["attention_mask"], rollouts.response_mask], dim=1)
@@ -33,8 +42,42 @@ def response_logprobs(model, rollouts) -> torch.Tensor:
     return token_logprobs(logits[:, p - 1:-1], rollouts.sequences[:, p:])
 
 
+def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int):
+    """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call.
+    Yields (chunk prompts, Rollouts, rewards [len(chunk) * group_size], RewardResults)."""
+    for start in range(0, len(prompts), prompts_per_chunk):
+        chunk = prompts[start:start + prompts_per_chunk]
+        group = [ex for ex in chunk for _ in range(cfg.group_size)]
+        rollouts = generate(model, processor, group, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                            temperature=cfg.temperature, top_p=cfg.top_p)
+        results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
+        yield chunk, rollouts, torch.tensor([r.reward for r in results], dtype=torch.float32), results
+
+
+def grade_offline(model, processor, examples: list[Example], cfg: RLConfig) -> dict[str, float]:
+    """pass@k grading before RL: the share of `offline_k` sampled rollouts that score 1."""
+    graded = RLConfig(**{**cfg.__dict__, "group_size": cfg.offline_k})
+    rates: dict[str, float] = {}
+    for chunk, _, rewards, _ in rollout_groups(model, processor, examples, graded, cfg.prompts_per_iteration):
+        for ex, group in zip(chunk, rewards.view(-1, cfg.offline_k)):
+            rates[ex.row_id] = float((group >= 1.0).float().mean())
+    return rates
+
+
+def build_curriculum(model, processor, rows: list[dict], examples: list[Example], cfg: RLConfig) -> Curriculum:
+    """Initial pass rates: offline pass@k when `offline_k` > 0, merged with the generator's prior
+    (pass rate ~ 1 - difficulty) as an equal-weight average; the prior alone otherwise."""
+    prior = {row["id"]: 1.0 - float(row["difficulty"]) for row in rows}
+    if cfg.offline_k > 0:
+        graded = grade_offline(model, processor, examples, cfg)
+        prior = {i: 0.5 * prior[i] + 0.5 * graded[i] for i in prior}
+    return Curriculum(pass_rates=prior, floor=cfg.curriculum_floor, alpha=cfg.curriculum_alpha,
+                      ema_decay=cfg.expansion_ema_decay, max_ratio=cfg.max_expansion_ratio,
+                      thresholds=tuple(cfg.tier_thresholds), uniform=not cfg.curriculum)
+
+
 def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
-               log: Callable[[dict[str, float], int], None]) -> dict[str, float]:
+               log: Callable[[dict[str, float], int], None]) -> tuple[dict[str, float], Curriculum]:
     from tqdm import tqdm
 
     if not rows:
@@ -42,46 +85,79 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     seed_everything(seed)
     rng = random.Random(seed)
     examples = [prompt_example(processor, row) for row in rows]
+    by_id = {ex.row_id: ex for ex in examples}
+    curriculum = build_curriculum(model, processor, rows, examples, cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     history: list[dict[str, float]] = []
+    total_rollouts = 0
     for iteration in tqdm(range(cfg.num_iterations), desc="rlcs", unit="iter"):
-        picked = rng.sample(range(len(examples)), k=min(cfg.prompts_per_iteration, len(examples)))
-        group = [examples[i] for i in picked for _ in range(cfg.group_size)]
-        rollouts = generate(model, processor, group, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                            temperature=cfg.temperature, top_p=cfg.top_p)
-        results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
-        rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)
-        advantages = group_advantages(rewards, cfg.group_size)
-        grouped = rewards.view(-1, cfg.group_size)
-        not_valid = ((grouped.max(dim=1).values - grouped.min(dim=1).values) == 0).float().mean().item()
+        picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
+        chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration))
+        total_rollouts += len(picked) * cfg.group_size
+        observed = {ex.row_id: float((g >= 1.0).float().mean())
+                    for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))}
+        # keep the most balanced groups, up to the batch size (expansion oversampled the rest)
+        keep = set(most_balanced([observed[ex.row_id] for ex in picked], cfg.prompts_per_iteration))
+        kept_ids = {picked[i].row_id for i in keep}
+        selected: list[tuple[Rollouts, torch.Tensor]] = []
+        for chunk, rollouts, rewards, _ in chunks:
+            rows_kept = [g * cfg.group_size + k for g, ex in enumerate(chunk) if ex.row_id in kept_ids
+                         for k in range(cfg.group_size)]
+            if rows_kept:
+                advantages = group_advantages(rewards[rows_kept], cfg.group_size)
+                selected.append((rollouts.select(rows_kept), advantages))
+        num_kept = sum(len(adv) for _, adv in selected)
 
         model.train()
         with torch.no_grad():
-            old_logprobs = response_logprobs(model, rollouts)
-        stats: dict[str, float] = {"policy_loss": 0.0, "clip_frac_high": 0.0, "clip_frac_low": 0.0}
-        if advantages.abs().sum() > 0:  # all groups uniform: nothing to learn from this batch
+            old_logprobs = [response_logprobs(model, ro) for ro, _ in selected]
+        stats = {"policy_loss": 0.0, "clip_frac_high": 0.0, "clip_frac_low": 0.0}
+        if any(adv.abs().sum() > 0 for _, adv in selected):  # else every kept group is uniform
             for _ in range(cfg.updates_per_iteration):
-                logprobs = response_logprobs(model, rollouts)
-                loss, clip_stats = clipped_policy_loss(logprobs, old_logprobs, advantages,
-                                                       rollouts.response_mask, cfg.clip_low, cfg.clip_high)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                total = 0.0
+                clip_high = clip_low = 0.0
+                for (ro, adv), old in zip(selected, old_logprobs):
+                    loss, clip = clipped_policy_loss(response_logprobs(model, ro), old, adv, ro.response_mask,
+                                                     cfg.clip_low, cfg.clip_high)
+                    share = len(adv) / num_kept  # per-sample mean over all kept samples
+                    (loss * share).backward()
+                    total += loss.item() * share
+                    clip_high += clip["clip_frac_high"] * share
+                    clip_low += clip["clip_frac_low"] * share
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
-                stats = {"policy_loss": loss.item(), **clip_stats}
+                stats = {"policy_loss": total, "clip_frac_high": clip_high, "clip_frac_low": clip_low}
+
+        all_results = [r for _, _, _, results in chunks for r in results]
+        all_rewards = torch.cat([rewards for _, _, rewards, _ in chunks])
+        kept_rates = [observed[i] for i in kept_ids]
+        by_domain: dict[str, list[float]] = {}
+        for chunk, _, rewards, _ in chunks:
+            for ex, group in zip(chunk, rewards.view(-1, cfg.group_size)):
+                by_domain.setdefault(ex.domain, []).extend(group.tolist())
         metrics = {
-            "reward_mean": rewards.mean().item(),
-            "reward_std": rewards.std(unbiased=False).item(),
-            "format_ok_share": statistics.fmean(float(r.format_ok) for r in results),
-            "not_valid_rate": not_valid,
-            "response_length": rollouts.response_mask.sum(dim=1).float().mean().item(),
+            "reward_mean": all_rewards.mean().item(),
+            "reward_std": all_rewards.std(unbiased=False).item(),
+            "format_ok_share": statistics.fmean(float(r.format_ok) for r in all_results),
+            "effective_group_share": statistics.fmean(float(0.0 < r < 1.0) for r in kept_rates),
+            "sampled_prompts": float(len(picked)),
+            "response_length": statistics.fmean(float(ro.response_mask.sum(dim=1).float().mean())
+                                                for _, ro, _, _ in chunks),
+            "rollouts_total": float(total_rollouts),
+            **{f"reward_mean/{d}": statistics.fmean(v) for d, v in by_domain.items()},
             **stats,
+            **curriculum.update(observed),
         }
         log(metrics, iteration)
         history.append(metrics)
-    return {
+    summary = {
         "first_reward_mean": history[0]["reward_mean"],
         "final_reward_mean": history[-1]["reward_mean"],
         "mean_reward_mean": statistics.fmean(h["reward_mean"] for h in history),
+        "mean_effective_group_share": statistics.fmean(h["effective_group_share"] for h in history),
         "final_format_ok_share": history[-1]["format_ok_share"],
+        "rollouts_total": float(total_rollouts),
+        "expansion_cap_hits": float(curriculum.cap_hits),
     }
+    return summary, curriculum

@@ -1,0 +1,121 @@
+"""Curriculum sampling (RLCS) and dynamic sampling expansion, as small pure pieces.
+
+Difficulty is a prompt's pass rate p (share of correct rollouts). GRPO learns nothing from a group
+that is all right or all wrong, and most from p near 1/2, so the sampling weight of a prompt is
+
+    w(p) = floor + (1 - floor) * 4 p (1 - p)
+
+(1 at p = 1/2, `floor` at p = 0 or 1: too-easy and currently-too-hard prompts are drawn less but
+never starved). A prompt's p starts from its offline grade (pass@k of the SFT model, or the
+generator's difficulty prior) and is updated after every iteration in which it was sampled:
+p <- (1 - alpha) p + alpha * observed. Tiers bucket p for the monitor (tier 0 = easiest).
+
+Expansion (RECIPE.md section 4): not_valid_rate = share of last iteration's groups that were all
+right or all wrong; expansion_ratio = 1 / (1 - not_valid_rate), capped; its EMA sets how many
+prompts to oversample next iteration, of which the groups most balanced between right and wrong
+are kept, up to the batch size.
+
+>>> sampling_weight(0.5, floor=0.1)
+1.0
+>>> round(sampling_weight(1.0, floor=0.1), 3)
+0.1
+>>> expansion_ratio(0.5, cap=4.0)
+2.0
+>>> tier_of(0.95, (0.8, 0.6, 0.4, 0.2))
+0
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+
+def sampling_weight(pass_rate: float, floor: float) -> float:
+    return floor + (1.0 - floor) * 4.0 * pass_rate * (1.0 - pass_rate)
+
+
+def tier_of(pass_rate: float, thresholds: tuple[float, ...]) -> int:
+    """Tier 0 for pass rates >= thresholds[0] (easiest), ..., len(thresholds) below the last."""
+    for tier, threshold in enumerate(thresholds):
+        if pass_rate >= threshold:
+            return tier
+    return len(thresholds)
+
+
+def expansion_ratio(not_valid_rate: float, cap: float) -> float:
+    """1 / (1 - not_valid_rate), capped (an all-invalid batch would ask for infinity)."""
+    if not_valid_rate >= 1.0:
+        return cap
+    return min(cap, 1.0 / (1.0 - not_valid_rate))
+
+
+def most_balanced(group_pass_rates: list[float], keep: int) -> list[int]:
+    """Indices of the `keep` groups whose pass rate is closest to 1/2 (ties: earlier first)."""
+    order = sorted(range(len(group_pass_rates)), key=lambda i: (abs(group_pass_rates[i] - 0.5), i))
+    return sorted(order[:keep])
+
+
+@dataclass
+class Curriculum:
+    """Per-prompt difficulty state and the expansion EMA; `state_dict` goes into checkpoints."""
+
+    pass_rates: dict[str, float]
+    floor: float = 0.1
+    alpha: float = 0.5
+    ema_decay: float = 0.8
+    max_ratio: float = 4.0
+    thresholds: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
+    ratio_ema: float = 1.0
+    uniform: bool = False  # the ablation: plain uniform sampling, no expansion
+    cap_hits: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def weights(self, ids: list[str]) -> list[float]:
+        if self.uniform:
+            return [1.0] * len(ids)
+        return [sampling_weight(self.pass_rates[i], self.floor) for i in ids]
+
+    def num_to_sample(self, batch_size: int, available: int) -> int:
+        if self.uniform:
+            return min(batch_size, available)
+        return min(available, math.ceil(batch_size * self.ratio_ema))
+
+    def sample(self, ids: list[str], batch_size: int, rng: random.Random) -> list[str]:
+        """Weighted sampling without replacement (Efraimidis-Spirakis keys)."""
+        count = self.num_to_sample(batch_size, len(ids))
+        keyed = sorted(ids, key=lambda i, w=dict(zip(ids, self.weights(ids))): -rng.random() ** (1.0 / w[i]))
+        return keyed[:count]
+
+    def update(self, observed: dict[str, float]) -> dict[str, float]:
+        """Fold one iteration's pass rates in; returns the monitor metrics."""
+        for prompt_id, rate in observed.items():
+            self.pass_rates[prompt_id] = (1 - self.alpha) * self.pass_rates[prompt_id] + self.alpha * rate
+        invalid = sum(1 for r in observed.values() if r in (0.0, 1.0)) / max(1, len(observed))
+        raw = expansion_ratio(invalid, self.max_ratio)
+        capped = raw >= self.max_ratio
+        self.cap_hits += int(capped)
+        self.ratio_ema = self.ema_decay * self.ratio_ema + (1 - self.ema_decay) * raw
+        histogram = self.tier_histogram()
+        metrics = {"not_valid_rate": invalid, "expansion_ratio": raw, "expansion_ratio_ema": self.ratio_ema,
+                   "expansion_cap_hit": float(capped),
+                   **{f"tier_{t}": float(n) for t, n in enumerate(histogram)}}
+        self.history.append({"tiers": histogram, "ratio_ema": self.ratio_ema})
+        return metrics
+
+    def tier_histogram(self) -> list[int]:
+        counts = [0] * (len(self.thresholds) + 1)
+        for rate in self.pass_rates.values():
+            counts[tier_of(rate, self.thresholds)] += 1
+        return counts
+
+    def state_dict(self) -> dict:
+        return {"pass_rates": dict(self.pass_rates), "ratio_ema": self.ratio_ema, "cap_hits": self.cap_hits,
+                "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pass_rates = dict(state["pass_rates"])
+        self.ratio_ema = float(state["ratio_ema"])
+        self.cap_hits = int(state["cap_hits"])
+        self.history = list(state["history"])

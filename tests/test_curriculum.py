@@ -1,0 +1,61 @@
+"""Curriculum sampling and expansion: pure functions against hand-computed values."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from model_src.rl.curriculum import Curriculum, expansion_ratio, most_balanced, sampling_weight, tier_of
+
+
+def test_weight_peaks_at_half_and_floors_at_the_extremes():
+    assert sampling_weight(0.5, 0.1) == 1.0
+    assert sampling_weight(0.0, 0.1) == sampling_weight(1.0, 0.1) == pytest.approx(0.1)
+    assert sampling_weight(0.25, 0.1) == pytest.approx(0.1 + 0.9 * 0.75)
+
+
+def test_tiers_and_expansion_ratio():
+    thresholds = (0.8, 0.6, 0.4, 0.2)
+    assert [tier_of(p, thresholds) for p in (1.0, 0.7, 0.5, 0.3, 0.0)] == [0, 1, 2, 3, 4]
+    assert expansion_ratio(0.0, 4.0) == 1.0
+    assert expansion_ratio(0.75, 4.0) == 4.0
+    assert expansion_ratio(0.9, 4.0) == 4.0  # capped (raw 10)
+    assert expansion_ratio(1.0, 4.0) == 4.0
+
+
+def test_most_balanced_keeps_groups_nearest_half():
+    assert most_balanced([1.0, 0.5, 0.0, 0.25, 0.75], keep=3) == [1, 3, 4]
+
+
+def test_mid_difficulty_prompts_are_drawn_more_often():
+    rates = {f"easy{i}": 1.0 for i in range(10)} | {f"mid{i}": 0.5 for i in range(10)} | {f"hard{i}": 0.0 for i in range(10)}
+    cur = Curriculum(pass_rates=dict(rates), floor=0.1)
+    rng = random.Random(0)
+    counts = Counter(p[:3] for _ in range(300) for p in cur.sample(sorted(rates), 5, rng))
+    assert counts["mid"] > 3 * counts["eas"] and counts["mid"] > 3 * counts["har"]
+    uniform = Curriculum(pass_rates=dict(rates), uniform=True)
+    counts = Counter(p[:3] for _ in range(300) for p in uniform.sample(sorted(rates), 5, rng))
+    assert max(counts.values()) < 1.3 * min(counts.values())
+
+
+def test_update_moves_pass_rates_and_the_ratio_ema():
+    cur = Curriculum(pass_rates={"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5}, alpha=0.5, ema_decay=0.8, max_ratio=4.0)
+    metrics = cur.update({"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.25})
+    assert cur.pass_rates == {"a": 0.75, "b": 0.25, "c": 0.5, "d": 0.375}
+    assert metrics["not_valid_rate"] == 0.5
+    assert metrics["expansion_ratio"] == 2.0
+    assert cur.ratio_ema == pytest.approx(0.8 * 1.0 + 0.2 * 2.0)
+    assert cur.num_to_sample(8, 100) == 10  # ceil(8 * 1.2)
+    assert sum(cur.tier_histogram()) == 4
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = Curriculum(pass_rates={"a": 0.5, "b": 0.9})
+    a.update({"a": 1.0})
+    b = Curriculum(pass_rates={"a": 0.0, "b": 0.0})
+    b.load_state_dict(a.state_dict())
+    ra, rb = random.Random(3), random.Random(3)
+    assert a.sample(["a", "b"], 1, ra) == b.sample(["a", "b"], 1, rb)
+    assert a.update({"b": 0.0}) == b.update({"b": 0.0})

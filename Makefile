@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow compile bench lint clean lock
+.PHONY: help venv data run test test-slow compile bench bench-rlcs lint clean lock
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ test-slow: $(STAMP) data ## the slow tests only
 compile: $(STAMP) ## compile the DAG to pipelines/compiled/training.yaml
 	$(BIN)/thinkpipe compile
 
-bench: $(STAMP) data ## benchmarks under bench/ (print ratios measured side by side)
+bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run of the tiny DAG
 	$(BIN)/python bench/bench_cache.py
+
+bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model (about 10 min)
+	$(BIN)/python bench/bench_rlcs.py
 
 lint: $(STAMP) ## compile every module (no extra linters pinned)
 	$(BIN)/python -m compileall -q model_src components pipelines tests bench

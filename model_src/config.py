@@ -137,6 +137,7 @@ class RLConfig:
     expansion_ema_decay: float = 0.8
     max_expansion_ratio: float = 4.0
     offline_k: int = 0                  # pass@k rollouts per prompt to grade difficulty before RL; 0 = prior
+    max_rollouts: int = 0               # rollout budget: stop once this many were drawn; 0 = no budget
 
     def validate(self, prefix: str) -> None:
         _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
@@ -156,6 +157,7 @@ class RLConfig:
         _require(0 <= self.expansion_ema_decay < 1, f"{prefix}.expansion_ema_decay", "must be in [0, 1)")
         _require(self.max_expansion_ratio >= 1, f"{prefix}.max_expansion_ratio", "must be >= 1")
         _require(self.offline_k >= 0, f"{prefix}.offline_k", "must be >= 0")
+        _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
 
 
 @dataclass(frozen=True)

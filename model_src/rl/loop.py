@@ -151,6 +151,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         }
         log(metrics, iteration)
         history.append(metrics)
+        if cfg.max_rollouts and total_rollouts >= cfg.max_rollouts:
+            break
     summary = {
         "first_reward_mean": history[0]["reward_mean"],
         "final_reward_mean": history[-1]["reward_mean"],

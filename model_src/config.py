@@ -138,6 +138,7 @@ class RLConfig:
     max_expansion_ratio: float = 4.0
     offline_k: int = 0                  # pass@k rollouts per prompt to grade difficulty before RL; 0 = prior
     max_rollouts: int = 0               # rollout budget: stop once this many were drawn; 0 = no budget
+    force_answer_tokens: int = 16       # answer budget after `</think><answer>` is forced at max_new_tokens; 0 = off
 
     def validate(self, prefix: str) -> None:
         _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
@@ -158,6 +159,7 @@ class RLConfig:
         _require(self.max_expansion_ratio >= 1, f"{prefix}.max_expansion_ratio", "must be >= 1")
         _require(self.offline_k >= 0, f"{prefix}.offline_k", "must be >= 0")
         _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
+        _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -165,11 +167,13 @@ class EvalConfig:
     max_new_tokens: int = 64
     max_samples_per_domain: int = 64
     batch_size: int = 16
+    force_answer_tokens: int = 16  # as in RL: answer budget once thinking hits max_new_tokens; 0 = off
 
     def validate(self, prefix: str) -> None:
         _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
         _require(self.max_samples_per_domain > 0, f"{prefix}.max_samples_per_domain", "must be > 0")
         _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
+        _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
 
 
 @dataclass(frozen=True)

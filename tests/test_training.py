@@ -78,3 +78,23 @@ def test_rollout_select_keeps_each_samples_own_pixels(setup):
     assert torch.equal(subset.batch["image_grid_thw"], alone["image_grid_thw"])
     assert subset.texts == [rollouts.texts[1], rollouts.texts[2]]
     assert torch.equal(subset.sequences, rollouts.sequences[[1, 2]])
+
+
+def test_force_answering_closes_thinking_at_the_budget(setup):
+    from model_src.model.generate import generate
+    from model_src.model.inputs import prompt_example
+
+    cfg, rows, processor = setup
+    model = build_model(cfg.model, processor.tokenizer, seed=0)
+    model.generation_config.suppress_tokens = [processor.tokenizer.convert_tokens_to_ids(t)
+                                               for t in ("</think>", "<|endoftext|>", "<|user|>")]
+    examples = [prompt_example(processor, r) for r in rows[:3]]
+    plain = generate(model, processor, examples, max_new_tokens=6, do_sample=False)
+    forced = generate(model, processor, examples, max_new_tokens=6, do_sample=False, force_answer_tokens=4)
+    assert plain.forced == [False] * 3 and forced.forced == [True] * 3
+    for text, original in zip(forced.texts, plain.texts):
+        assert text.startswith(original) and "</think><answer>" in text
+    n = plain.response_mask.shape[1]
+    # the two inserted tokens are attended to but carry no policy gradient
+    assert (forced.response_mask[:, n:n + 2] == 1).all() and (forced.loss_mask[:, n:n + 2] == 0).all()
+    assert (forced.loss_mask[:, :n] == plain.response_mask).all()

@@ -27,17 +27,22 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
     for start in tqdm(range(0, len(selected), cfg.batch_size), desc="evaluate", unit="batch"):
         chunk = selected[start:start + cfg.batch_size]
         examples = [prompt_example(processor, row) for row in chunk]
-        out = generate(model, processor, examples, max_new_tokens=cfg.max_new_tokens, do_sample=False)
-        for row, text in zip(chunk, out.texts):
+        out = generate(model, processor, examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
+                       force_answer_tokens=cfg.force_answer_tokens)
+        lengths = out.response_mask.sum(dim=1).tolist()
+        for row, text, forced, length in zip(chunk, out.texts, out.forced, lengths):
             result = score(row["domain"], text, row["answer"], question=row["question"])
             records.append({"id": row["id"], "domain": row["domain"], "question": row["question"],
                             "reference": row["answer"], "response": text, "reward": result.reward,
-                            "format_ok": result.format_ok, "reason": result.reason})
+                            "format_ok": result.format_ok, "reason": result.reason, "forced": forced,
+                            "response_tokens": int(length)})
     metrics: dict[str, float] = {}
     for domain in sorted(by_domain):
         mine = [r for r in records if r["domain"] == domain]
         metrics[f"accuracy/{domain}"] = statistics.fmean(r["reward"] for r in mine)
         metrics[f"format_ok/{domain}"] = statistics.fmean(float(r["format_ok"]) for r in mine)
+        metrics[f"forced_answer/{domain}"] = statistics.fmean(float(r["forced"]) for r in mine)
+        metrics[f"response_tokens/{domain}"] = statistics.fmean(r["response_tokens"] for r in mine)
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))

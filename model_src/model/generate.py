@@ -15,8 +15,11 @@ class Rollouts:
     """A generated batch. `sequences` is the left-padded prompt followed by the response.
 
     batch: the collated prompt batch (input_ids [B, P], attention_mask, pixel_values, image_grid_thw)
-    sequences: [B, P + N]; response_mask: [B, N], 1 on response tokens up to and incl. the stop token
+    sequences: [B, P + N]
+    response_mask: [B, N], 1 on response tokens up to and incl. the stop token (attention)
+    loss_mask: [B, N], like response_mask but 0 on tokens inserted by force answering
     texts: decoded responses (format tokens kept, control tokens dropped)
+    forced: per row, whether `</think><answer>` was inserted at the thinking budget
     """
 
     batch: dict
@@ -24,6 +27,14 @@ class Rollouts:
     response_mask: torch.Tensor
     texts: list[str]
     images_per_sample: list[int]
+    loss_mask: torch.Tensor | None = None
+    forced: list[bool] | None = None
+
+    def __post_init__(self):
+        if self.loss_mask is None:
+            self.loss_mask = self.response_mask
+        if self.forced is None:
+            self.forced = [False] * len(self.texts)
 
     @property
     def prompt_len(self) -> int:
@@ -46,7 +57,8 @@ class Rollouts:
         batch["pixel_values"] = self.batch["pixel_values"][torch.tensor(pixel_rows, dtype=torch.long)]
         batch["image_grid_thw"] = grid[torch.tensor(images, dtype=torch.long)]
         return Rollouts(batch, self.sequences[index], self.response_mask[index], [self.texts[r] for r in rows],
-                        [self.images_per_sample[r] for r in rows])
+                        [self.images_per_sample[r] for r in rows], self.loss_mask[index],
+                        [self.forced[r] for r in rows])
 
 
 def response_mask_from(responses: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
@@ -59,20 +71,68 @@ def response_mask_from(responses: torch.Tensor, stop_ids: list[int]) -> torch.Te
     return (stops_before == 0).long()
 
 
+def _decode(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    return tokenizer.batch_decode(responses * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
+
+
 @torch.no_grad()
 def generate(model, processor, examples: list[Example], *, max_new_tokens: int, do_sample: bool,
-             temperature: float = 1.0, top_p: float = 1.0) -> Rollouts:
+             temperature: float = 1.0, top_p: float = 1.0, force_answer_tokens: int = 0) -> Rollouts:
+    """Generate a response per example. With `force_answer_tokens` > 0, a response that used the
+    whole budget without closing `</think>` gets `</think><answer>` appended and may write up to
+    that many more tokens (RECIPE.md: force answering); the inserted tokens are not in loss_mask."""
     model.eval()
+    tokenizer = processor.tokenizer
     batch = collate(processor, examples, with_targets=False, padding_side="left")
-    stops = stop_token_ids(processor.tokenizer)
-    kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                  pad_token_id=processor.tokenizer.pad_token_id)
+    stops = stop_token_ids(tokenizer)
+    kwargs = dict(do_sample=do_sample, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    sequences = model.generate(**batch, **kwargs)
-    responses = sequences[:, batch["input_ids"].shape[1]:]
-    mask = response_mask_from(responses, stops)
-    texts = processor.tokenizer.batch_decode(responses * mask + processor.tokenizer.pad_token_id * (1 - mask),
-                                             skip_special_tokens=True)
-    return Rollouts(batch=dict(batch), sequences=sequences, response_mask=mask, texts=texts,
-                    images_per_sample=[len(ex.images) for ex in examples])
+    sequences = model.generate(**batch, max_new_tokens=max_new_tokens, **kwargs)
+    prompt_len = batch["input_ids"].shape[1]
+    mask = response_mask_from(sequences[:, prompt_len:], stops)
+    rollouts = Rollouts(batch=dict(batch), sequences=sequences, response_mask=mask,
+                        texts=_decode(tokenizer, sequences[:, prompt_len:], mask),
+                        images_per_sample=[len(ex.images) for ex in examples])
+    if force_answer_tokens <= 0:
+        return rollouts
+    think_close = tokenizer.convert_tokens_to_ids("</think>")
+    responses = sequences[:, prompt_len:]
+    out_of_budget = [i for i in range(len(examples))
+                     if responses.shape[1] >= max_new_tokens and int(mask[i].sum()) == responses.shape[1]
+                     and not bool((responses[i] == think_close).any())]
+    if not out_of_budget:
+        return rollouts
+    return _force_answer(model, tokenizer, rollouts, out_of_budget, force_answer_tokens, stops, kwargs)
+
+
+def _force_answer(model, tokenizer, rollouts: Rollouts, rows: list[int], budget: int, stops, kwargs) -> Rollouts:
+    prompt_len = rollouts.prompt_len
+    forced = rollouts.select(rows)
+    inserted = torch.tensor(tokenizer.convert_tokens_to_ids(["</think>", "<answer>"]), dtype=torch.long)
+    head = torch.cat([forced.sequences, inserted.expand(len(rows), -1)], dim=1)
+    ones = torch.ones(len(rows), head.shape[1] - prompt_len, dtype=torch.long)
+    continued = model.generate(
+        input_ids=head, attention_mask=torch.cat([forced.batch["attention_mask"], ones], dim=1),
+        mm_token_type_ids=torch.cat([forced.batch["mm_token_type_ids"], torch.zeros_like(ones)], dim=1),
+        pixel_values=forced.batch["pixel_values"], image_grid_thw=forced.batch["image_grid_thw"],
+        max_new_tokens=budget, **kwargs)
+    tail = continued[:, head.shape[1]:]
+    tail_mask = response_mask_from(tail, stops)
+    width = rollouts.sequences.shape[1] + inserted.numel() + tail.shape[1]
+    pad = tokenizer.pad_token_id
+    sequences = torch.full((len(rollouts.texts), width), pad, dtype=torch.long)
+    sequences[:, :rollouts.sequences.shape[1]] = rollouts.sequences
+    response_mask = torch.zeros(len(rollouts.texts), width - prompt_len, dtype=torch.long)
+    response_mask[:, :rollouts.response_mask.shape[1]] = rollouts.response_mask
+    loss_mask = response_mask.clone()
+    for k, row in enumerate(rows):
+        sequences[row, head.shape[1]:] = tail[k]
+        sequences[row, :head.shape[1]] = head[k]
+        response_mask[row] = torch.cat([torch.ones(head.shape[1] - prompt_len, dtype=torch.long), tail_mask[k]])
+        loss_mask[row] = response_mask[row]
+        n = rollouts.sequences.shape[1] - prompt_len
+        loss_mask[row, n:n + inserted.numel()] = 0  # inserted, not sampled: no gradient through them
+    texts = _decode(tokenizer, sequences[:, prompt_len:], response_mask)
+    return Rollouts(rollouts.batch, sequences, response_mask, texts, rollouts.images_per_sample, loss_mask,
+                    [i in rows for i in range(len(texts))])

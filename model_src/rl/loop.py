@@ -49,7 +49,8 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
         chunk = prompts[start:start + prompts_per_chunk]
         group = [ex for ex in chunk for _ in range(cfg.group_size)]
         rollouts = generate(model, processor, group, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                            temperature=cfg.temperature, top_p=cfg.top_p)
+                            temperature=cfg.temperature, top_p=cfg.top_p,
+                            force_answer_tokens=cfg.force_answer_tokens)
         results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
         yield chunk, rollouts, torch.tensor([r.reward for r in results], dtype=torch.float32), results
 
@@ -118,7 +119,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                 total = 0.0
                 clip_high = clip_low = 0.0
                 for (ro, adv), old in zip(selected, old_logprobs):
-                    loss, clip = clipped_policy_loss(response_logprobs(model, ro), old, adv, ro.response_mask,
+                    loss, clip = clipped_policy_loss(response_logprobs(model, ro), old, adv, ro.loss_mask,
                                                      cfg.clip_low, cfg.clip_high)
                     share = len(adv) / num_kept  # per-sample mean over all kept samples
                     (loss * share).backward()
@@ -141,6 +142,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             "reward_std": all_rewards.std(unbiased=False).item(),
             "format_ok_share": statistics.fmean(float(r.format_ok) for r in all_results),
             "effective_group_share": statistics.fmean(float(0.0 < r < 1.0) for r in kept_rates),
+            "forced_answer_share": statistics.fmean(float(f) for _, ro, _, _ in chunks for f in ro.forced),
             "sampled_prompts": float(len(picked)),
             "response_length": statistics.fmean(float(ro.response_mask.sum(dim=1).float().mean())
                                                 for _, ro, _, _ in chunks),

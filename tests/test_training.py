@@ -98,3 +98,27 @@ def test_force_answering_closes_thinking_at_the_budget(setup):
     # the two inserted tokens are attended to but carry no policy gradient
     assert (forced.response_mask[:, n:n + 2] == 1).all() and (forced.loss_mask[:, n:n + 2] == 0).all()
     assert (forced.loss_mask[:, :n] == plain.response_mask).all()
+
+
+def test_rollouts_never_contain_media_placeholders(setup):
+    """A sampled `<|image|>` would break the policy forward (image tokens vs features)."""
+    from model_src.model.build import MEDIA_TOKENS
+    from model_src.model.generate import generate
+    from model_src.model.inputs import prompt_example
+    from model_src.rl.loop import response_logprobs
+
+    cfg, rows, processor = setup
+    model = build_model(cfg.model, processor.tokenizer, seed=0)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<|image|>")
+
+
+    def favour_image_token(module, inputs, logits):  # the placeholder becomes by far the likeliest token
+        logits[..., image_id] += 1e4
+        return logits
+
+    model.lm_head.register_forward_hook(favour_image_token)
+    examples = [prompt_example(processor, r) for r in rows[:2]]
+    out = generate(model, processor, examples, max_new_tokens=5, do_sample=True)
+    media = processor.tokenizer.convert_tokens_to_ids(MEDIA_TOKENS)
+    assert not any(int(t) in media for t in out.sequences[:, out.prompt_len:].flatten())
+    assert response_logprobs(model, out).shape == out.response_mask.shape

@@ -23,6 +23,8 @@ CONTROL_TOKENS = [
 ]
 # Format tokens the model writes and the verifiers read: kept when decoding.
 FORMAT_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<|begin_of_box|>", "<|end_of_box|>"]
+MEDIA_TOKENS = ["<|begin_of_image|>", "<|image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|video|>",
+                "<|end_of_video|>"]
 EOS_TOKEN = "<|endoftext|>"
 ASSISTANT_TOKEN = "<|assistant|>"
 END_OF_IMAGE_TOKEN = "<|end_of_image|>"

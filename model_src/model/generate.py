@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model_src.model.build import stop_token_ids
+from model_src.model.build import MEDIA_TOKENS, stop_token_ids
 from model_src.model.inputs import Example, collate
 
 
@@ -71,6 +71,10 @@ def response_mask_from(responses: torch.Tensor, stop_ids: list[int]) -> torch.Te
     return (stops_before == 0).long()
 
 
+def media_token_ids(tokenizer) -> list[int]:
+    return tokenizer.convert_tokens_to_ids(MEDIA_TOKENS)
+
+
 def _decode(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
     return tokenizer.batch_decode(responses * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
 
@@ -85,7 +89,11 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
     tokenizer = processor.tokenizer
     batch = collate(processor, examples, with_targets=False, padding_side="left")
     stops = stop_token_ids(tokenizer)
-    kwargs = dict(do_sample=do_sample, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+    # A sampled `<|image|>` would be read as an image placeholder when the rollout is scored by
+    # the policy forward (features/tokens mismatch): media markers are never generated.
+    suppress = sorted(set(media_token_ids(tokenizer)) | set(model.generation_config.suppress_tokens or []))
+    kwargs = dict(do_sample=do_sample, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                  suppress_tokens=suppress)
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     sequences = model.generate(**batch, max_new_tokens=max_new_tokens, **kwargs)

@@ -148,9 +148,13 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                                                 for _, ro, _, _ in chunks),
             "rollouts_total": float(total_rollouts),
             **{f"reward_mean/{d}": statistics.fmean(v) for d, v in by_domain.items()},
+            **{f"reward_std/{d}": statistics.pstdev(v) for d, v in by_domain.items()},
             **stats,
             **curriculum.update(observed),
         }
+        if metrics["expansion_cap_hit"]:
+            tqdm.write(f"rlcs: iteration {iteration}: expansion ratio {1 / max(1e-9, 1 - metrics['not_valid_rate']):.1f} "
+                       f"capped at rlcs.max_expansion_ratio={cfg.max_expansion_ratio}")
         log(metrics, iteration)
         history.append(metrics)
         if cfg.max_rollouts and total_rollouts >= cfg.max_rollouts:

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow compile bench bench-rlcs lint clean lock
+.PHONY: help venv data run test test-slow compile bench bench-rlcs bench-trl lint clean lock
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ compile: $(STAMP) ## compile the DAG to pipelines/compiled/training.yaml
 bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run of the tiny DAG
 	$(BIN)/python bench/bench_cache.py
 
-bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model (about 10 min)
+bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model (minutes)
 	$(BIN)/python bench/bench_rlcs.py
+
+bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)
+	cd bench && ../$(BIN)/python bench_trl.py
 
 lint: $(STAMP) ## compile every module (no extra linters pinned)
 	$(BIN)/python -m compileall -q model_src components pipelines tests bench

@@ -51,7 +51,7 @@ bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT 
 	$(BIN)/python bench/bench_rlcs.py
 
 bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)
-	cd bench && ../$(BIN)/python bench_trl.py
+	$(BIN)/python bench/bench_trl.py
 
 lint: $(STAMP) ## compile every module (no extra linters pinned)
 	$(BIN)/python -m compileall -q model_src components pipelines tests bench

@@ -106,6 +106,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     log_every: int = 10
+    checkpoint_every: int = 100  # steps between resumable checkpoints; 0 = none
 
     def validate(self, prefix: str) -> None:
         _require(self.num_steps > 0, f"{prefix}.num_steps", "must be > 0")
@@ -113,6 +114,7 @@ class TrainConfig:
         _require(self.lr > 0, f"{prefix}.lr", "must be > 0")
         _require(0 <= self.warmup_steps <= self.num_steps, f"{prefix}.warmup_steps", "must be in [0, num_steps]")
         _require(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
+        _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
 
 
 @dataclass(frozen=True)

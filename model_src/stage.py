@@ -35,6 +35,8 @@ RESULT_TAG_PREFIX = f"{TAG_PREFIX}result."
 STAGE_TAG = f"{TAG_PREFIX}stage"
 # Fault injection for resume tests and drills: the named stage fails after its run opens.
 FAULT_ENV = "THINKPIPE_FAULT_STAGE"
+# Where stages keep resumable checkpoints (a PVC on a cluster); unset = no checkpoints.
+CHECKPOINT_ROOT_ENV = "THINKPIPE_CHECKPOINT_ROOT"
 
 
 class InjectedFault(RuntimeError):
@@ -51,6 +53,7 @@ class StageContext:
     inputs: dict[str, Path]
     outputs: dict[str, Path]
     run_id: str
+    checkpoint_dir: Path | None = None  # this stage's checkpoints, keyed by its cache key
     result_tags: dict[str, str] = field(default_factory=dict)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -81,6 +84,14 @@ def _find_cached_run(experiment_id: str, key: str):
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def _run_to_resume(checkpoint_dir: Path | None) -> str | None:
+    """The MLflow run id saved in this stage's newest checkpoint, if there is one."""
+    from model_src.train.checkpoint import latest_checkpoint, load_meta
+
+    newest = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    return load_meta(newest).get("run_id") if newest else None
 
 
 def _restore_outputs(source_run_id: str, outputs: dict[str, Path]) -> None:
@@ -134,9 +145,17 @@ def run_stage(
         **{f"{TAG_PREFIX}input.{name}": h for name, h in input_hashes.items()},
     }
     cached = _find_cached_run(lineage.experiment_id, key) if use_cache else None
+    root = os.environ.get(CHECKPOINT_ROOT_ENV)
+    checkpoint_dir = Path(root) / stage / key if root else None
+    resume_run_id = _run_to_resume(checkpoint_dir) if cached is None else None
 
-    with mlflow.start_run(experiment_id=lineage.experiment_id, run_name=stage,
-                          parent_run_id=lineage.parent_run_id, tags=tags) as run:
+    if resume_run_id:  # a killed attempt left a checkpoint: continue its MLflow run, now under this pipeline run
+        active = mlflow.start_run(run_id=resume_run_id)
+        mlflow.set_tags({**tags, "mlflow.parentRunId": lineage.parent_run_id, f"{TAG_PREFIX}resumed": "true"})
+    else:
+        active = mlflow.start_run(experiment_id=lineage.experiment_id, run_name=stage,
+                                  parent_run_id=lineage.parent_run_id, tags=tags)
+    with active as run:
         mlflow.log_params(params)
         started = time.monotonic()
         if cached is not None:
@@ -154,7 +173,7 @@ def run_stage(
                 raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
             for path in output_paths.values():
                 path.mkdir(parents=True, exist_ok=True)
-            ctx = StageContext(stage, cfg, lineage, input_paths, output_paths, run.info.run_id)
+            ctx = StageContext(stage, cfg, lineage, input_paths, output_paths, run.info.run_id, checkpoint_dir)
             metrics = work(ctx) or {}
             if metrics:
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -166,6 +185,8 @@ def run_stage(
                 OUTPUTS_RUN_TAG: run.info.run_id,
             })
         mlflow.log_metric("stage_seconds", time.monotonic() - started)
+    if checkpoint_dir is not None and cached is None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # outputs are logged; checkpoints served their turn
     if finish_parent:
         from model_src.tracking import finish_run
 

@@ -153,7 +153,8 @@ def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, m
         model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
         examples = [pretrain_example(r) for r in rows]
         summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
-                                   lambda m, s: ctx.log_metrics(m, s), desc="pretrain")
+                                   lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
+                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
         _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])
         return {**summary, "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -176,7 +177,8 @@ def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model:
         model, processor = _load(ctx.inputs["base_model"])
         examples = [sft_example(processor, r) for r in read_split(ctx.inputs["sft_data"])]
         summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
-                                   lambda m, s: ctx.log_metrics(m, s), desc="sft")
+                                   lambda m, s: ctx.log_metrics(m, s), desc="sft",
+                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
         _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])
         return {**summary, "num_examples": len(examples)}

@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
     check_tracking_uri(tracking_uri, timeout_s=15.0)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the stage subprocesses inherit it
+    os.environ.setdefault("THINKPIPE_CHECKPOINT_ROOT", str(state_dir / "checkpoints"))
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 from typing import Callable
 
 from model_src.config import TrainConfig
@@ -57,9 +58,16 @@ def train_supervised(
     seed: int,
     log: Callable[[dict[str, float], int], None],
     desc: str = "train",
+    checkpoint_dir: Path | None = None,
+    checkpoint_meta: dict | None = None,
 ) -> dict[str, float]:
+    """Train in place. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
+    steps and an existing one is resumed from: model, optimizer, scheduler, RNG states and the data
+    position (the batch order is a function of the seed, so the step number is the position)."""
     import torch
     from tqdm import tqdm
+
+    from model_src.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     if not examples:
         raise ValueError(f"{desc}: no training examples")
@@ -70,9 +78,17 @@ def train_supervised(
     batches = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed)
     losses: list[float] = []
     tokens = 0
-    started = time.monotonic()
-    progress = tqdm(batches, desc=desc, unit="step", mininterval=2.0)
-    for step, indices in enumerate(progress):
+    first_step = 0
+    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if resumed is not None:
+        meta = load_checkpoint(resumed, model, optimizer, scheduler)
+        first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
+        print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)
+    started, tokens_before = time.monotonic(), tokens
+    progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
+                    initial=first_step, total=cfg.num_steps)
+    for step in progress:
+        indices = batches[step]
         batch = collate(processor, [examples[i] for i in indices], with_targets=True)
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
@@ -85,11 +101,15 @@ def train_supervised(
         log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}, step)
         if step % cfg.log_every == 0:
             progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        done = step + 1
+        if checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_steps:
+            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler,
+                            {**(checkpoint_meta or {}), "losses": losses, "tokens": tokens})
     elapsed = time.monotonic() - started
     window = max(1, min(10, len(losses) // 4))
     return {
         "first_loss": sum(losses[:window]) / window,
         "final_loss": sum(losses[-window:]) / window,
-        "target_tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+        "target_tokens_per_s": (tokens - tokens_before) / elapsed if elapsed > 0 else 0.0,
         "train_seconds": elapsed,
     }

@@ -141,6 +141,7 @@ class RLConfig:
     offline_k: int = 0                  # pass@k rollouts per prompt to grade difficulty before RL; 0 = prior
     max_rollouts: int = 0               # rollout budget: stop once this many were drawn; 0 = no budget
     force_answer_tokens: int = 16       # answer budget after `</think><answer>` is forced at max_new_tokens; 0 = off
+    checkpoint_every: int = 5           # iterations between resumable checkpoints (with curriculum state); 0 = none
 
     def validate(self, prefix: str) -> None:
         _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
@@ -161,6 +162,7 @@ class RLConfig:
         _require(self.max_expansion_ratio >= 1, f"{prefix}.max_expansion_ratio", "must be >= 1")
         _require(self.offline_k >= 0, f"{prefix}.offline_k", "must be >= 0")
         _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
+        _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
 
 

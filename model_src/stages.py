@@ -200,7 +200,8 @@ def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: 
 
         model, processor = _load(ctx.inputs["sft_model"])
         summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
-                                         ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s))
+                                         ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
+                                         checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
         _loss_plot(ctx, "reward_mean")
         _tier_plot(curriculum.history)
         mlflow.log_dict(curriculum.state_dict(), "curriculum_state.json")

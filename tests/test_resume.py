@@ -106,3 +106,51 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["thinkpipe.resumed"] == "true"
     steps = {m.step for m in client.get_metric_history(run_id, "loss")}
     assert steps == set(range(80))  # one run holds the whole loss curve, before and after the kill
+
+
+def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):
+    """An RL run that dies after iteration 3 resumes from its iteration-2 checkpoint and ends with
+    the parameters, curriculum and metrics of an uninterrupted run."""
+    import pyarrow.parquet as pq
+    import pytest
+    import torch
+
+    from model_src.config import load_config
+    from model_src.model.build import build_model, build_processor, train_tokenizer
+    from model_src.rl.loop import train_grpo
+
+    generate_corpus(tmp_path / "raw", GeneratorConfig(num_arithmetic=12, num_digit_recognition=12, num_digit_sum=0))
+    rows = pq.read_table(tmp_path / "raw" / "stem.parquet").to_pylist() + \
+        pq.read_table(tmp_path / "raw" / "digits.parquet").to_pylist()
+    cfg = load_config("tiny", ["rlcs.num_iterations=5", "rlcs.checkpoint_every=2", "rlcs.max_new_tokens=8",
+                               "rlcs.force_answer_tokens=0"])
+    tokenizer = train_tokenizer([r["caption"] for r in rows], 400)
+    processor = build_processor(tokenizer, cfg.model)
+
+    def graded(domain, response, reference):  # a reward with spread, so every group has an advantage
+        return sum(ch.isdigit() for ch in response) / max(1, len(response))
+
+    def run(ckpt, crash_after=None):
+        model = build_model(cfg.model, tokenizer, seed=0)
+        seen = []
+
+        def log(metrics, iteration):
+            seen.append(iteration)
+            if crash_after is not None and iteration == crash_after:
+                raise RuntimeError("simulated crash")
+
+        summary, curriculum = train_grpo(model, processor, rows, cfg.rlcs, 7, log, checkpoint_dir=ckpt,
+                                         checkpoint_meta={"run_id": "r"}, reward_fn=graded)
+        return model, summary, curriculum, seen
+
+    straight_model, straight, straight_cur, _ = run(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "b", crash_after=3)
+    model, summary, curriculum, seen = run(tmp_path / "b")
+    assert seen == [2, 3, 4]  # resumed at the iteration-2 checkpoint
+    assert summary == straight
+    assert curriculum.state_dict() == straight_cur.state_dict()
+    for (name, p), q in zip(model.named_parameters(), straight_model.parameters()):
+        assert torch.equal(p, q), name
+    assert any(not torch.equal(p, q) for p, q in zip(straight_model.parameters(),
+                                                     build_model(cfg.model, tokenizer, seed=0).parameters()))

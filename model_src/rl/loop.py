@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -42,7 +43,15 @@ def response_logprobs(model, rollouts: Rollouts) -> torch.Tensor:
     return token_logprobs(logits[:, p - 1:-1], rollouts.sequences[:, p:])
 
 
-def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int):
+RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> reward
+
+
+def _score_reward(domain: str, response: str, reference: str) -> float:
+    return score(domain, response, reference).reward
+
+
+def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int,
+                   reward_fn: RewardFn = _score_reward):
     """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call.
     Yields (chunk prompts, Rollouts, rewards [len(chunk) * group_size], RewardResults)."""
     for start in range(0, len(prompts), prompts_per_chunk):
@@ -52,7 +61,8 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
                             temperature=cfg.temperature, top_p=cfg.top_p,
                             force_answer_tokens=cfg.force_answer_tokens)
         results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
-        yield chunk, rollouts, torch.tensor([r.reward for r in results], dtype=torch.float32), results
+        rewards = [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
+        yield chunk, rollouts, torch.tensor(rewards, dtype=torch.float32), results
 
 
 def grade_offline(model, processor, examples: list[Example], cfg: RLConfig) -> dict[str, float]:
@@ -78,8 +88,15 @@ def build_curriculum(model, processor, rows: list[dict], examples: list[Example]
 
 
 def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
-               log: Callable[[dict[str, float], int], None]) -> tuple[dict[str, float], Curriculum]:
+               log: Callable[[dict[str, float], int], None], checkpoint_dir: Path | None = None,
+               checkpoint_meta: dict | None = None,
+               reward_fn: RewardFn = _score_reward) -> tuple[dict[str, float], Curriculum]:
+    """With `checkpoint_dir`, checkpoints every `cfg.checkpoint_every` iterations hold the model,
+    optimizer, every RNG (the sampler's too), the curriculum state and the history, and an existing
+    one is resumed. `reward_fn` defaults to `score`'s reward (tests pass a graded stand-in)."""
     from tqdm import tqdm
+
+    from model_src.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     if not rows:
         raise ValueError("rlcs: no RL prompts")
@@ -87,13 +104,24 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     rng = random.Random(seed)
     examples = [prompt_example(processor, row) for row in rows]
     by_id = {ex.row_id: ex for ex in examples}
-    curriculum = build_curriculum(model, processor, rows, examples, cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     history: list[dict[str, float]] = []
     total_rollouts = 0
-    for iteration in tqdm(range(cfg.num_iterations), desc="rlcs", unit="iter"):
+    first_iteration = 0
+    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if resumed is not None:  # the offline grading is in the saved curriculum: not redone
+        meta = load_checkpoint(resumed, model, optimizer, None)
+        curriculum = build_curriculum(model, processor, rows, examples, RLConfig(**{**cfg.__dict__, "offline_k": 0}))
+        curriculum.load_state_dict(meta["curriculum"])
+        rng.setstate(meta["extra_state"]["sampler_rng"])
+        first_iteration, history, total_rollouts = meta["step"], meta["history"], meta["total_rollouts"]
+        print(f"rlcs: resuming from {resumed} (iteration {first_iteration})", flush=True)
+    else:
+        curriculum = build_curriculum(model, processor, rows, examples, cfg)
+    for iteration in tqdm(range(first_iteration, cfg.num_iterations), desc="rlcs", unit="iter",
+                          initial=first_iteration, total=cfg.num_iterations):
         picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
-        chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration))
+        chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn))
         total_rollouts += len(picked) * cfg.group_size
         observed = {ex.row_id: float((g >= 1.0).float().mean())
                     for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))}
@@ -159,6 +187,11 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         history.append(metrics)
         if cfg.max_rollouts and total_rollouts >= cfg.max_rollouts:
             break
+        done = iteration + 1
+        if checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_iterations:
+            save_checkpoint(checkpoint_dir, done, model, optimizer, None,
+                            {**(checkpoint_meta or {}), "curriculum": curriculum.state_dict(), "history": history,
+                             "total_rollouts": total_rollouts}, extra_state={"sampler_rng": rng.getstate()})
     summary = {
         "first_reward_mean": history[0]["reward_mean"],
         "final_reward_mean": history[-1]["reward_mean"],

@@ -31,7 +31,9 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(folder: str | Path, step: int, model, optimizer, scheduler, meta: dict, keep: int = 2) -> Path:
+def save_checkpoint(folder: str | Path, step: int, model, optimizer, scheduler, meta: dict, keep: int = 2,
+                    extra_state: dict | None = None) -> Path:
+    """`meta` must be JSON; `extra_state` holds anything else the loop needs (e.g. its own RNG)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:08d}"
@@ -40,7 +42,8 @@ def save_checkpoint(folder: str | Path, step: int, model, optimizer, scheduler, 
         shutil.rmtree(tmp)
     tmp.mkdir()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state()}
+             "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
+             "extra": extra_state or {}}
     torch.save(state, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True))
     for file in tmp.iterdir():  # durable before the rename makes it visible
@@ -72,11 +75,12 @@ def load_meta(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict:
-    """Restore everything saved by `save_checkpoint`; returns its meta (with `step`)."""
+    """Restore everything saved by `save_checkpoint`; returns its meta (with `step`) and, under
+    `extra_state`, what the loop saved besides."""
     state = torch.load(Path(path) / "state.pt", weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
-    return load_meta(path)
+    return {**load_meta(path), "extra_state": state.get("extra", {})}

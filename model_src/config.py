@@ -183,9 +183,11 @@ class EvalConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     registered_model_name: str = "thinkpipe-glm4v"
+    promotion_tolerance: float = 0.02  # largest per-domain accuracy drop a new champion may have
 
     def validate(self, prefix: str) -> None:
         _require(bool(self.registered_model_name.strip()), f"{prefix}.registered_model_name", "must not be empty")
+        _require(0 <= self.promotion_tolerance <= 1, f"{prefix}.promotion_tolerance", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from model_src.config import config_from_json, config_hash
-from model_src.lineage import Lineage, LineageError, dvc_dir_hash
+from model_src.lineage import Lineage, LineageError, dvc_dir_hash, hash_path
 from model_src.stage import StageContext, run_stage, skip_final_gc
 
 MODEL_CARD = "README.md"
@@ -226,7 +226,8 @@ def evaluate_stage(*, config_json: str, lineage_path: str, eval_data: str, model
 
         loaded, processor = _load(ctx.inputs["model"])
         metrics, records = evaluate_model(loaded, processor, read_split(ctx.inputs["eval_data"]), ctx.cfg.evaluate)
-        (ctx.outputs["report"] / "eval.json").write_text(json.dumps({"metrics": metrics, "samples": records}, indent=2))
+        report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records}
+        (ctx.outputs["report"] / "eval.json").write_text(json.dumps(report, indent=2))
         mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, "eval_samples.json")
         return metrics
 
@@ -257,6 +258,29 @@ def smoke_generate(folder: str | Path, image, question: str, max_new_tokens: int
     return generate(model, processor, [example], max_new_tokens=max_new_tokens, do_sample=False).texts[0]
 
 
+def _promote(client, name: str, version: str, metrics: dict[str, float], eval_data: str,
+             tolerance: float) -> tuple[bool, str]:
+    """Alias the new version `candidate`, and `champion` when the promotion gate lets it."""
+    from mlflow.exceptions import MlflowException
+
+    from model_src.eval.promotion import decide_promotion
+
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:  # no champion alias yet
+        current = None
+    champion = None if current is None else {
+        k[len("thinkpipe.eval."):]: float(v) for k, v in current.tags.items() if k.startswith("thinkpipe.eval.")}
+    promoted, reason = decide_promotion(metrics, champion, eval_data,
+                                        None if current is None else current.tags.get("thinkpipe.eval_data_hash"),
+                                        tolerance)
+    client.set_registered_model_alias(name, "candidate", version)
+    if promoted:
+        client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, "thinkpipe.promotion", f"{'champion' if promoted else 'candidate'}: {reason}")
+    return promoted, reason
+
+
 def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report: str, export_out: str,
                  use_cache: bool = True) -> dict[str, float]:
     """HF folder (safetensors, processor, chat template, model card), reload check, MLflow
@@ -270,7 +294,8 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
 
         out = ctx.outputs["exported"]
         shutil.copytree(ctx.inputs["model"], out, dirs_exist_ok=True)
-        eval_metrics = json.loads((ctx.inputs["eval_report"] / "eval.json").read_text())["metrics"]
+        report = json.loads((ctx.inputs["eval_report"] / "eval.json").read_text())
+        eval_metrics = report["metrics"]
         name = ctx.cfg.export.registered_model_name
         (out / MODEL_CARD).write_text(_model_card(ctx.lineage, eval_metrics, name))
         reply = smoke_generate(out, Image.new("RGB", (56, 56), (255, 255, 255)), "Which digit is written in the image?")
@@ -280,9 +305,17 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
                                                 experiment_id=ctx.lineage.experiment_id)
         client.log_model_artifacts(logged.model_id, str(out))
         mlflow.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-        version = mlflow.register_model(f"models:/{logged.model_id}", name, tags=tags)
+        version = mlflow.register_model(f"models:/{logged.model_id}", name, tags={
+            **tags, "thinkpipe.eval_data_hash": report["eval_data_hash"],
+            **{f"thinkpipe.eval.{k}": str(v) for k, v in eval_metrics.items()}})
+        promoted, reason = _promote(client, name, version.version, eval_metrics, report["eval_data_hash"],
+                                    ctx.cfg.export.promotion_tolerance)
+        print(f"export: {name} version {version.version} {'is the new champion' if promoted else 'stays candidate'}: "
+              f"{reason}", flush=True)
         ctx.set_result("registered_model", name)
         ctx.set_result("model_version", version.version)
+        ctx.set_result("promoted", str(promoted).lower())
+        ctx.set_result("promotion_reason", reason)
         mlflow.log_text(reply, "smoke_reply.txt")
         return {"exported_files": float(sum(1 for p in out.rglob("*") if p.is_file())),
                 "accuracy_mean": eval_metrics.get("accuracy_mean", 0.0)}

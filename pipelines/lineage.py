@@ -51,6 +51,7 @@ def lineage_report(ref: str) -> dict:
         "model": version.name,
         "version": version.version,
         "aliases": list(getattr(version, "aliases", []) or []),
+        "promotion": version.tags.get(f"{TAG_PREFIX}promotion", ""),
         "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},
         "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
         "stages": stages,
@@ -64,6 +65,7 @@ KEY_METRICS = ("final_loss", "first_loss", "kept_rows", "quarantined_rows", "fin
 def render_lineage(report: dict) -> str:
     lines = [f"{report['model']} version {report['version']}"
              + (f" (aliases: {', '.join(report['aliases'])})" if report["aliases"] else ""),
+             f"promotion: {report['promotion'] or 'n/a'}",
              f"pipeline run {report['pipeline_run']['name']} ({report['pipeline_run']['run_id']}) "
              f"{report['pipeline_run']['status']}"]
     for key, value in report["lineage"].items():

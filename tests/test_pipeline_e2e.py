@@ -66,9 +66,10 @@ def test_exported_model_reloads_and_generates(first_run):
 
 
 def test_lineage_prints_chain_for_registered_version(tiny, first_run):
-    proc = subprocess.run([*THINKPIPE, "lineage", f"{TINY_MODEL}/1", "--tracking-uri", tiny.tracking_uri],
+    proc = subprocess.run([*THINKPIPE, "lineage", f"{TINY_MODEL}@champion", "--tracking-uri", tiny.tracking_uri],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert f"{TINY_MODEL} version 1 (aliases: " in proc.stdout and "champion: no champion yet" in proc.stdout
     parent, children = tiny.runs_of("first")
     text = proc.stdout
     assert parent.info.run_id in text
@@ -117,6 +118,12 @@ def test_failed_stage_then_resume_redoes_only_failed_and_later_stages(tiny, firs
 def test_same_seed_and_data_give_identical_metrics(tiny, first_run):
     repeat = tiny.run("repeat", "--no-cache")
     assert repeat.returncode == 0, repeat.output[-5000:]
+    # an equal model is registered but does not dethrone the champion
+    client = tiny.client()
+    newest = max(client.search_model_versions(f"name = '{TINY_MODEL}'"), key=lambda v: int(v.version))
+    assert str(client.get_model_version_by_alias(TINY_MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(TINY_MODEL, "candidate").version) == str(newest.version) != "1"
+    assert "does not beat the champion" in newest.tags["thinkpipe.promotion"]
     first = _by_stage(tiny.runs_of("first")[1])
     again = _by_stage(tiny.runs_of("repeat")[1])
     for stage in STAGES[1:]:

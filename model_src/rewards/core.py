@@ -69,19 +69,24 @@ def extract_box(response: str) -> str | None:
     return content
 
 
+# LaTeX forms first, so `\\%` does not leave a stray backslash behind
+_DROPPED_SYMBOLS = ("\\%", "^\\circ", "\\circ", "%", "°", "$", "degrees", "units")
+
+
 def normalize_answer(text: str) -> str:
-    """Case, whitespace and a few symbols that do not change an answer's meaning.
+    """Case, whitespace, units and symbols that do not change an answer's meaning.
 
     >>> normalize_answer("  The  Answer ")
     'the answer'
     >>> normalize_answer("45 %")
     '45'
+    >>> normalize_answer("90^\\circ")
+    '90'
     """
     text = text.strip().lower()
-    for symbol in ("%", "°", "$"):
+    for symbol in _DROPPED_SYMBOLS:
         text = text.replace(symbol, "")
-    text = " ".join(text.split())
-    return text.rstrip(".").strip()
+    return " ".join(text.split()).rstrip(".").strip()
 
 
 def repetition(text: str, min_chars: int = 200, max_ratio: float = 0.2) -> float:

@@ -27,6 +27,7 @@ import json
 import math
 import re
 
+from model_src.rewards.core import normalize_answer
 from model_src.rewards.mathexpr import equivalent, to_number
 
 MAX_CHARS = 512  # longer box contents are judged too long to be an answer
@@ -39,43 +40,36 @@ NUMBER_WORDS = {w: i for i, w in enumerate(
 TRUE_WORDS, FALSE_WORDS = {"yes", "true", "correct", "y"}, {"no", "false", "incorrect", "n"}
 
 
-def _norm(text: str) -> str:
-    text = text.strip().lower()
-    for symbol in ("%", "°", "$", "\\%", "\\circ", "^\\circ", "degrees", "units"):
-        text = text.replace(symbol, "")
-    return " ".join(text.split()).rstrip(".").strip()
-
-
 def _light(text: str) -> str:
     return text.strip().lower().replace("°", "").replace("$", "").rstrip(".")
 
 
 def _numeric(text: str) -> float | None:
-    text = _norm(text)
+    text = normalize_answer(text)
     if text in NUMBER_WORDS:
         return float(NUMBER_WORDS[text])
     return to_number(text)
 
 
 def verify_exact(pred: str, ref: str) -> tuple[float, str]:
-    return (1.0, "match") if _norm(pred) == _norm(ref) else (0.0, "mismatch")
+    return (1.0, "match") if normalize_answer(pred) == normalize_answer(ref) else (0.0, "mismatch")
 
 
 def verify_math(pred: str, ref: str) -> tuple[float, str]:
     """Exact after normalisation, else numeric/symbolic equivalence (relative tolerance 1e-6)."""
-    if _norm(pred) == _norm(ref):
+    if normalize_answer(pred) == normalize_answer(ref):
         return 1.0, "match"
     if len(pred) > MAX_CHARS:
         return 0.0, "too_long"
     # with '%' kept first (50% == 1/2), then with units and '%' dropped (45% == 45)
-    if equivalent(_light(pred), _light(ref)) or equivalent(_norm(pred), _norm(ref)):
+    if equivalent(_light(pred), _light(ref)) or equivalent(normalize_answer(pred), normalize_answer(ref)):
         return 1.0, "equivalent"
     return 0.0, "mismatch"
 
 
 def verify_chart(pred: str, ref: str) -> tuple[float, str]:
     """Numbers within 2.5% relative; years (integers 1000-3000) exactly; yes/no equivalents."""
-    p, r = _norm(pred), _norm(ref)
+    p, r = normalize_answer(pred), normalize_answer(ref)
     if p == r:
         return 1.0, "match"
     for words in (TRUE_WORDS, FALSE_WORDS):
@@ -124,7 +118,7 @@ _CHOICE = re.compile(r"^(?:option\s*)?\(?([a-z])\)?[.:]?$")
 
 
 def verify_choice(pred: str, ref: str) -> tuple[float, str]:
-    p, r = _CHOICE.match(_norm(pred)[:32]), _CHOICE.match(_norm(ref)[:32])
+    p, r = _CHOICE.match(normalize_answer(pred)[:32]), _CHOICE.match(normalize_answer(ref)[:32])
     if not p or not r:
         return 0.0, "not_an_option"
     return (1.0, "match") if p.group(1) == r.group(1) else (0.0, "mismatch")
@@ -209,7 +203,7 @@ _TIME = re.compile(r"^(?:(\d+):)?(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)
 
 def parse_seconds(text: str) -> float | None:
     """`12`, `12.5s`, `12 seconds`, `1:05` -> seconds."""
-    match = _TIME.match(_norm(text)[:32])
+    match = _TIME.match(normalize_answer(text)[:32])
     if not match:
         return None
     minutes = int(match.group(1)) if match.group(1) else 0

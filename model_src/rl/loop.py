@@ -46,12 +46,8 @@ def response_logprobs(model, rollouts: Rollouts) -> torch.Tensor:
 RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> reward
 
 
-def _score_reward(domain: str, response: str, reference: str) -> float:
-    return score(domain, response, reference).reward
-
-
 def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int,
-                   reward_fn: RewardFn = _score_reward):
+                   reward_fn: RewardFn | None = None):
     """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call.
     Yields (chunk prompts, Rollouts, rewards [len(chunk) * group_size], RewardResults)."""
     for start in range(0, len(prompts), prompts_per_chunk):
@@ -61,7 +57,8 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
                             temperature=cfg.temperature, top_p=cfg.top_p,
                             force_answer_tokens=cfg.force_answer_tokens)
         results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
-        rewards = [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
+        rewards = ([r.reward for r in results] if reward_fn is None
+                   else [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)])
         yield chunk, rollouts, torch.tensor(rewards, dtype=torch.float32), results
 
 
@@ -90,7 +87,7 @@ def build_curriculum(model, processor, rows: list[dict], examples: list[Example]
 def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                log: Callable[[dict[str, float], int], None], checkpoint_dir: Path | None = None,
                checkpoint_meta: dict | None = None,
-               reward_fn: RewardFn = _score_reward) -> tuple[dict[str, float], Curriculum]:
+               reward_fn: RewardFn | None = None) -> tuple[dict[str, float], Curriculum]:
     """With `checkpoint_dir`, checkpoints every `cfg.checkpoint_every` iterations hold the model,
     optimizer, every RNG (the sampler's too), the curriculum state and the history, and an existing
     one is resumed. `reward_fn` defaults to `score`'s reward (tests pass a graded stand-in)."""

@@ -70,6 +70,8 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     generate_corpus(tmp_path / "raw", GeneratorConfig(num_arithmetic=40, num_digit_recognition=40, num_digit_sum=0))
     curate(tmp_path / "raw", {n: tmp_path / "cur" / n for n in (*SPLITS, "report")}, cfg.curate)
     mlflow.set_tracking_uri(tracking)
+    # artifacts in tmp_path, not in the default ./mlruns of the cwd (the repo)
+    mlflow.MlflowClient(tracking).create_experiment("resume-test", artifact_location=(tmp_path / "art").as_uri())
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     try:  # data_hash "" skips the pin check: this corpus is a small one made here
         init_stage(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="",

@@ -83,16 +83,35 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CurateConfig:
-    eval_fraction: float = 0.15  # held out for evaluation, never trained on
-    rl_fraction: float = 0.25    # of the rest: prompts for RLCS
-    sft_fraction: float = 0.35   # of the rest: long-CoT SFT; the remainder is pretraining
+    """Curation (model_src/data/curate.py). Eval rows come from the generator's eval split;
+    training rows are split by id hash into RL prompts, SFT and pretraining."""
+
+    rl_fraction: float = 0.25    # of the training rows: prompts for RLCS
+    sft_fraction: float = 0.35   # of the training rows: long-CoT SFT; the remainder is pretraining
+    near_dup_hamming: int = 8    # perceptual-hash bits (of 256) within which two images are near-duplicates
+    template_min_rows: int = 3   # a question shared by this many eval rows is a template, not a leak
+    recaption_ratio: float = 0.5  # share of pretraining captions rebuilt from the generator's facts
+    max_image_pixels: int = 4096 * 4096  # decompression-bomb ceiling, checked on the header
+    max_aspect_ratio: float = 200.0
+    max_text_chars: int = 4096
+    max_quarantine_share: float = 0.25  # gate: per domain, above this the stage fails
+    min_domain_share: float = 0.02      # gate: every domain keeps at least this share of kept rows
+    batch_rows: int = 512        # rows decoded at a time (streaming keeps memory flat)
 
     def validate(self, prefix: str) -> None:
-        for name in ("eval_fraction", "rl_fraction", "sft_fraction"):
+        for name in ("rl_fraction", "sft_fraction"):
             value = getattr(self, name)
             _require(0.0 < value < 1.0, f"{prefix}.{name}", f"must be in (0, 1), got {value}")
         _require(self.rl_fraction + self.sft_fraction < 1.0, f"{prefix}.sft_fraction",
                  "rl_fraction + sft_fraction must leave rows for pretraining")
+        _require(0 <= self.near_dup_hamming < 64, f"{prefix}.near_dup_hamming", "must be in [0, 64)")
+        _require(self.template_min_rows >= 2, f"{prefix}.template_min_rows", "must be >= 2")
+        for name in ("recaption_ratio", "max_quarantine_share", "min_domain_share"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", f"must be in [0, 1], got {value}")
+        for name in ("max_image_pixels", "max_text_chars", "batch_rows"):
+            _require(getattr(self, name) > 0, f"{prefix}.{name}", "must be > 0")
+        _require(self.max_aspect_ratio >= 1.0, f"{prefix}.max_aspect_ratio", "must be >= 1")
 
 
 @dataclass(frozen=True)

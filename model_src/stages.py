@@ -58,19 +58,43 @@ def init_stage(*, config_json: str, data_dir: str, git_commit: str, data_hash: s
 
 
 # -------------------------------------------------------------------------------------- curate
+def log_data_input(path: str | Path, lineage: Lineage, context: str) -> None:
+    """Record which DVC-pinned data fed this run as an MLflow dataset input (rev and hash)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source = resolve_dataset_source(str(Path(path).resolve()))
+    digest = lineage.data_hash.removesuffix(".dir")
+    dataset = MetaDataset(source=source, name=f"data/raw@{lineage.data_rev[:12]}", digest=digest[:36])
+    mlflow.log_input(dataset, context=context,
+                     tags={"dvc.path": "data/raw", "dvc.hash": lineage.data_hash, "dvc.rev": lineage.data_rev})
+
+
 def curate_stage(*, config_json: str, lineage_path: str, data_dir: str, outputs: dict[str, str],
                  use_cache: bool = True) -> dict[str, float]:
-    """outputs: folders for `pretrain`, `sft`, `rl`, `eval` and `report`."""
+    """outputs: folders for `pretrain`, `sft`, `rl`, `eval` and `report`. A failed quality gate
+    fails the stage (so the pipeline stops before training) after logging the report and Data Docs."""
     from model_src.data.curate import curate
+    from model_src.data.quality import GateError
 
     def work(ctx: StageContext) -> dict[str, float]:
-        report = curate(ctx.inputs["raw"], ctx.outputs, ctx.cfg.curate)
         import mlflow
 
+        log_data_input(ctx.inputs["raw"], ctx.lineage, "curation")
+        report_dir = ctx.outputs["report"]
+        try:
+            report = curate(ctx.inputs["raw"], ctx.outputs, ctx.cfg.curate)
+        except GateError:
+            mlflow.log_artifacts(str(report_dir), "failed_curation")
+            raise
         mlflow.log_dict(report, "report.json")
+        mlflow.log_artifacts(str(report_dir / "plots"), "plots")
         return {"input_rows": report["input_rows"], "kept_rows": report["kept_rows"],
-                "quarantined_rows": report["quarantined_rows"],
-                **{f"rows/{split}": n for split, n in report["split_rows"].items()}}
+                "quarantined_rows": report["quarantined_rows"], "recaptioned_rows": report["recaptioned_rows"],
+                **{f"rows/{split}": n for split, n in report["split_rows"].items()},
+                **{f"quarantined/{reason}": n for reason, n in report["quarantine_reasons"].items()},
+                **{f"kept/{domain}": n for domain, n in report["kept_by_domain"].items()}}
 
     return run_stage("curate", config_json=config_json, lineage_path=lineage_path,
                      inputs={"raw": data_dir}, outputs=outputs, config_sections=("curate",),
@@ -154,7 +178,8 @@ def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, m
         examples = [pretrain_example(r) for r in rows]
         summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
                                    lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
-                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
+                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
+                                   weights=[r["sample_weight"] for r in rows])
         _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])
         return {**summary, "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -175,10 +200,12 @@ def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model:
         from model_src.train.supervised import train_supervised
 
         model, processor = _load(ctx.inputs["base_model"])
-        examples = [sft_example(processor, r) for r in read_split(ctx.inputs["sft_data"])]
+        rows = read_split(ctx.inputs["sft_data"])
+        examples = [sft_example(processor, r) for r in rows]
         summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
                                    lambda m, s: ctx.log_metrics(m, s), desc="sft",
-                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
+                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
+                                   weights=[r["sample_weight"] for r in rows])
         _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])
         return {**summary, "num_examples": len(examples)}

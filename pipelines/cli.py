@@ -164,7 +164,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from model_src.data.generate import GeneratorConfig, generate_corpus
 
-    counts = generate_corpus(args.out, GeneratorConfig(seed=args.seed))
+    counts = generate_corpus(args.out, GeneratorConfig(seed=args.seed), progress=True)
     print(f"thinkpipe: wrote {sum(counts.values())} rows to {args.out} ({counts})")
     if args.check_pin:
         from model_src.lineage import dvc_dir_hash, dvc_pin
@@ -181,13 +181,23 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_curate(args: argparse.Namespace) -> int:
     from model_src.config import load_config
-    from model_src.data.curate import curate
+    from model_src.data.curate import CurationError, curate
+    from model_src.data.quality import GateError
     from model_src.data.schema import SPLITS
 
     cfg = load_config(args.profile)
     out = Path(args.output)
-    report = curate(args.input, {name: out / name for name in (*SPLITS, "report")}, cfg.curate)
-    print(json.dumps(report, indent=2))
+    try:
+        report = curate(args.input, {name: out / name for name in (*SPLITS, "report")}, cfg.curate, progress=True)
+    except CurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GateError as exc:
+        print(f"error: {exc}\n(report and Data Docs in {out / 'report'})", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in report.items() if k != "split_by_domain"}, indent=2))
+    print(f"kept: {out / 'report' / 'kept.parquet'}  quarantine: {out / 'report' / 'quarantine.parquet'}  "
+          f"Data Docs: {out / 'report' / 'data_docs' / 'index.html'}")
     return 0
 
 

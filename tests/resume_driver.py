@@ -19,7 +19,7 @@ from model_src.train.supervised import train_supervised
 
 def main(data_dir: str, checkpoint_dir: str, result: str) -> None:
     torch.set_num_threads(1)
-    rows = pq.read_table(Path(data_dir) / "stem.parquet").to_pylist()
+    rows = pq.read_table(Path(data_dir) / "stem-train.parquet").to_pylist()
     cfg = load_config("tiny")
     tokenizer = train_tokenizer([t for r in rows for t in (r["caption"], r["question"], r["reasoning"])], 400)
     processor = build_processor(tokenizer, cfg.model)

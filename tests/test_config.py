@@ -28,7 +28,7 @@ def test_profiles_load_and_overrides_are_typed():
         ("tiny", ["pretrain.num_steps=1.5"], "'pretrain.num_steps'"),
         ("tiny", ["rlcs.group_size=1"], "'rlcs.group_size'"),
         ("tiny", ["model.mrope_section=[2,2,2]"], "'model.mrope_section'"),
-        ("tiny", ["curate.eval_fraction=true"], "'curate.eval_fraction'"),
+        ("tiny", ["curate.rl_fraction=true"], "'curate.rl_fraction'"),
         ("tiny", ["seed"], "section.key=value"),
     ],
 )

@@ -31,7 +31,7 @@ def _run(data, ckpt, result, kill_after_step: int | None = None) -> tuple[int, l
 
 
 def test_sigkilled_training_resumes_to_the_same_result(tmp_path):
-    generate_corpus(tmp_path / "data", GeneratorConfig(num_arithmetic=24, num_digit_recognition=0, num_digit_sum=0))
+    generate_corpus(tmp_path / "data", GeneratorConfig(rows={"stem": 24}))
     code, steps = _run(tmp_path / "data", tmp_path / "ck-straight", tmp_path / "straight.json")
     assert code == 0 and steps == list(range(60))
 
@@ -67,7 +67,7 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
            "MLFLOW_DISABLE_TELEMETRY": "true"}
     cfg = load_config("tiny", ["pretrain.num_steps=80", "pretrain.checkpoint_every=10", "experiment=resume-test"])
     (tmp_path / "config.json").write_text(cfg.to_json())
-    generate_corpus(tmp_path / "raw", GeneratorConfig(num_arithmetic=40, num_digit_recognition=40, num_digit_sum=0))
+    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 40, "digits": 40}))
     curate(tmp_path / "raw", {n: tmp_path / "cur" / n for n in (*SPLITS, "report")}, cfg.curate)
     mlflow.set_tracking_uri(tracking)
     # artifacts in tmp_path, not in the default ./mlruns of the cwd (the repo)
@@ -121,9 +121,9 @@ def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):
     from model_src.model.build import build_model, build_processor, train_tokenizer
     from model_src.rl.loop import train_grpo
 
-    generate_corpus(tmp_path / "raw", GeneratorConfig(num_arithmetic=12, num_digit_recognition=12, num_digit_sum=0))
-    rows = pq.read_table(tmp_path / "raw" / "stem.parquet").to_pylist() + \
-        pq.read_table(tmp_path / "raw" / "digits.parquet").to_pylist()
+    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 12, "digits": 12}))
+    rows = pq.read_table(tmp_path / "raw" / "stem-train.parquet").to_pylist() + \
+        pq.read_table(tmp_path / "raw" / "digits-train.parquet").to_pylist()
     cfg = load_config("tiny", ["rlcs.num_iterations=5", "rlcs.checkpoint_every=2", "rlcs.max_new_tokens=8",
                                "rlcs.force_answer_tokens=0"])
     tokenizer = train_tokenizer([r["caption"] for r in rows], 400)

@@ -16,8 +16,9 @@ from model_src.model.inputs import IGNORE_INDEX, collate, pretrain_example, sft_
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("raw")
-    generate_corpus(folder, GeneratorConfig(num_arithmetic=16, num_digit_recognition=16, num_digit_sum=8))
-    rows = pq.read_table(folder / "stem.parquet").to_pylist() + pq.read_table(folder / "digits.parquet").to_pylist()
+    generate_corpus(folder, GeneratorConfig(rows={"stem": 16, "digits": 24}))
+    rows = pq.read_table(folder / "stem-train.parquet").to_pylist() + \
+        pq.read_table(folder / "digits-train.parquet").to_pylist()
     cfg = load_config("tiny")
     tokenizer = train_tokenizer([t for r in rows for t in (r["caption"], r["question"], r["reasoning"])], 400)
     processor = build_processor(tokenizer, cfg.model)

@@ -5,19 +5,23 @@ Every domain writes the same columns, so curation, training, RL and evaluation r
 
 | column      | type          | meaning                                                          |
 |-------------|---------------|------------------------------------------------------------------|
-| id          | string        | unique across the corpus, e.g. `stem-arith-000042`               |
-| domain      | string        | reward/eval domain: `stem`, `digits`, ... (selects the verifier)  |
+| id          | string        | unique across the corpus, e.g. `stem-arith-train-000042`         |
+| domain      | string        | `stem chart ocr grounding gui counting video digits`             |
 | task        | string        | generator task inside the domain, e.g. `arithmetic`, `digit_sum` |
-| images      | list<binary>  | PNG bytes, one entry per image                                   |
+| split       | string        | `train` or `eval`: eval rows come from a disjoint seed           |
+| images      | list<binary>  | PNG bytes, one per image; a video is its frames in order         |
+| frame_times | list<double>  | seconds of each frame for video rows, empty otherwise            |
 | question    | string        | the user turn's text                                             |
 | answer      | string        | canonical answer string (what goes inside the box)               |
-| answer_type | string        | `integer`, `number`, `text`, ...                                 |
+| answer_type | string        | one of ANSWER_TYPES; `choice` rows are scored by letter          |
 | difficulty  | float         | generator's prior in [0, 1] (0 easy)                             |
 | source      | string        | provenance: `generated:arithmetic`, `sklearn:load_digits`, ...   |
 | caption     | string        | factual description, for pretraining                            |
 | reasoning   | string        | the steps the generator knows, for long-CoT SFT                 |
+| meta        | string (JSON) | the generator's facts (values, boxes, labels): factual recaptions |
 
-Curated splits add nothing; the quarantine table adds `reason`.
+Curated tables add `stage_split` (pretrain/sft/rl/eval), `caption_source` (original/recaptioned)
+and `sample_weight` (domain/concept balance); the quarantine table adds `reason` and `detail`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ ROW_SCHEMA = pa.schema(
         ("id", pa.string()),
         ("domain", pa.string()),
         ("task", pa.string()),
+        ("split", pa.string()),
         ("images", pa.list_(pa.binary())),
+        ("frame_times", pa.list_(pa.float64())),
         ("question", pa.string()),
         ("answer", pa.string()),
         ("answer_type", pa.string()),
@@ -37,13 +43,37 @@ ROW_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("caption", pa.string()),
         ("reasoning", pa.string()),
+        ("meta", pa.string()),
     ]
 )
+
+# answer_type -> what a well-formed answer looks like (curation checks it, GE validates it)
+ANSWER_PATTERNS = {
+    "integer": r"^-?\d+$",
+    "number": r"^-?\d+(?:\.\d+)?$",
+    "year": r"^[12]\d{3}$",
+    "choice": r"^[A-D]$",
+    "text": r"^\S(?:.*\S)?$",
+    "box": r"^\[\d+,\d+,\d+,\d+\]$",  # range 0-999 is checked by curation
+    "action": r'^\{"action":"(?:click|type|scroll)".*\}$',
+    "seconds": r"^\d+(?:\.\d+)?$",
+}
+ANSWER_TYPES = tuple(ANSWER_PATTERNS)
+DOMAINS = ("stem", "chart", "ocr", "grounding", "gui", "counting", "video", "digits")
 
 COLUMNS = tuple(ROW_SCHEMA.names)
 
 # The split files curation writes, one per training stage plus the held-out evaluation set.
 SPLITS = ("pretrain", "sft", "rl", "eval")
+
+
+def reward_domain(row: dict) -> str:
+    """The verifier a row is scored with: its domain, or `choice` for multiple-choice rows.
+
+    >>> reward_domain({"domain": "chart", "answer_type": "choice"})
+    'choice'
+    """
+    return "choice" if row.get("answer_type") == "choice" else row["domain"]
 
 
 def format_response(reasoning: str, answer: str) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import statistics
 from collections import defaultdict
 
 from model_src.config import EvalConfig
 from model_src.model.generate import generate
 from model_src.model.inputs import prompt_example
+from model_src.data.schema import reward_domain
 from model_src.rewards import score
 
 
@@ -17,7 +20,8 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
     from tqdm import tqdm
 
     by_domain: dict[str, list[dict]] = defaultdict(list)
-    for row in sorted(rows, key=lambda r: r["id"]):
+    # a deterministic but task-mixed pick: ids sort by task ("chart-diff-..." before "chart-peak-...")
+    for row in sorted(rows, key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest()):
         if len(by_domain[row["domain"]]) < cfg.max_samples_per_domain:
             by_domain[row["domain"]].append(row)
     selected = [row for domain in sorted(by_domain) for row in by_domain[domain]]
@@ -31,7 +35,7 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
                        force_answer_tokens=cfg.force_answer_tokens)
         lengths = out.response_mask.sum(dim=1).tolist()
         for row, text, forced, length in zip(chunk, out.texts, out.forced, lengths):
-            result = score(row["domain"], text, row["answer"], question=row["question"])
+            result = score(reward_domain(row), text, row["answer"], question=row["question"])
             records.append({"id": row["id"], "domain": row["domain"], "question": row["question"],
                             "reference": row["answer"], "response": text, "reward": result.reward,
                             "format_ok": result.format_ok, "reason": result.reason, "forced": forced,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from model_src.data.schema import format_response
+from model_src.data.schema import format_response, reward_domain
 from model_src.model.build import ASSISTANT_TOKEN, END_OF_IMAGE_TOKEN, EOS_TOKEN
 
 IGNORE_INDEX = -100
@@ -24,7 +24,7 @@ class Example:
     """One training/eval sample: decoded images, the prompt text and the target text."""
 
     row_id: str
-    domain: str
+    domain: str  # the verifier's domain (`choice` for multiple-choice rows)
     images: tuple[Image.Image, ...]
     prompt: str
     target: str
@@ -53,7 +53,7 @@ def sft_example(processor, row: dict) -> Example:
 
 def prompt_example(processor, row: dict) -> Example:
     """A prompt to generate from (RL, evaluation): no target."""
-    return Example(row["id"], row["domain"], decode_images(row), chat_prompt(processor, row), "", row["answer"])
+    return Example(row["id"], reward_domain(row), decode_images(row), chat_prompt(processor, row), "", row["answer"])
 
 
 def collate(processor, examples: list[Example], *, with_targets: bool, padding_side: str = "right"):

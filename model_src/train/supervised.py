@@ -39,9 +39,16 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return fn
 
 
-def batch_order(num_examples: int, batch_size: int, num_steps: int, seed: int) -> list[list[int]]:
-    """Indices of every step's batch: shuffled epochs, deterministic from the seed."""
+def batch_order(num_examples: int, batch_size: int, num_steps: int, seed: int,
+                weights: list[float] | None = None) -> list[list[int]]:
+    """Indices of every step's batch, deterministic from the seed: shuffled epochs, or with
+    `weights` (curation's domain/concept balance) draws with replacement in proportion to them."""
     rng = random.Random(seed)
+    if weights is not None:
+        if len(weights) != num_examples:
+            raise ValueError(f"{len(weights)} weights for {num_examples} examples")
+        order = rng.choices(range(num_examples), weights=weights, k=batch_size * num_steps)
+        return [order[s * batch_size:(s + 1) * batch_size] for s in range(num_steps)]
     order: list[int] = []
     while len(order) < batch_size * num_steps:
         epoch = list(range(num_examples))
@@ -60,8 +67,9 @@ def train_supervised(
     desc: str = "train",
     checkpoint_dir: Path | None = None,
     checkpoint_meta: dict | None = None,
+    weights: list[float] | None = None,
 ) -> dict[str, float]:
-    """Train in place. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
+    """Train in place; `weights` (one per example) make batches a balanced resample. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
     steps and an existing one is resumed from: model, optimizer, scheduler, RNG states and the data
     position (the batch order is a function of the seed, so the step number is the position)."""
     import torch
@@ -75,7 +83,7 @@ def train_supervised(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    batches = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed)
+    batches = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed, weights)
     losses: list[float] = []
     tokens = 0
     first_step = 0

@@ -98,3 +98,11 @@ def test_init_and_curate_stages_log_to_a_real_mlflow_server(mlflow_server, tmp_p
     assert curate_run.data.tags["thinkpipe.data_hash"] == data_hash
     artifacts = {a.path for a in client.list_artifacts(curate_run.info.run_id, "outputs")}
     assert "outputs/eval" in artifacts  # outputs are stored on the server, so a later run can reuse them
+    # the reviewer's view: which data fed the run, the mix plots and the Data Docs
+    (dataset_input,) = curate_run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == data_hash.removesuffix(".dir")
+    assert {t.key: t.value for t in dataset_input.tags}["dvc.hash"] == data_hash
+    assert {a.path for a in client.list_artifacts(curate_run.info.run_id, "plots")} == \
+        {"plots/domain_mix.png", "plots/lengths_difficulty.png"}
+    docs = {a.path for a in client.list_artifacts(curate_run.info.run_id, "outputs/report/data_docs")}
+    assert "outputs/report/data_docs/index.html" in docs

@@ -115,6 +115,19 @@ def test_failed_stage_then_resume_redoes_only_failed_and_later_stages(tiny, firs
         assert stages[stage].info.status == "FINISHED"
 
 
+def test_failed_quality_gate_stops_the_pipeline_before_training(tiny, first_run):
+    # the committed corpus loses ~11% of stem rows to duplicates and eval leaks: over a 5% limit
+    gated = tiny.run("gate-fails", "--set", "curate.max_quarantine_share=0.05")
+    assert gated.returncode != 0
+    assert "domain_mix: expect_column_values_to_be_between on column 'quarantine_share'" in gated.output
+    parent, children = tiny.runs_of("gate-fails")
+    stages = _by_stage(children)
+    assert parent.info.status == "FAILED" and stages["curate"].info.status == "FAILED"
+    assert "pretrain" not in stages
+    failed_docs = {a.path for a in tiny.client().list_artifacts(stages["curate"].info.run_id, "failed_curation")}
+    assert "failed_curation/quarantine.parquet" in failed_docs and "failed_curation/data_docs" in failed_docs
+
+
 def test_same_seed_and_data_give_identical_metrics(tiny, first_run):
     repeat = tiny.run("repeat", "--no-cache")
     assert repeat.returncode == 0, repeat.output[-5000:]

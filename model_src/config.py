@@ -62,6 +62,11 @@ class ModelConfig:
     # image processor bounds, in pixels; one LLM token covers (patch*merge)^2 = 28x28 px
     min_pixels: int = 56 * 56
     max_pixels: int = 112 * 112
+    # embedding rows: 0 = the tokenizer's size; the real model has 151,552 (its released tokenizer)
+    vocab_size: int = 0
+    # start from released HF-format weights (model + processor): a local folder or s3://bucket/prefix;
+    # empty = random init and a tokenizer learned from the corpus
+    init_from: str = ""
 
     @property
     def text_head_dim(self) -> int:
@@ -78,6 +83,9 @@ class ModelConfig:
         _require(sum(self.mrope_section) == rotary_half, f"{prefix}.mrope_section",
                  f"must sum to head_dim * partial_rotary_factor / 2 = {rotary_half}, got {list(self.mrope_section)}")
         _require(len(self.mrope_section) == 3, f"{prefix}.mrope_section", "needs 3 entries (t, h, w)")
+        _require(self.vocab_size >= 0, f"{prefix}.vocab_size", "must be >= 0 (0 = the tokenizer's size)")
+        _require(not self.init_from.startswith(("http://", "https://", "hf://")), f"{prefix}.init_from",
+                 "must be a local folder or an s3:// URI (no model hub is reachable from the cluster)")
         _require(self.min_pixels <= self.max_pixels, f"{prefix}.min_pixels", "must be <= max_pixels")
 
 
@@ -128,10 +136,11 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between resumable checkpoints; 0 = none
 
     def validate(self, prefix: str) -> None:
-        _require(self.num_steps > 0, f"{prefix}.num_steps", "must be > 0")
+        _require(self.num_steps >= 0, f"{prefix}.num_steps", "must be >= 0 (0 only for pretrain with model.init_from)")
         _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
         _require(self.lr > 0, f"{prefix}.lr", "must be > 0")
-        _require(0 <= self.warmup_steps <= self.num_steps, f"{prefix}.warmup_steps", "must be in [0, num_steps]")
+        _require(self.warmup_steps >= 0 and (self.num_steps == 0 or self.warmup_steps <= self.num_steps),
+                 f"{prefix}.warmup_steps", "must be in [0, num_steps]")
         _require(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
 
@@ -229,6 +238,9 @@ class PipelineConfig:
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
         _require(bool(self.experiment.strip()), "experiment", "must not be empty")
+        _require(self.sft.num_steps > 0, "sft.num_steps", "must be > 0")
+        _require(self.pretrain.num_steps > 0 or bool(self.model.init_from), "pretrain.num_steps",
+                 "0 skips pretraining, which needs released weights in model.init_from")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

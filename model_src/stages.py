@@ -161,29 +161,38 @@ def _tier_plot(history: list[dict]) -> None:
 
 def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, model_out: str,
                    use_cache: bool = True) -> dict[str, float]:
-    """Learn the tokenizer, build Glm4v from the profile, train it to caption images."""
+    """Learn the tokenizer, build Glm4v from the profile, train it to caption images. With
+    `model.init_from`, start from released HF-format weights (local or S3) instead; with
+    `pretrain.num_steps: 0` as well, the stage only hands those weights on."""
 
     def work(ctx: StageContext) -> dict[str, float]:
         from model_src.data.curate import read_split
-        from model_src.model.build import build_model, build_processor, train_tokenizer
+        from model_src.model.build import build_model, build_processor, load_model_and_processor, train_tokenizer
         from model_src.model.inputs import pretrain_example
         from model_src.train.supervised import seed_everything, train_supervised
 
         rows = read_split(ctx.inputs["pretrain_data"])
         seed_everything(ctx.cfg.seed)
-        texts = [t for r in rows for t in (r["caption"], r["question"], r["reasoning"], r["answer"])]
-        tokenizer = train_tokenizer(texts, ctx.cfg.tokenizer.vocab_size)
-        processor = build_processor(tokenizer, ctx.cfg.model)
-        model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
-        examples = [pretrain_example(r) for r in rows]
-        summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
-                                   lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
-                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                                   weights=[r["sample_weight"] for r in rows])
-        _loss_plot(ctx)
+        if ctx.cfg.model.init_from:
+            model, processor = load_model_and_processor(ctx.cfg.model.init_from)
+            ctx.set_result("thinkpipe.init_from", ctx.cfg.model.init_from)
+        else:
+            texts = [t for r in rows for t in (r["caption"], r["question"], r["reasoning"], r["answer"])]
+            tokenizer = train_tokenizer(texts, ctx.cfg.tokenizer.vocab_size)
+            processor = build_processor(tokenizer, ctx.cfg.model)
+            model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
+        summary: dict[str, float] = {"skipped": 1.0}
+        if ctx.cfg.pretrain.num_steps > 0:
+            examples = [pretrain_example(r) for r in rows]
+            summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
+                                       lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
+                                       checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
+                                       weights=[r["sample_weight"] for r in rows])
+            summary["num_examples"] = len(examples)
+            _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])
         return {**summary, "num_parameters": sum(p.numel() for p in model.parameters()),
-                "vocab_size": len(tokenizer), "num_examples": len(examples)}
+                "vocab_size": len(processor.tokenizer)}
 
     return run_stage("pretrain", config_json=config_json, lineage_path=lineage_path,
                      inputs={"pretrain_data": pretrain_data}, outputs={"model": model_out},

@@ -269,18 +269,35 @@ class NearDupIndex:
         bands = max_bits + 1
         edges = [round(bits * k / bands) for k in range(bands + 1)]
         self.masks = [(((1 << (hi - lo)) - 1) << lo) for lo, hi in zip(edges, edges[1:])]
-        self.table: dict[tuple, list[tuple[int, str]]] = defaultdict(list)
+        # compact on purpose (this index is most of curation's memory): one int slot per band,
+        # pointing at entry numbers; a collision of slots is harmless, candidates are re-checked
+        self.values: list[int] = []
+        self.ids: list[str] = []
+        self.table: dict[int, int | list[int]] = {}
+
+    def _slots(self, key, value: int):
+        return (hash((key, band, value & mask)) for band, mask in enumerate(self.masks))
 
     def find(self, key, value: int) -> str | None:
-        for band, mask in enumerate(self.masks):
-            for other, row_id in self.table.get((key, band, value & mask), ()):
-                if (value ^ other).bit_count() <= self.max_bits:
-                    return row_id
+        for slot in self._slots(key, value):
+            entry = self.table.get(slot)
+            for i in (entry if isinstance(entry, list) else () if entry is None else (entry,)):
+                if (value ^ self.values[i]).bit_count() <= self.max_bits:
+                    return self.ids[i]
         return None
 
     def add(self, key, value: int, row_id: str) -> None:
-        for band, mask in enumerate(self.masks):
-            self.table[(key, band, value & mask)].append((value, row_id))
+        i = len(self.values)
+        self.values.append(value)
+        self.ids.append(row_id)
+        for slot in self._slots(key, value):
+            entry = self.table.get(slot)
+            if entry is None:
+                self.table[slot] = i
+            elif isinstance(entry, list):
+                entry.append(i)
+            else:
+                self.table[slot] = [entry, i]
 
 
 def _question_key(normalized: str) -> bytes:
@@ -385,7 +402,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
               "domain_reasons": defaultdict(Counter), "split": Counter(), "concepts": defaultdict(Counter),
               "recaptioned": 0}
     seen_ids: set[str] = set()
-    seen_content: dict[str, str] = {}
+    seen_content: dict[bytes, str] = {}
     near = NearDupIndex(cfg.near_dup_hamming)
     eval_content: dict[str, str] = {}
     eval_near = NearDupIndex(cfg.near_dup_hamming)
@@ -416,7 +433,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
 
     def dedup(row: dict, image_digest: str, phash: int) -> bool:
         key = (normalize_text(row["question"]), normalize_text(row["answer"]), len(row["images"]))
-        digest = hashlib.sha256("\x00".join((image_digest, *key[:2])).encode()).hexdigest()
+        digest = hashlib.sha256("\x00".join((image_digest, *key[:2])).encode()).digest()[:16]
         if digest in seen_content:
             quarantine(row, "exact_duplicate", f"duplicate of {seen_content[digest]}")
             return False

@@ -205,11 +205,14 @@ def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model:
 
     def work(ctx: StageContext) -> dict[str, float]:
         from model_src.data.curate import read_split
+        from model_src.data.sft_filter import REJECTION_REASONS, filter_sft_rows
         from model_src.model.inputs import sft_example
         from model_src.train.supervised import train_supervised
 
         model, processor = _load(ctx.inputs["base_model"])
-        rows = read_split(ctx.inputs["sft_data"])
+        rows, rejected = filter_sft_rows(read_split(ctx.inputs["sft_data"]))
+        ctx.log_metrics({"rows_rejected": sum(rejected.values()),
+                         **{f"rejected/{reason}": rejected[reason] for reason in REJECTION_REASONS}})
         examples = [sft_example(processor, r) for r in rows]
         summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
                                    lambda m, s: ctx.log_metrics(m, s), desc="sft",
@@ -217,7 +220,7 @@ def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model:
                                    weights=[r["sample_weight"] for r in rows])
         _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])
-        return {**summary, "num_examples": len(examples)}
+        return {**summary, "num_examples": len(examples), "rows_rejected": sum(rejected.values())}
 
     return run_stage("sft", config_json=config_json, lineage_path=lineage_path,
                      inputs={"sft_data": sft_data, "base_model": base_model}, outputs={"model": model_out},

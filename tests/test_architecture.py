@@ -84,3 +84,30 @@ def test_init_from_a_local_folder_or_s3_loads_the_released_weights(released, tmp
         assert (tmp_path / "cache" / "s3" / "models" / "glm" / "tiny" / "model.safetensors").exists()
         with pytest.raises(FileNotFoundError, match="s3://models/nothing"):
             load_model_and_processor("s3://models/nothing")
+
+
+def test_pretrain_stage_hands_on_released_weights_when_skipped(released, tmp_path, monkeypatch):
+    import mlflow
+    import pyarrow.parquet as pq
+
+    from model_src.data.curate import CURATED_SCHEMA
+    from model_src.lineage import dvc_pin
+    from model_src.stages import init_stage, pretrain_stage
+    from tests.conftest import ROOT
+
+    folder, original = released
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    mlflow.set_tracking_uri(tracking)
+    mlflow.MlflowClient(tracking).create_experiment("skip-test", artifact_location=(tmp_path / "art").as_uri())
+    cfg = load_config("tiny", ["experiment=skip-test", "pretrain.num_steps=0", f"model.init_from={folder}"])
+    data_hash, data_rev = dvc_pin(ROOT)
+    init_stage(config_json=cfg.to_json(), data_dir=str(ROOT / "data" / "raw"), git_commit="abc", data_hash=data_hash,
+               data_rev=data_rev, image="test-image", pipeline_run_name="skip", lineage_out=str(tmp_path / "lineage.json"))
+    (tmp_path / "pretrain").mkdir()
+    pq.write_table(CURATED_SCHEMA.empty_table(), tmp_path / "pretrain" / "data.parquet")
+    metrics = pretrain_stage(config_json=cfg.to_json(), lineage_path=str(tmp_path / "lineage.json"),
+                             pretrain_data=str(tmp_path / "pretrain"), model_out=str(tmp_path / "model"))
+    assert metrics["skipped"] == 1.0
+    model, _ = load_model_and_processor(str(tmp_path / "model"))
+    assert _same_weights(model, original)

@@ -123,3 +123,18 @@ def test_rollouts_never_contain_media_placeholders(setup):
     media = processor.tokenizer.convert_tokens_to_ids(MEDIA_TOKENS)
     assert not any(int(t) in media for t in out.sequences[:, out.prompt_len:].flatten())
     assert response_logprobs(model, out).shape == out.response_mask.shape
+
+
+def test_sft_rows_with_broken_targets_are_rejected_with_a_count_per_reason(setup):
+    from model_src.data.sft_filter import filter_sft_rows
+
+    _, rows, _ = setup
+    broken = [
+        {**rows[0], "reasoning": "first <think> nested thoughts"},
+        {**rows[1], "reasoning": "done.</think><answer>early"},
+        {**rows[2], "answer": "<|begin_of_box|>7<|end_of_box|>"},
+        {**rows[3], "reasoning": "I add the two numbers again. " * 40},
+    ]
+    kept, rejected = filter_sft_rows(rows + broken)
+    assert rejected == {"malformed_tags": 2, "several_boxes": 1, "repeated_blocks": 1}
+    assert kept == rows  # every generated row is clean and keeps its order

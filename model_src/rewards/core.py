@@ -55,6 +55,17 @@ def _check_format(response: str) -> tuple[str | None, str]:
     return content, "ok"
 
 
+def format_reason(response: str) -> str:
+    """`ok`, or why `response` breaks the answer format (`think_tags`, `box_count`, `layout`, ...).
+
+    >>> format_reason("<think>t</think><answer><|begin_of_box|>1<|end_of_box|></answer>")
+    'ok'
+    >>> format_reason("<think>a<think>b</think><answer><|begin_of_box|>1<|end_of_box|></answer>")
+    'think_tags'
+    """
+    return _check_format(response)[1]
+
+
 def extract_box(response: str) -> str | None:
     """The content of the single box inside `<answer>`, or None when the format is broken.
 

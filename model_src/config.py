@@ -134,6 +134,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 100  # steps between resumable checkpoints; 0 = none
+    # 0: batch_size samples per step, padded to the longest; > 0: batch_size rows of this many
+    # tokens, each packed with whole samples (model_src/train/packing.py)
+    pack_length: int = 0
 
     def validate(self, prefix: str) -> None:
         _require(self.num_steps >= 0, f"{prefix}.num_steps", "must be >= 0 (0 only for pretrain with model.init_from)")
@@ -143,6 +146,7 @@ class TrainConfig:
                  f"{prefix}.warmup_steps", "must be in [0, num_steps]")
         _require(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
+        _require(self.pack_length >= 0, f"{prefix}.pack_length", "must be >= 0 (0 = padded batches)")
 
 
 @dataclass(frozen=True)

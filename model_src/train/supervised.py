@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 from model_src.config import TrainConfig
 from model_src.model.inputs import Example, collate
+from model_src.train.packing import collate_packed, encode, plan_steps, sample_lengths
 
 
 def seed_everything(seed: int) -> None:
@@ -39,22 +40,26 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return fn
 
 
-def batch_order(num_examples: int, batch_size: int, num_steps: int, seed: int,
-                weights: list[float] | None = None) -> list[list[int]]:
-    """Indices of every step's batch, deterministic from the seed: shuffled epochs, or with
-    `weights` (curation's domain/concept balance) draws with replacement in proportion to them."""
+def index_stream(num_examples: int, seed: int, weights: list[float] | None = None) -> Iterator[int]:
+    """Endless example indices, deterministic from the seed: shuffled epochs, or with `weights`
+    (curation's domain/concept balance) draws with replacement in proportion to them."""
     rng = random.Random(seed)
     if weights is not None:
         if len(weights) != num_examples:
             raise ValueError(f"{len(weights)} weights for {num_examples} examples")
-        order = rng.choices(range(num_examples), weights=weights, k=batch_size * num_steps)
-        return [order[s * batch_size:(s + 1) * batch_size] for s in range(num_steps)]
-    order: list[int] = []
-    while len(order) < batch_size * num_steps:
+        while True:
+            yield from rng.choices(range(num_examples), weights=weights, k=1024)
+    while True:
         epoch = list(range(num_examples))
         rng.shuffle(epoch)
-        order.extend(epoch)
-    return [order[s * batch_size:(s + 1) * batch_size] for s in range(num_steps)]
+        yield from epoch
+
+
+def batch_order(num_examples: int, batch_size: int, num_steps: int, seed: int,
+                weights: list[float] | None = None) -> list[list[int]]:
+    """Indices of every step's batch, taken in order from `index_stream`."""
+    stream = index_stream(num_examples, seed, weights)
+    return [[next(stream) for _ in range(batch_size)] for _ in range(num_steps)]
 
 
 def train_supervised(
@@ -83,7 +88,12 @@ def train_supervised(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    batches = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed, weights)
+    if cfg.pack_length:  # batch_size rows of pack_length tokens, each holding several whole samples
+        lengths = sample_lengths(processor, examples)
+        plan = plan_steps(lengths, index_stream(len(examples), seed, weights), cfg.num_steps, cfg.batch_size,
+                          cfg.pack_length, [ex.row_id for ex in examples])
+    else:  # batch_size samples, padded to the longest
+        plan = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed, weights)
     losses: list[float] = []
     tokens = 0
     first_step = 0
@@ -93,11 +103,19 @@ def train_supervised(
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
         print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)
     started, tokens_before = time.monotonic(), tokens
+    real_tokens = slot_tokens = 0
     progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
                     initial=first_step, total=cfg.num_steps)
     for step in progress:
-        indices = batches[step]
-        batch = collate(processor, [examples[i] for i in indices], with_targets=True)
+        if cfg.pack_length:
+            with torch.no_grad():
+                rows = [[encode(model, processor, examples[i]) for i in row] for row in plan[step]]
+            batch = collate_packed(rows, cfg.pack_length, processor.tokenizer.pad_token_id)
+            real, slots = batch.pop("num_real_tokens"), cfg.batch_size * cfg.pack_length
+        else:
+            batch = collate(processor, [examples[i] for i in plan[step]], with_targets=True)
+            real, slots = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+        step_started = time.monotonic()
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -106,7 +124,11 @@ def train_supervised(
         scheduler.step()
         losses.append(loss.item())
         tokens += int((batch["labels"] != -100).sum())
-        log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}, step)
+        real_tokens += real
+        slot_tokens += slots
+        step_seconds = time.monotonic() - step_started
+        log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+             "packing_efficiency": real / slots, "tokens_per_s": real / step_seconds if step_seconds else 0.0}, step)
         if step % cfg.log_every == 0:
             progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         done = step + 1
@@ -119,5 +141,7 @@ def train_supervised(
         "first_loss": sum(losses[:window]) / window,
         "final_loss": sum(losses[-window:]) / window,
         "target_tokens_per_s": (tokens - tokens_before) / elapsed if elapsed > 0 else 0.0,
+        "tokens_per_s": real_tokens / elapsed if elapsed > 0 else 0.0,
+        "packing_efficiency": real_tokens / slot_tokens if slot_tokens else 0.0,
         "train_seconds": elapsed,
     }

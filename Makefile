@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow compile bench bench-curation bench-rlcs bench-trl lint clean lock
+.PHONY: help venv data run test test-slow compile bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run of the 
 
 bench-curation: $(STAMP) ## curation rows/s and peak memory at 10k and 100k rows (generates once, minutes)
 	$(BIN)/python bench/bench_curation.py
+
+bench-packing: $(STAMP) data ## useful tokens/s, packed vs padded batches, same model and steps
+	$(BIN)/python bench/bench_packing.py
 
 bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model (minutes)
 	$(BIN)/python bench/bench_rlcs.py

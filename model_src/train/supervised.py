@@ -80,7 +80,9 @@ def train_supervised(
     import torch
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from model_src.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                                            set_rng_state)
+    from model_src.train.distributed import all_reduce_sum, rank_and_world
 
     if not examples:
         raise ValueError(f"{desc}: no training examples")
@@ -97,7 +99,23 @@ def train_supervised(
     losses: list[float] = []
     tokens = 0
     first_step = 0
-    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    engine, rank, world = None, 0, 1
+    if cfg.deepspeed:
+        from model_src.train.distributed import init_engine
+
+        world = rank_and_world()[1]
+        if cfg.batch_size % world:
+            raise ValueError(f"{desc}: batch_size {cfg.batch_size} does not split over {world} processes")
+        engine = init_engine(model, optimizer, scheduler, micro_batch=cfg.batch_size // world,
+                             zero_stage=cfg.zero_stage, max_grad_norm=cfg.max_grad_norm)
+        rank, world = rank_and_world()
+    ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and engine else None
+    if ds_dir is not None and (ds_dir / "latest").exists():  # every rank loads its own shard
+        _, meta = engine.load_checkpoint(str(ds_dir))
+        set_rng_state(meta.pop("rng"))
+        first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
+        print(f"{desc}: resuming from {ds_dir} (step {first_step} of {cfg.num_steps})", flush=True)
+    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir and not engine else None
     if resumed is not None:
         meta = load_checkpoint(resumed, model, optimizer, scheduler)
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
@@ -105,36 +123,56 @@ def train_supervised(
     started, tokens_before = time.monotonic(), tokens
     real_tokens = slot_tokens = 0
     progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
-                    initial=first_step, total=cfg.num_steps)
+                    initial=first_step, total=cfg.num_steps, disable=rank != 0)
     for step in progress:
+        mine = plan[step][rank::world]  # this process's share of the step (all of it alone)
         if cfg.pack_length:
             with torch.no_grad():
-                rows = [[encode(model, processor, examples[i]) for i in row] for row in plan[step]]
+                rows = [[encode(model, processor, examples[i]) for i in row] for row in mine]
             batch = collate_packed(rows, cfg.pack_length, processor.tokenizer.pad_token_id)
-            real, slots = batch.pop("num_real_tokens"), cfg.batch_size * cfg.pack_length
+            real, slots = batch.pop("num_real_tokens"), len(mine) * cfg.pack_length
         else:
-            batch = collate(processor, [examples[i] for i in plan[step]], with_targets=True)
+            batch = collate(processor, [examples[i] for i in mine], with_targets=True)
             real, slots = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
         step_started = time.monotonic()
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        tokens += int((batch["labels"] != -100).sum())
+        if engine is None:
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            loss_value = loss.item()
+        else:
+            # scale by this rank's share of the target tokens: the averaged gradient is then the
+            # gradient of the global token-mean loss, as in one process
+            local = int((batch["labels"][:, 1:] != -100).sum())
+            total = all_reduce_sum(local)
+            loss = engine(**batch).loss
+            engine.backward(loss * (local * world / total))
+            engine.step()  # clips, steps optimizer and scheduler, zeroes gradients
+            grad_norm = float(engine.get_global_grad_norm() or 0.0)
+            loss_value = all_reduce_sum(loss.item() * local) / total
+            real, slots = all_reduce_sum(real), all_reduce_sum(slots)
+        losses.append(loss_value)
+        tokens += int(all_reduce_sum(int((batch["labels"] != -100).sum())))
         real_tokens += real
         slot_tokens += slots
         step_seconds = time.monotonic() - step_started
-        log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-             "packing_efficiency": real / slots, "tokens_per_s": real / step_seconds if step_seconds else 0.0}, step)
+        if rank == 0:
+            log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                 "packing_efficiency": real / slots, "tokens_per_s": real / step_seconds if step_seconds else 0.0},
+                step)
         if step % cfg.log_every == 0:
             progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         done = step + 1
         if checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_steps:
-            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler,
-                            {**(checkpoint_meta or {}), "losses": losses, "tokens": tokens})
+            meta = {**(checkpoint_meta or {}), "losses": losses, "tokens": tokens}
+            if engine is None:
+                save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, meta)
+            else:  # DeepSpeed's save must run on every rank (each writes its shard)
+                engine.save_checkpoint(str(ds_dir), tag=f"step-{done:08d}",
+                                       client_state={**meta, "step": done, "rng": rng_state()})
     elapsed = time.monotonic() - started
     window = max(1, min(10, len(losses) // 4))
     return {

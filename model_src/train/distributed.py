@@ -1,0 +1,85 @@
+"""DeepSpeed for the supervised stages: one engine, any number of processes.
+
+Launch with `torchrun --nproc_per_node N` or the `deepspeed` launcher (which also passes
+`--local_rank`; `parse_local_rank` accepts and ignores it); a plain in-process call runs as a world
+of one. The ZeRO stage comes from the config; bf16 on GPU, fp32 on CPU, where DeepSpeed uses the
+gloo backend. Every rank takes its share of each step's samples, and each rank's loss is scaled by
+its share of the step's target tokens, so the gradient DeepSpeed averages is the gradient of the
+global token-mean loss: N processes train like one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def parse_local_rank(argv: list[str]) -> list[str]:
+    """Drop `--local_rank=N` / `--local_rank N` (added by the deepspeed launcher) from `argv`.
+
+    >>> parse_local_rank(["--profile", "tiny", "--local_rank=1"])
+    ['--profile', 'tiny']
+    """
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--local_rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+            continue
+        if arg == "--local_rank" and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
+def rank_and_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_engine(model, optimizer, scheduler, *, micro_batch: int, zero_stage: int, max_grad_norm: float):
+    """A DeepSpeed engine around `model` (with our optimizer and scheduler), initialising the
+    process group first (a single local process gets a world of one on 127.0.0.1)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+    import deepspeed
+
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    config = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": max_grad_norm,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": cuda},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+    return engine
+
+
+def all_reduce_sum(value: float) -> float:
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return float(value)
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item())

@@ -1,0 +1,46 @@
+"""Train the tiny model through DeepSpeed for a few steps; rank 0 writes losses and weights.
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/ds_driver.py DATA OUT [ZERO_STAGE] [PACK_LENGTH]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from model_src.config import load_config  # noqa: E402
+from model_src.model.build import build_model, build_processor, train_tokenizer  # noqa: E402
+from model_src.model.inputs import sft_example  # noqa: E402
+from model_src.train.distributed import parse_local_rank, rank_and_world  # noqa: E402
+from model_src.train.supervised import train_supervised  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    data, out, *rest = parse_local_rank(argv)
+    zero_stage = int(rest[0]) if rest else 0
+    pack_length = int(rest[1]) if len(rest) > 1 else 0
+    rows = [r for f in sorted(Path(data).glob("*-train.parquet")) for r in pq.read_table(f).to_pylist()]
+    cfg = load_config("tiny", ["sft.deepspeed=true", f"sft.zero_stage={zero_stage}", f"sft.pack_length={pack_length}",
+                               "sft.batch_size=4", "sft.num_steps=6", "sft.warmup_steps=0", "sft.checkpoint_every=0"])
+    tokenizer = train_tokenizer([t for r in rows for t in (r["caption"], r["question"], r["reasoning"])], 400)
+    processor = build_processor(tokenizer, cfg.model)
+    model = build_model(cfg.model, tokenizer, seed=11)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    losses = []
+    train_supervised(model, processor, [sft_example(processor, r) for r in rows], cfg.sft, seed=2,
+                     log=lambda metrics, step: losses.append(metrics["loss"]), desc="ds")
+    rank, world = rank_and_world()
+    if rank == 0:
+        torch.save({"initial": initial, "final": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+                   Path(out) / "weights.pt")
+        (Path(out) / "result.json").write_text(json.dumps({"losses": losses, "world": world}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,57 @@
+"""Supervised training through DeepSpeed on CPU (gloo): two processes with the same global batch
+train like one process. Tolerances: losses rel 1e-4; every weight tensor's final value differs by
+at most 1% of the size of its own update over the run (Adam amplifies reduction-order noise on
+near-zero gradients, so an absolute bound on weights would be arbitrary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from model_src.data.generate import GeneratorConfig, generate_corpus
+from tests.conftest import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(nproc: int, data, out, zero_stage: int, pack_length: int = 0) -> tuple[dict, dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           str(ROOT / "tests" / "ds_driver.py"), str(data), str(out), str(zero_stage), str(pack_length)]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return json.loads((out / "result.json").read_text()), torch.load(out / "weights.pt")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raw")
+    generate_corpus(folder, GeneratorConfig(rows={"stem": 16, "digits": 12, "chart": 8}))
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage,pack_length", [(0, 0), (2, 0), (2, 384)])
+def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path, zero_stage, pack_length):
+    one, one_weights = _train(1, data, tmp_path / "one", zero_stage, pack_length)
+    two, two_weights = _train(2, data, tmp_path / "two", zero_stage, pack_length)
+    assert (one["world"], two["world"]) == (1, 2)
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
+    assert one["losses"][-1] < one["losses"][0]
+    for name, initial in one_weights["initial"].items():
+        assert torch.equal(two_weights["initial"][name], initial), name  # same start
+        update = (one_weights["final"][name] - initial).norm()
+        gap = (two_weights["final"][name] - one_weights["final"][name]).norm()
+        assert gap <= 0.01 * update + 1e-7, (name, float(gap), float(update))

@@ -5,7 +5,7 @@ steps. Padded: `batch_size` samples per step, padded to the longest. Packed: `ba
 `pack_length` tokens filled with whole samples. Goal: >= 2.0x useful tokens/s and >= 95% of slots
 filled.
 
-    .venv/bin/python bench/bench_packing.py [--steps 30] [--pack-length 512] [--rows 2]
+    .venv/bin/python bench/bench_packing.py [--steps 60] [--pack-length 384] [--rows 3]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8, help="padded: samples per step")
-    parser.add_argument("--pack-length", type=int, default=512)
-    parser.add_argument("--rows", type=int, default=2, help="packed: rows per step")
+    parser.add_argument("--pack-length", type=int, default=384)
+    parser.add_argument("--rows", type=int, default=3, help="packed: rows per step")
     args = parser.parse_args()
 
     from model_src.config import load_config

@@ -47,6 +47,31 @@ def encode(model, processor, example: Example) -> EncodedSample:
                          batch.get("pixel_values"), batch.get("image_grid_thw"))
 
 
+class EncodedCache:
+    """Encoded samples by example index, up to `max_bytes` of tensors: an example drawn again in a
+    later epoch is not re-tokenised (packing tokenises one sample at a time, so this is most of
+    its preprocessing). Beyond the budget samples are encoded on every use."""
+
+    def __init__(self, model, processor, examples: list[Example], max_bytes: int = 1 << 30):
+        self.model, self.processor, self.examples = model, processor, examples
+        self.max_bytes, self.used = max_bytes, 0
+        self.items: dict[int, EncodedSample] = {}
+
+    def __getitem__(self, index: int) -> EncodedSample:
+        sample = self.items.get(index)
+        if sample is None:
+            import torch
+
+            with torch.no_grad():
+                sample = encode(self.model, self.processor, self.examples[index])
+            size = sum(t.numel() * t.element_size() for t in (sample.input_ids, sample.labels, sample.positions,
+                                                             sample.pixel_values) if t is not None)
+            if self.used + size <= self.max_bytes:
+                self.items[index] = sample
+                self.used += size
+        return sample
+
+
 def sample_lengths(processor, examples: list[Example]) -> list[int]:
     """Token count of every example (images expanded), as the packer needs them."""
     return [int(collate(processor, [ex], with_targets=True)["input_ids"].shape[1]) for ex in examples]

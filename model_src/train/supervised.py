@@ -15,7 +15,7 @@ from pathlib import Path
 
 from model_src.config import TrainConfig
 from model_src.model.inputs import Example, collate
-from model_src.train.packing import collate_packed, encode, plan_steps, sample_lengths
+from model_src.train.packing import EncodedCache, collate_packed, plan_steps
 
 
 def seed_everything(seed: int) -> None:
@@ -91,7 +91,8 @@ def train_supervised(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     if cfg.pack_length:  # batch_size rows of pack_length tokens, each holding several whole samples
-        lengths = sample_lengths(processor, examples)
+        encoded = EncodedCache(model, processor, examples)
+        lengths = [encoded[i].length for i in range(len(examples))]
         plan = plan_steps(lengths, index_stream(len(examples), seed, weights), cfg.num_steps, cfg.batch_size,
                           cfg.pack_length, [ex.row_id for ex in examples])
     else:  # batch_size samples, padded to the longest
@@ -127,8 +128,7 @@ def train_supervised(
     for step in progress:
         mine = plan[step][rank::world]  # this process's share of the step (all of it alone)
         if cfg.pack_length:
-            with torch.no_grad():
-                rows = [[encode(model, processor, examples[i]) for i in row] for row in mine]
+            rows = [[encoded[i] for i in row] for row in mine]
             batch = collate_packed(rows, cfg.pack_length, processor.tokenizer.pad_token_id)
             real, slots = batch.pop("num_real_tokens"), len(mine) * cfg.pack_length
         else:

@@ -140,6 +140,7 @@ class TrainConfig:
     # train through a DeepSpeed engine (model_src/train/distributed.py); ZeRO stage 0-2
     deepspeed: bool = False
     zero_stage: int = 0
+    peak_tflops: float = 0.0  # device peak for MFU; 0 = known GPUs' bf16 peak, unknown on CPU (not logged)
 
     def validate(self, prefix: str) -> None:
         _require(self.num_steps >= 0, f"{prefix}.num_steps", "must be >= 0 (0 only for pretrain with model.init_from)")
@@ -209,9 +210,13 @@ class EvalConfig:
     max_samples_per_domain: int = 64
     batch_size: int = 16
     force_answer_tokens: int = 16  # as in RL: answer budget once thinking hits max_new_tokens; 0 = off
+    pass_k: int = 0  # sampled pass@k (temperature 1, top-p 1) besides greedy pass@1; 0 = greedy only
+    worst_examples: int = 3  # per domain, in the reviewer's worst-examples page
 
     def validate(self, prefix: str) -> None:
         _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
+        _require(self.pass_k >= 0, f"{prefix}.pass_k", "must be >= 0 (0 = greedy only)")
+        _require(self.worst_examples >= 0, f"{prefix}.worst_examples", "must be >= 0")
         _require(self.max_samples_per_domain > 0, f"{prefix}.max_samples_per_domain", "must be > 0")
         _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")

@@ -118,8 +118,10 @@ def run_stage(
     work: Callable[[StageContext], dict[str, float]],
     use_cache: bool = True,
     finish_parent: bool = False,
+    system_metrics: bool = False,
 ) -> dict[str, float]:
-    """Run (or reuse) one stage; returns its final metrics. Every output is a folder."""
+    """Run (or reuse) one stage; returns its final metrics. Every output is a folder. With
+    `system_metrics`, MLflow samples CPU/memory/GPU into `system/*` metrics while the work runs."""
     import mlflow
 
     cfg = config_from_json(config_json)
@@ -150,11 +152,12 @@ def run_stage(
     resume_run_id = _run_to_resume(checkpoint_dir) if cached is None else None
 
     if resume_run_id:  # a killed attempt left a checkpoint: continue its MLflow run, now under this pipeline run
-        active = mlflow.start_run(run_id=resume_run_id)
+        active = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
         mlflow.set_tags({**tags, "mlflow.parentRunId": lineage.parent_run_id, f"{TAG_PREFIX}resumed": "true"})
     else:
         active = mlflow.start_run(experiment_id=lineage.experiment_id, run_name=stage,
-                                  parent_run_id=lineage.parent_run_id, tags=tags)
+                                  parent_run_id=lineage.parent_run_id, tags=tags,
+                                  log_system_metrics=system_metrics and cached is None)
     with active as run:
         mlflow.log_params(params)
         started = time.monotonic()

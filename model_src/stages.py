@@ -196,7 +196,8 @@ def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, m
 
     return run_stage("pretrain", config_json=config_json, lineage_path=lineage_path,
                      inputs={"pretrain_data": pretrain_data}, outputs={"model": model_out},
-                     config_sections=("seed", "tokenizer", "model", "pretrain"), work=work, use_cache=use_cache)
+                     config_sections=("seed", "tokenizer", "model", "pretrain"), work=work, use_cache=use_cache,
+                     system_metrics=True)
 
 
 def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model: str, model_out: str,
@@ -224,7 +225,8 @@ def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model:
 
     return run_stage("sft", config_json=config_json, lineage_path=lineage_path,
                      inputs={"sft_data": sft_data, "base_model": base_model}, outputs={"model": model_out},
-                     config_sections=("seed", "sft"), work=work, use_cache=use_cache)
+                     config_sections=("seed", "sft"), work=work, use_cache=use_cache,
+                     system_metrics=True)
 
 
 def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: str, model_out: str,
@@ -249,7 +251,8 @@ def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: 
 
     return run_stage("rlcs", config_json=config_json, lineage_path=lineage_path,
                      inputs={"rl_data": rl_data, "sft_model": sft_model}, outputs={"model": model_out},
-                     config_sections=("seed", "rlcs"), work=work, use_cache=use_cache)
+                     config_sections=("seed", "rlcs"), work=work, use_cache=use_cache,
+                     system_metrics=True)
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -261,13 +264,21 @@ def evaluate_stage(*, config_json: str, lineage_path: str, eval_data: str, model
         import mlflow
 
         from model_src.data.curate import read_split
-        from model_src.eval.evaluate import evaluate_model
+        from model_src.eval.evaluate import accuracy_plot, domain_table, evaluate_model, worst_examples_html
 
         loaded, processor = _load(ctx.inputs["model"])
-        metrics, records = evaluate_model(loaded, processor, read_split(ctx.inputs["eval_data"]), ctx.cfg.evaluate)
+        rows = read_split(ctx.inputs["eval_data"])
+        metrics, records = evaluate_model(loaded, processor, rows, ctx.cfg.evaluate)
         report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records}
-        (ctx.outputs["report"] / "eval.json").write_text(json.dumps(report, indent=2))
+        out = ctx.outputs["report"]
+        (out / "eval.json").write_text(json.dumps(report, indent=2))
+        accuracy_plot(metrics, out / "accuracy_by_domain.png", "held-out accuracy per domain")
+        (out / "worst_examples.html").write_text(worst_examples_html(records, rows, ctx.cfg.evaluate.worst_examples))
+        table = domain_table(metrics)
+        mlflow.log_table({k: [row.get(k) for row in table] for k in table[0]}, "eval_by_domain.json")
         mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, "eval_samples.json")
+        mlflow.log_artifact(str(out / "accuracy_by_domain.png"), "plots")
+        mlflow.log_artifact(str(out / "worst_examples.html"))
         return metrics
 
     return run_stage("evaluate", config_json=config_json, lineage_path=lineage_path,

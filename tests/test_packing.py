@@ -100,4 +100,15 @@ def test_packed_training_learns_and_fills_its_rows(setup):
                                log=lambda metrics, step: logged.append(metrics))
     assert summary["final_loss"] < summary["first_loss"] - 0.5
     assert summary["packing_efficiency"] > 0.95
-    assert all(0 < m["packing_efficiency"] <= 1 and m["tokens_per_s"] > 0 for m in logged)
+    assert all(0 < m["packing_efficiency"] <= 1 and m["tokens_per_s"] > 0 and m["model_tflops"] > 0 for m in logged)
+    assert not any("mfu" in m for m in logged)  # no known peak on a CPU
+
+
+def test_flops_per_token_follows_the_6n_rule(setup):
+    from model_src.train.flops import flops_per_token
+
+    _, _, model = setup
+    dense = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    text = model.config.text_config
+    assert flops_per_token(model, context=0) == 6 * dense
+    assert flops_per_token(model, context=100) - 6 * dense == 12 * text.num_hidden_layers * text.hidden_size * 100

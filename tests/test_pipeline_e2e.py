@@ -15,7 +15,11 @@ from tests.conftest import ROOT, THINKPIPE, TINY_MODEL
 STAGES = ["init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"]
 LINEAGE_TAGS = ["thinkpipe.git_commit", "thinkpipe.data_hash", "thinkpipe.config_hash", "thinkpipe.data_rev",
                 "thinkpipe.image"]
-TIMING_METRICS = {"stage_seconds", "train_seconds", "target_tokens_per_s"}
+TIMING_METRICS = {"stage_seconds", "train_seconds", "target_tokens_per_s", "tokens_per_s", "model_tflops"}
+
+
+def _timing(metric: str) -> bool:
+    return metric in TIMING_METRICS or metric.startswith("system/")
 
 
 def _by_stage(children) -> dict:
@@ -141,6 +145,6 @@ def test_same_seed_and_data_give_identical_metrics(tiny, first_run):
     again = _by_stage(tiny.runs_of("repeat")[1])
     for stage in STAGES[1:]:
         assert not again[stage].data.tags.get("thinkpipe.cached_from"), stage
-        ours = {k: v for k, v in again[stage].data.metrics.items() if k not in TIMING_METRICS}
-        theirs = {k: v for k, v in first[stage].data.metrics.items() if k not in TIMING_METRICS}
+        ours = {k: v for k, v in again[stage].data.metrics.items() if not _timing(k)}
+        theirs = {k: v for k, v in first[stage].data.metrics.items() if not _timing(k)}
         assert ours == theirs, stage

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-
 import statistics
 from collections import defaultdict
 
 from model_src.config import EvalConfig
+from model_src.data.schema import reward_domain
 from model_src.model.generate import generate
 from model_src.model.inputs import prompt_example
-from model_src.data.schema import reward_domain
 from model_src.rewards import score
 
 
@@ -47,7 +46,101 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
         metrics[f"format_ok/{domain}"] = statistics.fmean(float(r["format_ok"]) for r in mine)
         metrics[f"forced_answer/{domain}"] = statistics.fmean(float(r["forced"]) for r in mine)
         metrics[f"response_tokens/{domain}"] = statistics.fmean(r["response_tokens"] for r in mine)
+    if cfg.pass_k:
+        passed = sampled_pass_at_k(model, processor, selected, cfg)
+        for record in records:
+            record[f"pass@{cfg.pass_k}"] = passed[record["id"]]
+        for domain in sorted(by_domain):
+            metrics[f"pass@{cfg.pass_k}/{domain}"] = statistics.fmean(
+                float(passed[r["id"]]) for r in by_domain[domain])
+        metrics[f"pass@{cfg.pass_k}_mean"] = statistics.fmean(
+            metrics[f"pass@{cfg.pass_k}/{d}"] for d in sorted(by_domain))
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))
     return metrics, records
+
+
+def sampled_pass_at_k(model, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, bool]:
+    """For every row: did any of `cfg.pass_k` samples (temperature 1, top-p 1) earn reward 1?"""
+    import torch
+
+    passed = {row["id"]: False for row in rows}
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(0)  # the same samples for the same model: pass@k is reproducible
+    try:
+        for start in range(0, len(rows), cfg.batch_size):
+            chunk = rows[start:start + cfg.batch_size]
+            examples = [prompt_example(processor, row) for row in chunk for _ in range(cfg.pass_k)]
+            out = generate(model, processor, examples, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                           force_answer_tokens=cfg.force_answer_tokens)
+            for k, text in enumerate(out.texts):
+                row = chunk[k // cfg.pass_k]
+                if score(reward_domain(row), text, row["answer"], question=row["question"]).reward >= 1.0:
+                    passed[row["id"]] = True
+    finally:
+        torch.set_rng_state(generator_state)
+    return passed
+
+
+def domain_table(metrics: dict[str, float]) -> list[dict]:
+    """One row per domain from `metric/<domain>` keys.
+
+    >>> domain_table({"accuracy/ocr": 0.5, "format_ok/ocr": 1.0, "accuracy_mean": 0.5})
+    [{'domain': 'ocr', 'accuracy': 0.5, 'format_ok': 1.0}]
+    """
+    rows: dict[str, dict] = {}
+    for key, value in sorted(metrics.items()):
+        if "/" in key:
+            name, domain = key.split("/", 1)
+            rows.setdefault(domain, {"domain": domain})[name] = value
+    return list(rows.values())
+
+
+def accuracy_plot(metrics: dict[str, float], path, title: str) -> None:
+    """Bars of accuracy and format-valid share per domain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = domain_table(metrics)
+    domains = [row["domain"] for row in table]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(domains)), 3.2))
+    xs = range(len(domains))
+    ax.bar([x - 0.2 for x in xs], [row.get("accuracy", 0) for row in table], width=0.4, label="accuracy")
+    ax.bar([x + 0.2 for x in xs], [row.get("format_ok", 0) for row in table], width=0.4, label="format ok")
+    ax.set_xticks(list(xs), domains, rotation=30)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def worst_examples_html(records: list[dict], rows: list[dict], per_domain: int) -> str:
+    """A page a reviewer can open: the lowest-reward samples per domain with image, question,
+    response and reference."""
+    import base64
+    import html
+
+    by_id = {row["id"]: row for row in rows}
+    parts = ["<html><head><meta charset='utf-8'><title>worst examples</title></head><body>",
+             "<h1>Worst examples per domain</h1>"]
+    by_domain: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_domain[record["domain"]].append(record)
+    for domain in sorted(by_domain):
+        parts.append(f"<h2>{html.escape(domain)}</h2><table border='1' cellpadding='4'>"
+                     "<tr><th>image</th><th>question</th><th>response</th><th>reference</th><th>reward</th></tr>")
+        for record in sorted(by_domain[domain], key=lambda r: (r["reward"], r["id"]))[:per_domain]:
+            images = "".join(f"<img src='data:image/png;base64,{base64.b64encode(data).decode()}' height='64'>"
+                             for data in by_id[record["id"]]["images"][:6])
+            parts.append(f"<tr><td>{images}</td><td>{html.escape(record['question'])}</td>"
+                         f"<td><code>{html.escape(record['response'])}</code></td>"
+                         f"<td><code>{html.escape(record['reference'])}</code></td>"
+                         f"<td>{record['reward']:.2f} ({html.escape(record['reason'])})</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from model_src.config import TrainConfig
 from model_src.model.inputs import Example, collate
+from model_src.train.flops import device_peak_tflops, flops_per_token
 from model_src.train.packing import EncodedCache, collate_packed, plan_steps
 
 
@@ -123,6 +124,7 @@ def train_supervised(
         print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)
     started, tokens_before = time.monotonic(), tokens
     real_tokens = slot_tokens = 0
+    peak = device_peak_tflops(cfg.peak_tflops, next(model.parameters()).device)
     progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
                     initial=first_step, total=cfg.num_steps, disable=rank != 0)
     for step in progress:
@@ -160,9 +162,13 @@ def train_supervised(
         slot_tokens += slots
         step_seconds = time.monotonic() - step_started
         if rank == 0:
+            tokens_per_s = real / step_seconds if step_seconds else 0.0
+            # causal attention sees half a sample on average; `real` is already summed over ranks
+            samples = sum(len(row) for row in plan[step]) if cfg.pack_length else len(plan[step])
+            tflops = flops_per_token(model, context=real / samples / 2) * tokens_per_s / 1e12
             log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                 "packing_efficiency": real / slots, "tokens_per_s": real / step_seconds if step_seconds else 0.0},
-                step)
+                 "packing_efficiency": real / slots, "tokens_per_s": tokens_per_s, "model_tflops": tflops,
+                 **({"mfu": tflops / (peak * world)} if peak else {})}, step)
         if step % cfg.log_every == 0:
             progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         done = step + 1

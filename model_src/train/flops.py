@@ -1,0 +1,34 @@
+"""Model FLOPs per token and MFU (model FLOPs utilisation), the PaLM-paper way.
+
+Training FLOPs per token ~ 6 x (parameters outside the embedding tables) for the matmuls of the
+forward and backward passes, plus 12 x layers x hidden x context for attention scores and values.
+MFU = achieved model FLOP/s / the device's peak; the peak comes from `train.peak_tflops`, or for
+known GPUs from the table below (dense bf16). CPUs have no reliable peak: MFU is then not logged,
+only the achieved TFLOP/s.
+"""
+
+from __future__ import annotations
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
+
+
+def flops_per_token(model, context: float) -> float:
+    """Training FLOPs per token of `model` at an average attention context of `context` tokens."""
+    text = model.config.text_config
+    embedding = model.get_input_embeddings().weight.numel()
+    dense = sum(p.numel() for p in model.parameters()) - embedding
+    return 6.0 * dense + 12.0 * text.num_hidden_layers * text.hidden_size * context
+
+
+def device_peak_tflops(configured: float = 0.0, device=None) -> float:
+    """`configured` when set, else the table's value for the GPU the model is on, else 0 (unknown)."""
+    if configured > 0:
+        return configured
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        name = torch.cuda.get_device_name(torch.device(device))
+        for key, tflops in PEAK_BF16_TFLOPS.items():
+            if key in name:
+                return tflops
+    return 0.0

@@ -226,10 +226,12 @@ class EvalConfig:
 class ExportConfig:
     registered_model_name: str = "thinkpipe-glm4v"
     promotion_tolerance: float = 0.02  # largest per-domain accuracy drop a new champion may have
+    s3_uri: str = ""  # also upload the exported folder to s3://bucket/prefix/<model>/<run id>; "" = no
 
     def validate(self, prefix: str) -> None:
         _require(bool(self.registered_model_name.strip()), f"{prefix}.registered_model_name", "must not be empty")
         _require(0 <= self.promotion_tolerance <= 1, f"{prefix}.promotion_tolerance", "must be in [0, 1]")
+        _require(not self.s3_uri or self.s3_uri.startswith("s3://"), f"{prefix}.s3_uri", "must be an s3:// URI or empty")
 
 
 @dataclass(frozen=True)

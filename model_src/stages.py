@@ -338,9 +338,13 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
     pipeline's parent run."""
 
     def work(ctx: StageContext) -> dict[str, float]:
+        import tempfile
+
         import mlflow
         from mlflow.entities import LoggedModelStatus
         from PIL import Image
+
+        from model_src.lineage_report import lineage_report
 
         out = ctx.outputs["exported"]
         shutil.copytree(ctx.inputs["model"], out, dirs_exist_ok=True)
@@ -351,6 +355,13 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
         reply = smoke_generate(out, Image.new("RGB", (56, 56), (255, 255, 255)), "Which digit is written in the image?")
         client = mlflow.MlflowClient()
         tags = {**ctx.lineage.tags(), "thinkpipe.export_run_id": ctx.run_id}
+        if ctx.cfg.export.s3_uri:  # one prefix per export run, so versions never overwrite each other
+            from model_src.storage import upload_s3
+
+            destination = f"{ctx.cfg.export.s3_uri.rstrip('/')}/{name}/{ctx.run_id}"
+            mlflow.log_dict(upload_s3(out, destination), "s3_upload.json")  # key -> sha256
+            tags["thinkpipe.export.s3_uri"] = destination
+            ctx.set_result("s3_uri", destination)
         logged = mlflow.initialize_logged_model(name=name, source_run_id=ctx.run_id, tags=tags,
                                                 experiment_id=ctx.lineage.experiment_id)
         client.log_model_artifacts(logged.model_id, str(out))
@@ -367,6 +378,14 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
         ctx.set_result("promoted", str(promoted).lower())
         ctx.set_result("promotion_reason", reason)
         mlflow.log_text(reply, "smoke_reply.txt")
+        # the reviewer's lineage report travels with the model: on the LoggedModel and the version
+        report = lineage_report(f"{name}/{version.version}", client)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "lineage.json").write_text(json.dumps(report, indent=2))
+            client.log_model_artifacts(logged.model_id, tmp)
+        mlflow.log_dict(report, "lineage.json")
+        client.set_model_version_tag(name, version.version, "thinkpipe.lineage_report",
+                                     f"models:/{logged.model_id}/lineage.json")
         return {"exported_files": float(sum(1 for p in out.rglob("*") if p.is_file())),
                 "accuracy_mean": eval_metrics.get("accuracy_mean", 0.0)}
 

@@ -149,7 +149,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- lineage
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from pipelines.lineage import lineage_report, render_lineage
+    from model_src.lineage_report import lineage_report, render_lineage
 
     tracking_uri, _ = resolve_tracking_uri(args.tracking_uri, Path(args.state_dir or repo_root() / DEFAULT_STATE_DIR))
     import mlflow

@@ -6,6 +6,7 @@ failure + resume from the failed stage, and a --no-cache re-run that must reprod
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -81,6 +82,25 @@ def test_lineage_prints_chain_for_registered_version(tiny, first_run):
         assert run.info.run_id in text
     for tag in ("git_commit", "data_hash", "data_rev", "config_hash", "image"):
         assert parent.data.tags[f"thinkpipe.{tag}"] in text
+    assert "evaluation (held-out, per domain):" in text
+
+    # --json, and the same report attached to the model version at export
+    as_json = subprocess.run([*THINKPIPE, "lineage", f"{TINY_MODEL}/1", "--json", "--tracking-uri", tiny.tracking_uri],
+                             cwd=ROOT, capture_output=True, text=True)
+    report = json.loads(as_json.stdout)
+    assert report["lineage"]["data_hash"] == parent.data.tags["thinkpipe.data_hash"]
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert stages["pretrain"]["inputs"]["pretrain_data"] == _by_stage(children)["pretrain"].data.tags[
+        "thinkpipe.input.pretrain_data"]  # upstream artifact hashes per stage
+    assert {row["domain"] for row in report["eval_table"]} >= {"digits", "stem", "ocr"}
+    client = tiny.client()
+    version = client.get_model_version(TINY_MODEL, "1")
+    import mlflow
+
+    attached = json.loads(Path(mlflow.artifacts.download_artifacts(
+        version.tags["thinkpipe.lineage_report"], tracking_uri=tiny.tracking_uri)).read_text())
+    assert attached["lineage"] == report["lineage"] and attached["version"] == "1"
+    assert [s["run_id"] for s in attached["stages"]] == [s["run_id"] for s in report["stages"]]
 
 
 def test_unchanged_rerun_reuses_every_stage(tiny, first_run):
@@ -133,8 +153,24 @@ def test_failed_quality_gate_stops_the_pipeline_before_training(tiny, first_run)
 
 
 def test_same_seed_and_data_give_identical_metrics(tiny, first_run):
-    repeat = tiny.run("repeat", "--no-cache")
-    assert repeat.returncode == 0, repeat.output[-5000:]
+    """Also exports to an S3 server on 127.0.0.1: every uploaded object hashes like its file."""
+    import hashlib
+
+    from tests.s3_server import s3_server
+
+    with s3_server("exports") as (s3_env, s3):
+        repeat = tiny.run("repeat", "--no-cache", "--set", "export.s3_uri=s3://exports/thinkpipe", env=s3_env)
+        assert repeat.returncode == 0, repeat.output[-5000:]
+        folder = Path(re.search(r"exported folder\s*:\s*(\S+)", repeat.output).group(1))
+        export_run = _by_stage(tiny.runs_of("repeat")[1])["export"]
+        prefix = export_run.data.tags["thinkpipe.result.s3_uri"].removeprefix("s3://exports/")
+        objects = s3.list_objects_v2(Bucket="exports", Prefix=prefix)["Contents"]
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert len(objects) == len(files) > 5
+        for obj in objects:
+            local = folder / obj["Key"].removeprefix(prefix + "/")
+            body = s3.get_object(Bucket="exports", Key=obj["Key"])["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == hashlib.sha256(local.read_bytes()).hexdigest()
     # an equal model is registered but does not dethrone the champion
     client = tiny.client()
     newest = max(client.search_model_versions(f"name = '{TINY_MODEL}'"), key=lambda v: int(v.version))

@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Iterable
 
 from model_src.config import ModelConfig
@@ -163,48 +160,9 @@ def load_model_and_processor(path: str):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if str(path).startswith("s3://"):
+        from model_src.storage import fetch_s3
+
         path = fetch_s3(str(path))
     model = AutoModelForImageTextToText.from_pretrained(path)
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
-
-
-def s3_cache_dir() -> Path:
-    """Where S3 checkpoints are cached: `$THINKPIPE_CACHE` (the cluster mounts a PVC there), else
-    `~/.cache/thinkpipe`."""
-    return Path(os.environ.get("THINKPIPE_CACHE", Path.home() / ".cache" / "thinkpipe")) / "s3"
-
-
-def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
-    """Download every object under `s3://bucket/prefix/` into the cache and return the folder.
-
-    boto3 reads credentials and `AWS_ENDPOINT_URL` (MinIO, any S3-compatible store) from the
-    environment; nothing is passed in code. Objects whose size and ETag match the cached copy's
-    record are not downloaded again. Fails naming the URI when nothing is there.
-    """
-    import boto3
-    from tqdm import tqdm
-
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    prefix = prefix.strip("/")
-    target = (cache_dir or s3_cache_dir()) / bucket / prefix
-    client = boto3.client("s3")
-    objects = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-               for o in page.get("Contents", [])]
-    if not objects:
-        raise FileNotFoundError(f"{uri}: no objects under this prefix (is it an HF-format checkpoint folder?)")
-    manifest_path = target / ".s3-manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    for obj in tqdm(objects, desc=f"fetch {uri}", unit="file"):
-        relative = obj["Key"][len(prefix) + 1:]
-        local = target / relative
-        stamp = f"{obj['Size']}:{obj['ETag']}"
-        if manifest.get(relative) == stamp and local.exists():
-            continue
-        local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(local.name + ".part")
-        client.download_file(bucket, obj["Key"], str(partial))
-        partial.replace(local)  # a killed download never leaves a half file under the real name
-        manifest[relative] = stamp
-        manifest_path.write_text(json.dumps(manifest, indent=1))
-    return target

@@ -99,7 +99,7 @@ def train_supervised(
     else:  # batch_size samples, padded to the longest
         plan = batch_order(len(examples), cfg.batch_size, cfg.num_steps, seed, weights)
     losses: list[float] = []
-    tokens = 0
+    tokens = real_tokens = slot_tokens = 0  # trained-on tokens, non-pad tokens, all slots
     first_step = 0
     engine, rank, world = None, 0, 1
     if cfg.deepspeed:
@@ -116,14 +116,15 @@ def train_supervised(
         _, meta = engine.load_checkpoint(str(ds_dir))
         set_rng_state(meta.pop("rng"))
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
+        real_tokens, slot_tokens = meta.get("real_tokens", 0), meta.get("slot_tokens", 0)
         print(f"{desc}: resuming from {ds_dir} (step {first_step} of {cfg.num_steps})", flush=True)
     resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir and not engine else None
     if resumed is not None:
         meta = load_checkpoint(resumed, model, optimizer, scheduler)
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
+        real_tokens, slot_tokens = meta.get("real_tokens", 0), meta.get("slot_tokens", 0)
         print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)
-    started, tokens_before = time.monotonic(), tokens
-    real_tokens = slot_tokens = 0
+    started, tokens_before, real_before = time.monotonic(), tokens, real_tokens
     peak = device_peak_tflops(cfg.peak_tflops, next(model.parameters()).device)
     progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
                     initial=first_step, total=cfg.num_steps, disable=rank != 0)
@@ -173,7 +174,8 @@ def train_supervised(
             progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         done = step + 1
         if checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_steps:
-            meta = {**(checkpoint_meta or {}), "losses": losses, "tokens": tokens}
+            meta = {**(checkpoint_meta or {}), "losses": losses, "tokens": tokens, "real_tokens": real_tokens,
+                    "slot_tokens": slot_tokens}
             if engine is None:
                 save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, meta)
             else:  # DeepSpeed's save must run on every rank (each writes its shard)
@@ -185,7 +187,7 @@ def train_supervised(
         "first_loss": sum(losses[:window]) / window,
         "final_loss": sum(losses[-window:]) / window,
         "target_tokens_per_s": (tokens - tokens_before) / elapsed if elapsed > 0 else 0.0,
-        "tokens_per_s": real_tokens / elapsed if elapsed > 0 else 0.0,
+        "tokens_per_s": (real_tokens - real_before) / elapsed if elapsed > 0 else 0.0,
         "packing_efficiency": real_tokens / slot_tokens if slot_tokens else 0.0,
         "train_seconds": elapsed,
     }

@@ -1,4 +1,8 @@
-"""`thinkpipe lineage`: from a registered model version back to the data, stage by stage."""
+"""The reviewer's lineage report: from a registered model version back to the data, stage by stage.
+
+`thinkpipe lineage NAME[/VERSION|@alias] [--json]` prints it; the export stage attaches the same
+report (as JSON) to the model version it registers, so the lineage travels with the model.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ def resolve_version(client, ref: str):
     return versions[0]
 
 
-def lineage_report(ref: str) -> dict:
+def lineage_report(ref: str, client=None) -> dict:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = client or MlflowClient()
     version = resolve_version(client, ref)
     export_run = client.get_run(version.tags.get(f"{TAG_PREFIX}export_run_id") or version.run_id)
     parent_id = export_run.data.tags["mlflow.parentRunId"]
@@ -47,6 +51,7 @@ def lineage_report(ref: str) -> dict:
             "inputs": {k[len(TAG_PREFIX) + 6:]: v for k, v in tags.items() if k.startswith(f"{TAG_PREFIX}input.")},
             "outputs": {k[len(TAG_PREFIX) + 7:]: v for k, v in tags.items() if k.startswith(f"{TAG_PREFIX}output.")},
         })
+    evaluate = next((s for s in stages if s["stage"] == "evaluate"), None)
     return {
         "model": version.name,
         "version": version.version,
@@ -54,8 +59,15 @@ def lineage_report(ref: str) -> dict:
         "promotion": version.tags.get(f"{TAG_PREFIX}promotion", ""),
         "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},
         "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
+        "eval_table": _eval_table(evaluate["metrics"]) if evaluate else [],
         "stages": stages,
     }
+
+
+def _eval_table(metrics: dict[str, float]) -> list[dict]:
+    from model_src.eval.evaluate import domain_table
+
+    return domain_table(metrics)
 
 
 KEY_METRICS = ("final_loss", "first_loss", "kept_rows", "quarantined_rows", "final_reward_mean",
@@ -70,6 +82,12 @@ def render_lineage(report: dict) -> str:
              f"{report['pipeline_run']['status']}"]
     for key, value in report["lineage"].items():
         lines.append(f"  {key:<12} {value}")
+    if report.get("eval_table"):
+        lines.append("evaluation (held-out, per domain):")
+        columns = [c for c in ("accuracy", "format_ok", "forced_answer") if c in report["eval_table"][0]]
+        lines.append("  " + f"{'domain':<10}" + "".join(f"{c:>14}" for c in columns))
+        for row in report["eval_table"]:
+            lines.append("  " + f"{row['domain']:<10}" + "".join(f"{row.get(c, float('nan')):>14.3f}" for c in columns))
     lines.append("stages (newest last):")
     for stage in report["stages"]:
         cached = f" cached from {stage['cached_from']}" if stage["cached_from"] else ""

@@ -1,0 +1,92 @@
+"""S3 (or any S3-compatible store) for model folders: fetch released weights, upload exports.
+
+boto3 reads credentials and `AWS_ENDPOINT_URL` (MinIO, ...) from the environment; nothing secret
+is passed in code or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix").
+
+    >>> split_uri("s3://models/glm/tiny/")
+    ('models', 'glm/tiny')
+    """
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri}: not an s3:// URI")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket")
+    return bucket, prefix.strip("/")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def s3_cache_dir() -> Path:
+    """Where S3 checkpoints are cached: `$THINKPIPE_CACHE` (the cluster mounts a PVC there), else
+    `~/.cache/thinkpipe`."""
+    return Path(os.environ.get("THINKPIPE_CACHE", Path.home() / ".cache" / "thinkpipe")) / "s3"
+
+
+def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
+    """Download every object under `s3://bucket/prefix/` into the cache and return the folder.
+
+    boto3 reads credentials and `AWS_ENDPOINT_URL` (MinIO, any S3-compatible store) from the
+    environment; nothing is passed in code. Objects whose size and ETag match the cached copy's
+    record are not downloaded again. Fails naming the URI when nothing is there.
+    """
+    import boto3
+    from tqdm import tqdm
+
+    bucket, prefix = split_uri(uri)
+    target = (cache_dir or s3_cache_dir()) / bucket / prefix
+    client = boto3.client("s3")
+    objects = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+               for o in page.get("Contents", [])]
+    if not objects:
+        raise FileNotFoundError(f"{uri}: no objects under this prefix (is it an HF-format checkpoint folder?)")
+    manifest_path = target / ".s3-manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    for obj in tqdm(objects, desc=f"fetch {uri}", unit="file"):
+        relative = obj["Key"][len(prefix) + 1:]
+        local = target / relative
+        stamp = f"{obj['Size']}:{obj['ETag']}"
+        if manifest.get(relative) == stamp and local.exists():
+            continue
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(local.name + ".part")
+        client.download_file(bucket, obj["Key"], str(partial))
+        partial.replace(local)  # a killed download never leaves a half file under the real name
+        manifest[relative] = stamp
+        manifest_path.write_text(json.dumps(manifest, indent=1))
+    return target
+
+
+def upload_s3(folder: str | Path, uri: str) -> dict[str, str]:
+    """Upload every file of `folder` under `s3://bucket/prefix/`; each object carries its sha256
+    as metadata. Returns {key: sha256}."""
+    import boto3
+    from tqdm import tqdm
+
+    bucket, prefix = split_uri(uri)
+    client = boto3.client("s3")
+    uploaded = {}
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    for path in tqdm(files, desc=f"upload {uri}", unit="file"):
+        key = f"{prefix}/{path.relative_to(folder).as_posix()}" if prefix else path.relative_to(folder).as_posix()
+        digest = sha256_file(path)
+        client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
+        uploaded[key] = digest
+    return uploaded

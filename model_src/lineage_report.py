@@ -54,7 +54,7 @@ def lineage_report(ref: str, client=None) -> dict:
     evaluate = next((s for s in stages if s["stage"] == "evaluate"), None)
     return {
         "model": version.name,
-        "version": version.version,
+        "version": str(version.version),
         "aliases": list(getattr(version, "aliases", []) or []),
         "promotion": version.tags.get(f"{TAG_PREFIX}promotion", ""),
         "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},

@@ -384,8 +384,7 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
             (Path(tmp) / "lineage.json").write_text(json.dumps(report, indent=2))
             client.log_model_artifacts(logged.model_id, tmp)
         mlflow.log_dict(report, "lineage.json")
-        client.set_model_version_tag(name, version.version, "thinkpipe.lineage_report",
-                                     f"models:/{logged.model_id}/lineage.json")
+        client.set_model_version_tag(name, version.version, "thinkpipe.lineage_report", f"runs:/{ctx.run_id}/lineage.json")
         return {"exported_files": float(sum(1 for p in out.rglob("*") if p.is_file())),
                 "accuracy_mean": eval_metrics.get("accuracy_mean", 0.0)}
 

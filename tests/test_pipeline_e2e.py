@@ -101,6 +101,8 @@ def test_lineage_prints_chain_for_registered_version(tiny, first_run):
         version.tags["thinkpipe.lineage_report"], tracking_uri=tiny.tracking_uri)).read_text())
     assert attached["lineage"] == report["lineage"] and attached["version"] == "1"
     assert [s["run_id"] for s in attached["stages"]] == [s["run_id"] for s in report["stages"]]
+    model_files = Path(mlflow.artifacts.download_artifacts(f"models:/{TINY_MODEL}/1", tracking_uri=tiny.tracking_uri))
+    assert json.loads((model_files / "lineage.json").read_text())["lineage"] == report["lineage"]  # with the weights
 
 
 def test_unchanged_rerun_reuses_every_stage(tiny, first_run):

@@ -212,11 +212,16 @@ class EvalConfig:
     force_answer_tokens: int = 16  # as in RL: answer budget once thinking hits max_new_tokens; 0 = off
     pass_k: int = 0  # sampled pass@k (temperature 1, top-p 1) besides greedy pass@1; 0 = greedy only
     worst_examples: int = 3  # per domain, in the reviewer's worst-examples page
+    # the pretrained and SFT checkpoints are also scored, on the first this-many samples per domain
+    # (the same samples for every stage), so MLflow shows each stage's gain; 0 = final model only
+    checkpoint_samples_per_domain: int = 8
 
     def validate(self, prefix: str) -> None:
         _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
         _require(self.pass_k >= 0, f"{prefix}.pass_k", "must be >= 0 (0 = greedy only)")
         _require(self.worst_examples >= 0, f"{prefix}.worst_examples", "must be >= 0")
+        _require(0 <= self.checkpoint_samples_per_domain <= self.max_samples_per_domain,
+                 f"{prefix}.checkpoint_samples_per_domain", "must be in [0, max_samples_per_domain]")
         _require(self.max_samples_per_domain > 0, f"{prefix}.max_samples_per_domain", "must be > 0")
         _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")

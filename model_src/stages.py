@@ -257,23 +257,42 @@ def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: 
 
 # ---------------------------------------------------------------------------------- evaluation
 def evaluate_stage(*, config_json: str, lineage_path: str, eval_data: str, model: str, report_out: str,
-                   use_cache: bool = True) -> dict[str, float]:
-    """Greedy accuracy per domain on the held-out split; `report_out/eval.json` holds every sample."""
+                   pretrain_model: str = "", sft_model: str = "", use_cache: bool = True) -> dict[str, float]:
+    """Greedy (and sampled pass@k) accuracy per domain on the held-out split; `report_out/eval.json`
+    holds every sample. The pretrained and SFT checkpoints, when given, are scored on the first
+    `checkpoint_samples_per_domain` samples per domain, next to the final model on the same ones."""
 
     def work(ctx: StageContext) -> dict[str, float]:
+        import dataclasses
+
         import mlflow
 
         from model_src.data.curate import read_split
-        from model_src.eval.evaluate import accuracy_plot, domain_table, evaluate_model, worst_examples_html
+        from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, stage_gain_plot,
+                                             subset_accuracy, worst_examples_html)
 
+        cfg = ctx.cfg.evaluate
         loaded, processor = _load(ctx.inputs["model"])
         rows = read_split(ctx.inputs["eval_data"])
-        metrics, records = evaluate_model(loaded, processor, rows, ctx.cfg.evaluate)
-        report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records}
+        metrics, records = evaluate_model(loaded, processor, rows, cfg)
         out = ctx.outputs["report"]
+        stages = [name for name in ("pretrain", "sft") if name in ctx.inputs]
+        if stages and cfg.checkpoint_samples_per_domain:
+            # the selection is deterministic, so the first n per domain are the same rows for all
+            few = dataclasses.replace(cfg, max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0)
+            ids: set[str] = set()
+            for name in stages:
+                checkpoint, checkpoint_processor = _load(ctx.inputs[name])
+                _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few)
+                ids = {r["id"] for r in checkpoint_records}
+                metrics.update(subset_accuracy(checkpoint_records, ids, name))
+            metrics.update(subset_accuracy(records, ids, "rlcs"))
+            stage_gain_plot(metrics, [*stages, "rlcs"], out / "accuracy_by_stage.png")
+            mlflow.log_artifact(str(out / "accuracy_by_stage.png"), "plots")
+        report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records}
         (out / "eval.json").write_text(json.dumps(report, indent=2))
         accuracy_plot(metrics, out / "accuracy_by_domain.png", "held-out accuracy per domain")
-        (out / "worst_examples.html").write_text(worst_examples_html(records, rows, ctx.cfg.evaluate.worst_examples))
+        (out / "worst_examples.html").write_text(worst_examples_html(records, rows, cfg.worst_examples))
         table = domain_table(metrics)
         mlflow.log_table({k: [row.get(k) for row in table] for k in table[0]}, "eval_by_domain.json")
         mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, "eval_samples.json")
@@ -281,8 +300,10 @@ def evaluate_stage(*, config_json: str, lineage_path: str, eval_data: str, model
         mlflow.log_artifact(str(out / "worst_examples.html"))
         return metrics
 
+    inputs = {"eval_data": eval_data, "model": model}
+    inputs.update({name: path for name, path in (("pretrain", pretrain_model), ("sft", sft_model)) if path})
     return run_stage("evaluate", config_json=config_json, lineage_path=lineage_path,
-                     inputs={"eval_data": eval_data, "model": model}, outputs={"report": report_out},
+                     inputs=inputs, outputs={"report": report_out},
                      config_sections=("seed", "evaluate"), work=work, use_cache=use_cache)
 
 

@@ -42,7 +42,8 @@ def training_pipeline(
     rlcs_task = rlcs(config_json=config_json, use_cache=use_cache, lineage=lineage,
                      rl_data=curate_task.outputs["rl_data"], sft_model=sft_task.outputs["model"])
     evaluate_task = evaluate(config_json=config_json, use_cache=use_cache, lineage=lineage,
-                             eval_data=curate_task.outputs["eval_data"], model=rlcs_task.outputs["model"])
+                             eval_data=curate_task.outputs["eval_data"], model=rlcs_task.outputs["model"],
+                             pretrain_model=pretrain_task.outputs["model"], sft_model=sft_task.outputs["model"])
     export_task = export(config_json=config_json, use_cache=use_cache, lineage=lineage,
                          model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"])
     return export_task.outputs["exported"]

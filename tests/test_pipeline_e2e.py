@@ -45,7 +45,13 @@ def test_first_run_records_parent_and_seven_finished_stage_runs(tiny, first_run)
         assert metrics["final_loss"] < metrics["first_loss"] - 0.5, (stage, metrics)
     curate = stages["curate"].data.metrics
     assert curate["input_rows"] == curate["kept_rows"] + curate["quarantined_rows"]
-    assert "accuracy_mean" in stages["evaluate"].data.metrics
+    evaluation = stages["evaluate"].data.metrics
+    assert "accuracy_mean" in evaluation
+    # the earlier checkpoints are scored on the same samples, so the per-stage gain is visible
+    for stage in ("pretrain", "sft", "rlcs"):
+        assert 0.0 <= evaluation[f"accuracy_mean_{stage}"] <= 1.0
+    plots = {a.path for a in tiny.client().list_artifacts(stages["evaluate"].info.run_id, "plots")}
+    assert plots == {"plots/accuracy_by_domain.png", "plots/accuracy_by_stage.png"}
 
 
 def test_exported_model_reloads_and_generates(first_run):

@@ -144,3 +144,41 @@ def worst_examples_html(records: list[dict], rows: list[dict], per_domain: int) 
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def subset_accuracy(records: list[dict], ids: set[str], stage: str) -> dict[str, float]:
+    """`accuracy_<stage>/<domain>` and `accuracy_mean_<stage>` over the records whose id is in `ids`.
+
+    >>> recs = [{"id": "a", "domain": "ocr", "reward": 1.0}, {"id": "b", "domain": "ocr", "reward": 0.0}]
+    >>> subset_accuracy(recs, {"a"}, "sft")
+    {'accuracy_sft/ocr': 1.0, 'accuracy_mean_sft': 1.0}
+    """
+    by_domain: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        if record["id"] in ids:
+            by_domain[record["domain"]].append(record["reward"])
+    out = {f"accuracy_{stage}/{d}": statistics.fmean(v) for d, v in sorted(by_domain.items())}
+    out[f"accuracy_mean_{stage}"] = statistics.fmean(out.values()) if out else 0.0
+    return out
+
+
+def stage_gain_plot(metrics: dict[str, float], stages: list[str], path) -> None:
+    """Accuracy per domain for each stage's checkpoint (same samples), as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(f"accuracy_{stages[0]}/")})
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(domains)), 3.2))
+    width = 0.8 / len(stages)
+    for i, stage in enumerate(stages):
+        ax.bar([x + (i - (len(stages) - 1) / 2) * width for x in range(len(domains))],
+               [metrics.get(f"accuracy_{stage}/{d}", 0.0) for d in domains], width=width, label=stage)
+    ax.set_xticks(list(range(len(domains))), domains, rotation=30)
+    ax.set_ylim(0, 1)
+    ax.set_title("held-out accuracy by training stage (same samples)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

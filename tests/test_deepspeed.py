@@ -24,14 +24,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _train(nproc: int, data, out, zero_stage: int, pack_length: int = 0) -> tuple[dict, dict]:
+def _train(nproc: int, data, out, zero_stage: int, pack_length: int = 0, *extra: str,
+           expect_code: int = 0) -> tuple[dict, dict] | None:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           str(ROOT / "tests" / "ds_driver.py"), str(data), str(out), str(zero_stage), str(pack_length)]
+           str(ROOT / "tests" / "ds_driver.py"), str(data), str(out), str(zero_stage), str(pack_length), *extra]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert (proc.returncode == 0) == (expect_code == 0), (proc.stdout + proc.stderr)[-5000:]
+    if expect_code:
+        return None
     return json.loads((out / "result.json").read_text()), torch.load(out / "weights.pt")
 
 
@@ -55,3 +58,16 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path,
         update = (one_weights["final"][name] - initial).norm()
         gap = (two_weights["final"][name] - one_weights["final"][name]).norm()
         assert gap <= 0.01 * update + 1e-7, (name, float(gap), float(update))
+
+
+@pytest.mark.slow
+def test_crashed_deepspeed_run_resumes_from_its_checkpoint_to_the_same_weights(data, tmp_path):
+    straight, straight_weights = _train(1, data, tmp_path / "straight", 2)
+    checkpoints = tmp_path / "ckpt"
+    _train(1, data, tmp_path / "crashed", 2, 0, str(checkpoints), "5", expect_code=3)  # dies after step 5
+    assert (checkpoints / "deepspeed" / "latest").read_text().strip() == "step-00000004"
+    resumed, resumed_weights = _train(1, data, tmp_path / "resumed", 2, 0, str(checkpoints))
+    assert len(resumed["losses"]) == 2  # steps 5 and 6 only: it continued from step 4
+    assert resumed["losses"] == pytest.approx(straight["losses"][4:], rel=1e-6)
+    for name, weight in straight_weights["final"].items():
+        torch.testing.assert_close(resumed_weights["final"][name], weight, rtol=1e-6, atol=1e-7, msg=name)

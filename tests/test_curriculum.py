@@ -59,3 +59,12 @@ def test_state_dict_round_trip_continues_identically():
     ra, rb = random.Random(3), random.Random(3)
     assert a.sample(["a", "b"], 1, ra) == b.sample(["a", "b"], 1, rb)
     assert a.update({"b": 0.0}) == b.update({"b": 0.0})
+
+
+def test_curation_balance_weights_scale_sampling_in_both_modes():
+    rates = {"a": 0.5, "b": 0.5}
+    for uniform in (False, True):
+        cur = Curriculum(pass_rates=dict(rates), uniform=uniform, data_weight={"a": 3.0, "b": 1.0})
+        rng = random.Random(1)
+        counts = Counter(p for _ in range(4000) for p in cur.sample(["a", "b"], 1, rng))
+        assert 2.6 < counts["a"] / counts["b"] < 3.4, (uniform, counts)

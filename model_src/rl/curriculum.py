@@ -69,13 +69,17 @@ class Curriculum:
     thresholds: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
     ratio_ema: float = 1.0
     uniform: bool = False  # the ablation: plain uniform sampling, no expansion
+    # curation's domain/concept balance weight per prompt id (`sample_weight`); missing ids weigh 1
+    data_weight: dict[str, float] = field(default_factory=dict)
     cap_hits: int = 0
     history: list[dict] = field(default_factory=list)
 
     def weights(self, ids: list[str]) -> list[float]:
+        """Sampling weight per prompt: its data weight times, unless uniform, its pass-rate weight."""
+        data = [self.data_weight.get(i, 1.0) for i in ids]
         if self.uniform:
-            return [1.0] * len(ids)
-        return [sampling_weight(self.pass_rates[i], self.floor) for i in ids]
+            return data
+        return [d * sampling_weight(self.pass_rates[i], self.floor) for d, i in zip(data, ids)]
 
     def num_to_sample(self, batch_size: int, available: int) -> int:
         if self.uniform:

@@ -81,7 +81,8 @@ def build_curriculum(model, processor, rows: list[dict], examples: list[Example]
         prior = {i: 0.5 * prior[i] + 0.5 * graded[i] for i in prior}
     return Curriculum(pass_rates=prior, floor=cfg.curriculum_floor, alpha=cfg.curriculum_alpha,
                       ema_decay=cfg.expansion_ema_decay, max_ratio=cfg.max_expansion_ratio,
-                      thresholds=tuple(cfg.tier_thresholds), uniform=not cfg.curriculum)
+                      thresholds=tuple(cfg.tier_thresholds), uniform=not cfg.curriculum,
+                      data_weight={row["id"]: float(row.get("sample_weight") or 1.0) for row in rows})
 
 
 def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,

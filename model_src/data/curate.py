@@ -3,8 +3,8 @@
 Nothing is dropped silently: every input row ends in exactly one split or in the quarantine
 table with a machine-readable `reason` (and a `detail`: the column at fault, or the id of the row
 it duplicates), and `report.json` reconciles the counts (input = kept + quarantined, in total, per
-reason and per domain). The corpus is streamed in batches of `batch_rows`; only hashes are kept in
-memory, so memory stays flat as the corpus grows.
+reason and per domain). The corpus is streamed in batches of `batch_rows`: images are never held,
+only ids and hashes (about 2.4 KB per row: bench/RESULTS.md), so memory grows slowly, not flat.
 
 Passes:
 0. count every question (one column only): a question shared by `template_min_rows` rows or
@@ -88,16 +88,26 @@ def shard_files(input_path: str | Path) -> list[Path]:
     return files
 
 
-def iter_rows(files: list[Path], batch_rows: int) -> Iterator[dict]:
-    """Rows of every shard, `batch_rows` at a time. Text columns are decoded here so a non-UTF-8
-    value marks its row (`_bad_utf8` = column) instead of failing the batch; the value is kept
-    backslash-escaped, so nothing is lost."""
+def _as_bytes(column: pa.Array) -> pa.Array:
+    """A string column viewed as raw bytes (no UTF-8 validation), large or not."""
+    return column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+
+
+def iter_rows(files: list[Path], batch_rows: int, eval_rows: bool) -> Iterator[dict]:
+    """The rows of every shard whose `split` is "eval" (`eval_rows`) or anything else, `batch_rows`
+    at a time; the other rows are filtered out in Arrow, before their images become Python bytes.
+    Text columns are decoded here so a non-UTF-8 value marks its row (`_bad_utf8` = column)
+    instead of failing the batch; the value is kept backslash-escaped, so nothing is lost."""
+    import pyarrow.compute as pc
+
     for file in files:
         for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=list(ROW_SCHEMA.names)):
+            is_eval = pc.fill_null(pc.equal(_as_bytes(batch.column("split")), pa.scalar(b"eval")), False)
+            batch = batch.filter(is_eval if eval_rows else pc.invert(is_eval))
             columns = {}
             for name in ROW_SCHEMA.names:
                 column = batch.column(name)
-                columns[name] = column.view(pa.binary()).to_pylist() if name in TEXT_COLUMNS else column.to_pylist()
+                columns[name] = _as_bytes(column).to_pylist() if name in TEXT_COLUMNS else column.to_pylist()
             for i in range(batch.num_rows):
                 row = {"_bad_utf8": None}
                 for name in ROW_SCHEMA.names:
@@ -309,7 +319,7 @@ def template_questions(files: list[Path], cfg: CurateConfig) -> set[bytes]:
     seen: Counter = Counter()
     for file in files:
         for batch in pq.ParquetFile(file).iter_batches(batch_size=cfg.batch_rows * 8, columns=["question"]):
-            for value in batch.column(0).view(pa.binary()).to_pylist():
+            for value in _as_bytes(batch.column(0)).to_pylist():
                 if value is not None:
                     seen[_question_key(normalize_text(value.decode("utf-8", errors="backslashreplace")))] += 1
     return {key for key, n in seen.items() if n >= cfg.template_min_rows}
@@ -452,9 +462,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
         writers.write(staging / f"{split}.parquet", {**row, "stage_split": split}, CURATED_SCHEMA)
 
     # pass 1: eval rows, which also build the contamination index
-    for row in iter_rows(files, cfg.batch_rows):
-        if row["split"] != "eval":
-            continue
+    for row in iter_rows(files, cfg.batch_rows, eval_rows=True):
         keys = screen(row)
         if keys and dedup(row, *keys):
             question, answer = normalize_text(row["question"]), normalize_text(row["answer"])
@@ -465,9 +473,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
             keep({**row, "caption_source": "original"}, "eval")
 
     # pass 2: everything else
-    for row in iter_rows(files, cfg.batch_rows):
-        if row["split"] == "eval":
-            continue
+    for row in iter_rows(files, cfg.batch_rows, eval_rows=False):
         keys = screen(row)
         if keys is None:
             continue

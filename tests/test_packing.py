@@ -12,7 +12,7 @@ from model_src.config import load_config
 from model_src.data.generate import GeneratorConfig, generate_corpus
 from model_src.model.build import build_model, build_processor, train_tokenizer
 from model_src.model.inputs import collate, pretrain_example, sft_example
-from model_src.train.packing import collate_packed, encode, plan_steps, sample_lengths
+from model_src.train.packing import EncodedCache, collate_packed, encode, plan_steps
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +77,10 @@ def test_packed_loss_and_gradients_equal_one_by_one(setup, kind):
 
 
 def test_plan_fills_rows_and_names_an_oversized_example(setup):
-    rows, processor, _ = setup
+    rows, processor, model = setup
     examples = [sft_example(processor, r) for r in rows]
-    lengths = sample_lengths(processor, examples)
+    encoded = EncodedCache(model, processor, examples)
+    lengths = [encoded[i].length for i in range(len(examples))]
     stream = iter([i % len(examples) for i in range(10_000)])
     plan = plan_steps(lengths, stream, num_steps=20, rows_per_step=2, pack_length=4 * max(lengths))
     fill = sum(lengths[i] for step in plan for row in step for i in row) / (20 * 2 * 4 * max(lengths))
@@ -105,10 +106,11 @@ def test_packed_training_learns_and_fills_its_rows(setup):
 
 
 def test_flops_per_token_follows_the_6n_rule(setup):
-    from model_src.train.flops import flops_per_token
+    from model_src.train.flops import TokenFlops
 
     _, _, model = setup
     dense = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     text = model.config.text_config
-    assert flops_per_token(model, context=0) == 6 * dense
-    assert flops_per_token(model, context=100) - 6 * dense == 12 * text.num_hidden_layers * text.hidden_size * 100
+    flops = TokenFlops.of(model)
+    assert flops(context=0) == 6 * dense
+    assert flops(context=100) - 6 * dense == 12 * text.num_hidden_layers * text.hidden_size * 100

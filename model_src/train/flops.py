@@ -9,15 +9,28 @@ only the achieved TFLOP/s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
 
-def flops_per_token(model, context: float) -> float:
-    """Training FLOPs per token of `model` at an average attention context of `context` tokens."""
-    text = model.config.text_config
-    embedding = model.get_input_embeddings().weight.numel()
-    dense = sum(p.numel() for p in model.parameters()) - embedding
-    return 6.0 * dense + 12.0 * text.num_hidden_layers * text.hidden_size * context
+@dataclass(frozen=True)
+class TokenFlops:
+    """Training FLOPs per token of one model; the parameter count is taken once, not per step."""
+
+    dense_params: int  # parameters outside the embedding table
+    num_layers: int
+    hidden_size: int
+
+    @classmethod
+    def of(cls, model) -> "TokenFlops":
+        text = model.config.text_config
+        embedding = model.get_input_embeddings().weight.numel()
+        return cls(sum(p.numel() for p in model.parameters()) - embedding, text.num_hidden_layers, text.hidden_size)
+
+    def __call__(self, context: float) -> float:
+        """At an average attention context of `context` tokens."""
+        return 6.0 * self.dense_params + 12.0 * self.num_layers * self.hidden_size * context
 
 
 def device_peak_tflops(configured: float = 0.0, device=None) -> float:

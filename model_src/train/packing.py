@@ -72,11 +72,6 @@ class EncodedCache:
         return sample
 
 
-def sample_lengths(processor, examples: list[Example]) -> list[int]:
-    """Token count of every example (images expanded), as the packer needs them."""
-    return [int(collate(processor, [ex], with_targets=True)["input_ids"].shape[1]) for ex in examples]
-
-
 def plan_steps(lengths: list[int], stream: Iterator[int], num_steps: int, rows_per_step: int, pack_length: int,
                row_ids: list[str] | None = None, lookahead: int = 32) -> list[list[list[int]]]:
     """For every step, `rows_per_step` rows, each a list of example indices whose lengths sum to at

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from model_src.config import TrainConfig
 from model_src.model.inputs import Example, collate
-from model_src.train.flops import device_peak_tflops, flops_per_token
+from model_src.train.flops import TokenFlops, device_peak_tflops
 from model_src.train.packing import EncodedCache, collate_packed, plan_steps
 
 
@@ -126,6 +126,7 @@ def train_supervised(
         print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)
     started, tokens_before, real_before = time.monotonic(), tokens, real_tokens
     peak = device_peak_tflops(cfg.peak_tflops, next(model.parameters()).device)
+    token_flops = TokenFlops.of(model)
     progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
                     initial=first_step, total=cfg.num_steps, disable=rank != 0)
     for step in progress:
@@ -166,7 +167,7 @@ def train_supervised(
             tokens_per_s = real / step_seconds if step_seconds else 0.0
             # causal attention sees half a sample on average; `real` is already summed over ranks
             samples = sum(len(row) for row in plan[step]) if cfg.pack_length else len(plan[step])
-            tflops = flops_per_token(model, context=real / samples / 2) * tokens_per_s / 1e12
+            tflops = token_flops(context=real / samples / 2) * tokens_per_s / 1e12
             log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                  "packing_efficiency": real / slots, "tokens_per_s": tokens_per_s, "model_tflops": tflops,
                  **({"mfu": tflops / (peak * world)} if peak else {})}, step)

@@ -6,6 +6,7 @@ report (as JSON) to the model version it registers, so the lineage travels with 
 
 from __future__ import annotations
 
+from model_src.eval.evaluate import domain_table
 from model_src.lineage import TAG_PREFIX
 
 STAGE_ORDER = ["init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"]
@@ -59,15 +60,10 @@ def lineage_report(ref: str, client=None) -> dict:
         "promotion": version.tags.get(f"{TAG_PREFIX}promotion", ""),
         "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},
         "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
-        "eval_table": _eval_table(evaluate["metrics"]) if evaluate else [],
+        "eval_table": domain_table(evaluate["metrics"]) if evaluate else [],
         "stages": stages,
     }
 
-
-def _eval_table(metrics: dict[str, float]) -> list[dict]:
-    from model_src.eval.evaluate import domain_table
-
-    return domain_table(metrics)
 
 
 KEY_METRICS = ("final_loss", "first_loss", "kept_rows", "quarantined_rows", "final_reward_mean",

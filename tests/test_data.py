@@ -16,7 +16,8 @@ from PIL import Image
 from model_src.config import CurateConfig
 from model_src.data.curate import CurationError, assign_split, check_row, curate, read_split, recaption
 from model_src.data.domains import DOMAINS
-from model_src.data.generate import GeneratorConfig, generate_corpus, png_bytes
+from model_src.data.domains.common import png_bytes
+from model_src.data.generate import GeneratorConfig, generate_corpus
 from model_src.data.quality import GateError
 from model_src.data.schema import ROW_SCHEMA, SPLITS, format_response, reward_domain
 from model_src.lineage import dvc_dir_hash, dvc_pin

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_src.data.domains import DOMAINS
-from model_src.data.domains.common import png_bytes  # noqa: F401 - re-exported for tests and tools
 from model_src.data.schema import ROW_SCHEMA
 
 SPLIT_INDEX = {"train": 0, "eval": 1}

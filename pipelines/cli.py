@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+from pipelines.compile import DEFAULT_CLUSTER_PROFILE  # light: kfp is imported inside
+
 DEFAULT_STATE_DIR = ".thinkpipe"  # local MLflow store and kfp.local outputs, git-ignored
 COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yaml"
 
@@ -142,8 +144,8 @@ def _print_summary(cfg, run_name: str, tracking_uri: str, exported: str, seconds
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.compile import compile_pipeline
 
-    out = compile_pipeline(Path(args.output))
-    print(f"thinkpipe: wrote {out}")
+    out = compile_pipeline(Path(args.output), args.profile)
+    print(f"thinkpipe: wrote {out} (Kubernetes settings of profile {args.profile})")
     return 0
 
 
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile the DAG to KFP IR YAML")
     comp.add_argument("--output", default=str(COMPILED_PIPELINE))
+    comp.add_argument("--profile", default=DEFAULT_CLUSTER_PROFILE,
+                      help=f"profile whose `cluster` section sets resources, volumes and secrets (default: {DEFAULT_CLUSTER_PROFILE})")
     comp.set_defaults(fn=cmd_compile)
 
     lin = sub.add_parser("lineage", help="print the chain from a registered model version back to its data")

@@ -22,7 +22,7 @@ def test_committed_compiled_pipeline_is_up_to_date(tmp_path):
     fresh = compile_pipeline(tmp_path / "training.yaml").read_text()
     committed = (ROOT / "pipelines" / "compiled" / "training.yaml").read_text()
     assert fresh == committed, "pipelines/compiled/training.yaml is stale: run `make compile` and commit it"
-    ir = yaml.safe_load(fresh)
+    ir = next(yaml.safe_load_all(fresh))  # the pipeline spec; the second document is the platform spec
     tasks = ir["root"]["dag"]["tasks"]
     assert set(tasks) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
     assert set(tasks["export"]["dependentTasks"]) == {"init", "evaluate", "rlcs"}

@@ -1,0 +1,49 @@
+"""Per-stage Kubernetes settings (kfp-kubernetes) from the profile's `cluster` section.
+
+Applied at compile time only: `thinkpipe compile --profile glm4v-9b` writes them into the IR's
+platform spec. `kfp.local` ignores them, so a laptop run of the same DAG is unaffected.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+from model_src.config import ClusterConfig
+
+CHECKPOINT_ROOT_ENV = "THINKPIPE_CHECKPOINT_ROOT"  # model_src.stage reads checkpoints under it
+CACHE_ENV = "THINKPIPE_CACHE"                      # model_src.storage caches S3 downloads under it
+
+
+def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfig) -> None:
+    res = getattr(cluster.stages, stage)
+    for setter, value in ((task.set_cpu_request, res.cpu_request), (task.set_cpu_limit, res.cpu_limit),
+                          (task.set_memory_request, res.memory_request), (task.set_memory_limit, res.memory_limit)):
+        if value:
+            setter(value)
+    if res.gpus:
+        task.set_accelerator_type(res.accelerator)
+        task.set_accelerator_limit(res.gpus)
+    for pair in res.node_selector:
+        label, value = pair.split("=")
+        kubernetes.add_node_selector(task, label_key=label, label_value=value)
+    for t in res.tolerations:
+        kubernetes.add_toleration(task, key=t.key or None, operator=t.operator, value=t.value or None,
+                                  effect=t.effect or None)
+    if cluster.checkpoint_pvc:
+        kubernetes.mount_pvc(task, pvc_name=cluster.checkpoint_pvc, mount_path=cluster.checkpoint_mount)
+        task.set_env_variable(CHECKPOINT_ROOT_ENV, cluster.checkpoint_mount)
+    if cluster.cache_pvc:
+        kubernetes.mount_pvc(task, pvc_name=cluster.cache_pvc, mount_path=cluster.cache_mount)
+        task.set_env_variable(CACHE_ENV, cluster.cache_mount)
+    for var in cluster.env:
+        task.set_env_variable(var.name, var.value)
+    by_secret: dict[str, dict[str, str]] = defaultdict(dict)  # one volume-free env block per Secret
+    for var in cluster.secret_env:
+        by_secret[var.secret][var.key] = var.env
+    for secret, keys in by_secret.items():
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
+    # the training-job launcher creates its PyTorchJob in the namespace its own pod runs in
+    kubernetes.use_field_path_as_env(task, env_name="THINKPIPE_NAMESPACE", field_path="metadata.namespace")

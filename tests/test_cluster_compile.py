@@ -1,0 +1,86 @@
+"""The cluster DAG as KFP would receive it: compiled IR, validated against KFP's own protobuf
+schemas, carrying each stage's Kubernetes settings from the profile (kfp-kubernetes)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp import compiler
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from model_src.config import ConfigError, load_config
+from pipelines.training import CACHED_STAGES, build_training_pipeline
+
+
+def compile_ir(tmp_path, profile: str, *overrides: str) -> tuple[dict, dict]:
+    """(pipeline spec, kubernetes platform spec per executor), both strictly parsed by KFP's protos."""
+    out = tmp_path / f"{profile}.yaml"
+    compiler.Compiler().compile(build_training_pipeline(load_config(profile, list(overrides)).cluster),
+                                package_path=str(out))
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # unknown or mistyped fields raise
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for config in executors.values():
+        json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+    return spec, executors
+
+
+def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
+    spec, executors = compile_ir(tmp_path, "glm4v-9b")
+    cfg = load_config("glm4v-9b").cluster
+    containers = {name.removeprefix("exec-"): ex["container"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+    assert set(containers) == set(CACHED_STAGES)
+    for stage, container in containers.items():
+        wanted = getattr(cfg.stages, stage)
+        assert container["resources"]["cpuLimit"] == float(wanted.cpu_limit), stage
+        k8s = executors[f"exec-{stage}"]
+        assert {m["mountPath"]: m["constant"] for m in k8s["pvcMount"]} == {
+            "/checkpoints": "thinkpipe-checkpoints", "/cache": "thinkpipe-model-cache"}
+        secret_env = {e["envVar"]: (s["secretName"], e["secretKey"]) for s in k8s["secretAsEnv"] for e in s["keyToEnv"]}
+        assert secret_env == {v.env: (v.secret, v.key) for v in cfg.secret_env}
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["THINKPIPE_CHECKPOINT_ROOT"] == "/checkpoints" and env["THINKPIPE_CACHE"] == "/cache"
+        assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.thinkpipe.svc")
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), "secrets only by reference"
+    evaluate = containers["evaluate"]["resources"]["accelerator"]
+    assert (evaluate["resourceType"], evaluate["resourceCount"]) == ("nvidia.com/gpu", "1")
+    assert executors["exec-evaluate"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert executors["exec-evaluate"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert "accelerator" not in containers["curate"]["resources"]
+
+
+def test_caching_is_on_for_deterministic_stages_and_off_for_outside_effects(tmp_path):
+    spec, _ = compile_ir(tmp_path, "glm4v-9b")
+    tasks = spec["root"]["dag"]["tasks"]
+    enabled = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()}
+    assert enabled == CACHED_STAGES
+    assert not enabled["init"] and not enabled["export"]
+
+
+def test_secret_names_are_configuration(tmp_path):
+    _, executors = compile_ir(tmp_path, "glm4v-9b", "cluster.secret_env=[{secret: team-a-minio, key: user, env: AWS_ACCESS_KEY_ID}]")
+    blocks = executors["exec-curate"]["secretAsEnv"]
+    assert [(b["secretName"], b["keyToEnv"]) for b in blocks] == [
+        ("team-a-minio", [{"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "user"}])]
+
+
+def test_local_profiles_compile_without_cluster_settings(tmp_path):
+    spec, executors = compile_ir(tmp_path, "tiny")
+    assert set(executors) == set(f"exec-{s}" for s in CACHED_STAGES)  # only the namespace env
+    assert all(set(ex) == {"fieldPathAsEnv"} for ex in executors.values())
+    assert all("resources" not in ex["container"] for ex in spec["deploymentSpec"]["executors"].values())
+
+
+@pytest.mark.parametrize("override, key", [
+    ("cluster.stages.sft.memory_limit=lots", "cluster.stages.sft.memory_limit"),
+    ("cluster.stages.evaluate.node_selector=[gpu]", "cluster.stages.evaluate.node_selector[0]"),
+    ("cluster.stages.curate.tolerations=[{operator: Sometimes}]", "cluster.stages.curate.tolerations[0].operator"),
+    ("cluster.secret_env=[{secret: Bad_Name, key: k, env: X}]", "cluster.secret_env[0].secret"),
+    ("cluster.env=[{name: MLFLOW_TRACKING_URI, value: 'http://admin:hunter2hunter2@mlflow:5000'}]", "cluster.env[0].value"),
+    ("cluster.training_job.enabled=true", "cluster.checkpoint_pvc"),
+])
+def test_bad_cluster_settings_fail_at_load_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config("tiny", [override])

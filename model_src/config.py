@@ -339,6 +339,7 @@ class TrainingJobConfig:
     template: str = "manifests/templates/pytorchjob.yaml"  # relative to the repository / image root
     nodes: int = 1
     gpus_per_node: int = 8
+    processes_per_node: int = 0  # torchrun processes per node; 0 = one per GPU (CPU-only jobs: set it)
     cpu_per_node: str = "32"
     memory_per_node: str = "512Gi"
     poll_seconds: float = 10.0
@@ -348,6 +349,7 @@ class TrainingJobConfig:
     def validate(self, prefix: str) -> None:
         _require(self.nodes >= 1, f"{prefix}.nodes", "must be >= 1")
         _require(self.gpus_per_node >= 0, f"{prefix}.gpus_per_node", "must be >= 0 (0 = CPU processes)")
+        _require(self.processes_per_node >= 0, f"{prefix}.processes_per_node", "must be >= 0 (0 = one per GPU)")
         for name in ("cpu_per_node", "memory_per_node"):
             value = getattr(self, name)
             _require(bool(_QUANTITY.match(value)), f"{prefix}.{name}", f"must be a Kubernetes quantity, got {value!r}")

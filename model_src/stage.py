@@ -55,8 +55,11 @@ class StageContext:
     run_id: str
     checkpoint_dir: Path | None = None  # this stage's checkpoints, keyed by its cache key
     result_tags: dict[str, str] = field(default_factory=dict)
+    is_main: bool = True  # False on the other ranks of a multi-process training job: they log nothing
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.is_main:
+            return
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)

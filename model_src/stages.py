@@ -57,6 +57,29 @@ def init_stage(*, config_json: str, data_dir: str, git_commit: str, data_hash: s
     return lineage
 
 
+# ---------------------------------------------------------------------------------- check data
+def check_data_stage(*, config_json: str, data_repo: str, data_branch: str, data_root: str,
+                     pipeline_run_name: str = "") -> dict[str, str]:
+    """The retraining pipeline's first step: clone the project's repository, compare its DVC pin
+    with the champion's training data and, when it changed, pull that data to
+    `data_root/<hash>` for the training DAG. Returns the decision and where the data is."""
+    import tempfile
+
+    from model_src.retrain import check_data, clone_repo, log_decision, materialize_data
+    from model_src.tracking import ensure_experiment
+
+    cfg = config_from_json(config_json)
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = clone_repo(data_repo, data_branch, Path(tmp) / "repo")
+        decision = check_data(clone, cfg.export.registered_model_name)
+        log_decision(decision, ensure_experiment(cfg.experiment), pipeline_run_name or "retrain-check")
+        print(f"check_data: {'retrain' if decision.retrain else 'skip'}: {decision.reason}", flush=True)
+        data_dir = str(materialize_data(clone, decision.latest, data_root)) if decision.retrain else ""
+    skip_final_gc()
+    return {"retrain": decision.retrain, "reason": decision.reason, "data_hash": decision.latest.data_hash,
+            "data_rev": decision.latest.data_rev, "data_dir": data_dir}
+
+
 # -------------------------------------------------------------------------------------- curate
 def log_data_input(path: str | Path, lineage: Lineage, context: str) -> None:
     """Record which DVC-pinned data fed this run as an MLflow dataset input (rev and hash)."""
@@ -159,99 +182,123 @@ def _tier_plot(history: list[dict]) -> None:
     plt.close(fig)
 
 
+def _pretrain_work(ctx: StageContext) -> dict[str, float]:
+    from model_src.data.curate import read_split
+    from model_src.model.build import build_model, build_processor, load_model_and_processor, train_tokenizer
+    from model_src.model.inputs import pretrain_example
+    from model_src.train.supervised import seed_everything, train_supervised
+
+    rows = read_split(ctx.inputs["pretrain_data"])
+    seed_everything(ctx.cfg.seed)
+    if ctx.cfg.model.init_from:
+        model, processor = load_model_and_processor(ctx.cfg.model.init_from)
+        ctx.set_result("thinkpipe.init_from", ctx.cfg.model.init_from)
+    else:
+        texts = [t for r in rows for t in (r["caption"], r["question"], r["reasoning"], r["answer"])]
+        tokenizer = train_tokenizer(texts, ctx.cfg.tokenizer.vocab_size)
+        processor = build_processor(tokenizer, ctx.cfg.model)
+        model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
+    summary: dict[str, float] = {"skipped": 1.0}
+    if ctx.cfg.pretrain.num_steps > 0:
+        examples = [pretrain_example(r) for r in rows]
+        summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
+                                   lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
+                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
+                                   weights=[r["sample_weight"] for r in rows])
+        summary["num_examples"] = len(examples)
+        if ctx.is_main:
+            _loss_plot(ctx)
+    if ctx.is_main:  # in a multi-process training job the other ranks only train
+        save_model(model, processor, ctx.outputs["model"])
+    return {**summary, "num_parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(processor.tokenizer)}
+
+
 def pretrain_stage(*, config_json: str, lineage_path: str, pretrain_data: str, model_out: str,
                    use_cache: bool = True) -> dict[str, float]:
     """Learn the tokenizer, build Glm4v from the profile, train it to caption images. With
     `model.init_from`, start from released HF-format weights (local or S3) instead; with
     `pretrain.num_steps: 0` as well, the stage only hands those weights on."""
 
-    def work(ctx: StageContext) -> dict[str, float]:
-        from model_src.data.curate import read_split
-        from model_src.model.build import build_model, build_processor, load_model_and_processor, train_tokenizer
-        from model_src.model.inputs import pretrain_example
-        from model_src.train.supervised import seed_everything, train_supervised
-
-        rows = read_split(ctx.inputs["pretrain_data"])
-        seed_everything(ctx.cfg.seed)
-        if ctx.cfg.model.init_from:
-            model, processor = load_model_and_processor(ctx.cfg.model.init_from)
-            ctx.set_result("thinkpipe.init_from", ctx.cfg.model.init_from)
-        else:
-            texts = [t for r in rows for t in (r["caption"], r["question"], r["reasoning"], r["answer"])]
-            tokenizer = train_tokenizer(texts, ctx.cfg.tokenizer.vocab_size)
-            processor = build_processor(tokenizer, ctx.cfg.model)
-            model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
-        summary: dict[str, float] = {"skipped": 1.0}
-        if ctx.cfg.pretrain.num_steps > 0:
-            examples = [pretrain_example(r) for r in rows]
-            summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
-                                       lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
-                                       checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                                       weights=[r["sample_weight"] for r in rows])
-            summary["num_examples"] = len(examples)
-            _loss_plot(ctx)
-        save_model(model, processor, ctx.outputs["model"])
-        return {**summary, "num_parameters": sum(p.numel() for p in model.parameters()),
-                "vocab_size": len(processor.tokenizer)}
-
     return run_stage("pretrain", config_json=config_json, lineage_path=lineage_path,
                      inputs={"pretrain_data": pretrain_data}, outputs={"model": model_out},
-                     config_sections=("seed", "tokenizer", "model", "pretrain"), work=work, use_cache=use_cache,
+                     config_sections=("seed", "tokenizer", "model", "pretrain"), work=_training_work("pretrain"), use_cache=use_cache,
                      system_metrics=True)
+
+
+def _sft_work(ctx: StageContext) -> dict[str, float]:
+    from model_src.data.curate import read_split
+    from model_src.data.sft_filter import REJECTION_REASONS, filter_sft_rows
+    from model_src.model.inputs import sft_example
+    from model_src.train.supervised import train_supervised
+
+    model, processor = _load(ctx.inputs["base_model"])
+    rows, rejected = filter_sft_rows(read_split(ctx.inputs["sft_data"]))
+    ctx.log_metrics({"rows_rejected": sum(rejected.values()),
+                     **{f"rejected/{reason}": rejected[reason] for reason in REJECTION_REASONS}})
+    examples = [sft_example(processor, r) for r in rows]
+    summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
+                               lambda m, s: ctx.log_metrics(m, s), desc="sft",
+                               checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
+                               weights=[r["sample_weight"] for r in rows])
+    if ctx.is_main:
+        _loss_plot(ctx)
+        save_model(model, processor, ctx.outputs["model"])
+    return {**summary, "num_examples": len(examples), "rows_rejected": sum(rejected.values())}
 
 
 def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model: str, model_out: str,
               use_cache: bool = True) -> dict[str, float]:
     """Long-CoT SFT from the pretrained model; loss on assistant tokens only."""
 
-    def work(ctx: StageContext) -> dict[str, float]:
-        from model_src.data.curate import read_split
-        from model_src.data.sft_filter import REJECTION_REASONS, filter_sft_rows
-        from model_src.model.inputs import sft_example
-        from model_src.train.supervised import train_supervised
-
-        model, processor = _load(ctx.inputs["base_model"])
-        rows, rejected = filter_sft_rows(read_split(ctx.inputs["sft_data"]))
-        ctx.log_metrics({"rows_rejected": sum(rejected.values()),
-                         **{f"rejected/{reason}": rejected[reason] for reason in REJECTION_REASONS}})
-        examples = [sft_example(processor, r) for r in rows]
-        summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
-                                   lambda m, s: ctx.log_metrics(m, s), desc="sft",
-                                   checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                                   weights=[r["sample_weight"] for r in rows])
-        _loss_plot(ctx)
-        save_model(model, processor, ctx.outputs["model"])
-        return {**summary, "num_examples": len(examples), "rows_rejected": sum(rejected.values())}
-
     return run_stage("sft", config_json=config_json, lineage_path=lineage_path,
                      inputs={"sft_data": sft_data, "base_model": base_model}, outputs={"model": model_out},
-                     config_sections=("seed", "sft"), work=work, use_cache=use_cache,
+                     config_sections=("seed", "sft"), work=_training_work("sft"), use_cache=use_cache,
                      system_metrics=True)
+
+
+def _rlcs_work(ctx: StageContext) -> dict[str, float]:
+    from model_src.data.curate import read_split
+    from model_src.rl.loop import train_grpo
+
+    import mlflow
+
+    model, processor = _load(ctx.inputs["sft_model"])
+    summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
+                                     ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
+                                     checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
+    if ctx.is_main:
+        _loss_plot(ctx, "reward_mean")
+        _tier_plot(curriculum.history)
+        mlflow.log_dict(curriculum.state_dict(), "curriculum_state.json")
+        save_model(model, processor, ctx.outputs["model"])
+    return summary
+
+
+TRAINING_WORK = {"pretrain": _pretrain_work, "sft": _sft_work, "rlcs": _rlcs_work}
+
+
+def _training_work(stage: str):
+    """The stage's training, in this process, or (cluster profile) as a PyTorchJob across the
+    requested nodes and GPUs that runs the same function (model_src/cluster/training_job.py)."""
+
+    def work(ctx: StageContext) -> dict[str, float]:
+        if ctx.cfg.cluster.training_job.enabled:
+            from model_src.cluster.training_job import run_training_job
+
+            return run_training_job(ctx)
+        return TRAINING_WORK[stage](ctx)
+
+    return work
 
 
 def rlcs_stage(*, config_json: str, lineage_path: str, rl_data: str, sft_model: str, model_out: str,
                use_cache: bool = True) -> dict[str, float]:
     """GRPO on the RL prompts from the SFT model."""
 
-    def work(ctx: StageContext) -> dict[str, float]:
-        from model_src.data.curate import read_split
-        from model_src.rl.loop import train_grpo
-
-        import mlflow
-
-        model, processor = _load(ctx.inputs["sft_model"])
-        summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
-                                         ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
-                                         checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
-        _loss_plot(ctx, "reward_mean")
-        _tier_plot(curriculum.history)
-        mlflow.log_dict(curriculum.state_dict(), "curriculum_state.json")
-        save_model(model, processor, ctx.outputs["model"])
-        return summary
-
     return run_stage("rlcs", config_json=config_json, lineage_path=lineage_path,
                      inputs={"rl_data": rl_data, "sft_model": sft_model}, outputs={"model": model_out},
-                     config_sections=("seed", "rlcs"), work=work, use_cache=use_cache,
+                     config_sections=("seed", "rlcs"), work=_training_work("rlcs"), use_cache=use_cache,
                      system_metrics=True)
 
 

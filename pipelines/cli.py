@@ -1,10 +1,14 @@
 """`thinkpipe`: run, compile and audit the training pipeline.
 
     thinkpipe run [--profile small|tiny] [--set key=value ...] [--tracking-uri URI] [--no-cache]
-    thinkpipe compile [--output pipelines/compiled/training.yaml]
+    thinkpipe retrain [run options] [--rev HEAD]
+    thinkpipe submit --host URL [--experiment NAME] [--pipeline training|retraining]
+    thinkpipe schedule --host URL --cron '0 3 * * *'
+    thinkpipe compile [--profile glm4v-9b] [--out-dir pipelines/compiled]
     thinkpipe lineage NAME[/VERSION|@alias]
     thinkpipe data [--out data/raw] [--seed 1234]
     thinkpipe curate --input data/raw --output DIR [--profile small]
+    thinkpipe serve [--model FOLDER|NAME/VERSION|NAME@alias] [--port 8000] [--venv .venv-serve]
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import time
 import warnings
 from pathlib import Path
 
-from pipelines.compile import DEFAULT_CLUSTER_PROFILE  # light: kfp is imported inside
+from pipelines.compile import COMPILED_DIR, DEFAULT_CLUSTER_PROFILE  # light: kfp is imported inside
 
 DEFAULT_STATE_DIR = ".thinkpipe"  # local MLflow store and kfp.local outputs, git-ignored
-COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yaml"
 
 
 class CliError(RuntimeError):
@@ -106,6 +109,99 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Run the training DAG only when the DVC pin differs from the champion's training data."""
+    from model_src.config import load_config
+    from model_src.retrain import check_data, log_decision
+    from model_src.tracking import check_tracking_uri, ensure_experiment
+
+    cfg = load_config(args.profile, args.set or [])
+    root = repo_root()
+    state_dir = Path(args.state_dir or root / DEFAULT_STATE_DIR).resolve()
+    tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
+    check_tracking_uri(tracking_uri, timeout_s=15.0)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    decision = check_data(root, cfg.export.registered_model_name, rev=args.rev)
+    run_name = args.run_name or f"{cfg.profile}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    log_decision(decision, ensure_experiment(cfg.experiment, artifact_root), f"{run_name}-check")
+    print(f"thinkpipe retrain: {'retraining' if decision.retrain else 'nothing to do'}: {decision.reason}", flush=True)
+    if not decision.retrain:
+        return 0
+    args.run_name = run_name
+    return cmd_run(args)
+
+
+def _cluster_params(args: argparse.Namespace, pipeline: str):
+    """(config, KFP run parameters, git commit) for a cluster run of `pipeline`; refuses params
+    that look like they carry a secret value."""
+    from components.image import BASE_IMAGE
+    from model_src.config import load_config
+    from model_src.lineage import dvc_pin, git_commit
+    from model_src.secret_scan import find_secrets
+
+    cfg = load_config(args.profile, args.set or [])
+    root = repo_root()
+    commit = git_commit(root)
+    params = {"config_json": cfg.to_json(), "git_commit": commit, "image": BASE_IMAGE, "use_cache": not args.no_cache}
+    if pipeline == "training":
+        data_hash, data_rev = dvc_pin(root)
+        params.update(data_hash=data_hash, data_rev=data_rev, data_dir=args.data_dir or
+                      f"{cfg.cluster.checkpoint_mount}/data/{data_hash.removesuffix('.dir')}")
+    else:
+        params.update(data_repo=args.data_repo or _origin_url(root), data_branch=args.data_branch,
+                      data_root=f"{cfg.cluster.checkpoint_mount}/data")
+    leaks = find_secrets(json.dumps(params))
+    if leaks:
+        raise CliError(f"refusing to submit: run parameters contain what looks like a secret ({leaks[0][0]}); "
+                       f"put it in a Kubernetes Secret and name it under cluster.secret_env")
+    return cfg, params, commit
+
+
+def _origin_url(root: Path) -> str:
+    import subprocess
+
+    url = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True).stdout.strip()
+    if not url:
+        raise CliError("no --data-repo given and this checkout has no `origin` remote: pass the git URL the "
+                       "cluster clones to read data.dvc")
+    return url
+
+
+def _kfp_client(args: argparse.Namespace):
+    import kfp
+
+    return kfp.Client(host=args.host, namespace=args.namespace)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit_run
+
+    cfg, params, commit = _cluster_params(args, args.pipeline)
+    job_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    params["pipeline_run_name"] = job_name
+    done = submit_run(_kfp_client(args), pipeline=args.pipeline, profile=args.profile,
+                      experiment=args.experiment or cfg.experiment, namespace=args.namespace, job_name=job_name,
+                      params=params, git_commit=commit, service_account=cfg.cluster.service_account)
+    print(f"thinkpipe: submitted {job_name}: pipeline version {done.version_name} ({done.version_id}), run {done.run_id}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from pipelines.submit import kfp_cron, schedule_retraining
+
+    cron = kfp_cron(args.cron)  # a bad expression fails before anything is uploaded
+    cfg, params, commit = _cluster_params(args, "retraining")
+    params["pipeline_run_name"] = args.name
+    done = schedule_retraining(_kfp_client(args), profile=args.profile, experiment=args.experiment or cfg.experiment,
+                               namespace=args.namespace, job_name=args.name, cron=args.cron, params=params,
+                               git_commit=commit, service_account=cfg.cluster.service_account)
+    print(f"thinkpipe: scheduled {args.name} ({cron}): retraining pipeline version {done.version_name}, "
+          f"recurring run {done.recurring_run_id}")
+    return 0
+
+
 def _fail_parent_run(experiment: str, run_name: str) -> None:
     """Mark the pipeline's parent run FAILED when a stage failed (kfp.local has no exit handler)."""
     try:
@@ -142,10 +238,11 @@ def _print_summary(cfg, run_name: str, tracking_uri: str, exported: str, seconds
 
 # ---------------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
-    from pipelines.compile import compile_pipeline
+    from pipelines.compile import PIPELINES, compile_pipeline
 
-    out = compile_pipeline(Path(args.output), args.profile)
-    print(f"thinkpipe: wrote {out} (Kubernetes settings of profile {args.profile})")
+    for name in PIPELINES:
+        out = compile_pipeline(Path(args.out_dir) / f"{name}.yaml", args.profile, name)
+        print(f"thinkpipe: wrote {out} (Kubernetes settings of profile {args.profile})")
     return 0
 
 
@@ -203,23 +300,66 @@ def cmd_curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a local run (shared by `run` and `retrain`)."""
+    parser.add_argument("--profile", default="small", help="config profile under configs/ (default: small)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.lr=3e-4")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local SQLite store)")
+    parser.add_argument("--data-dir", help="raw corpus folder (default: data/raw)")
+    parser.add_argument("--run-name", help="name of the pipeline run (default: PROFILE-TIMESTAMP)")
+    parser.add_argument("--state-dir", help=f"local run state: kfp outputs and the default MLflow store (default: {DEFAULT_STATE_DIR}/)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every stage even when its content key matches")
+
+
+# ------------------------------------------------------------------------------------------ serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    """vLLM's OpenAI-compatible server, from the serving venv, for the last exported model (or --model)."""
+    from model_src import serving
+
+    root = repo_root()
+    tracking_uri, _ = resolve_tracking_uri(args.tracking_uri, Path(args.state_dir or root / DEFAULT_STATE_DIR))
+    try:
+        model = serving.resolve_model(args.model, tracking_uri)
+        return serving.serve(model, venv=Path(args.venv or root / serving.DEFAULT_VENV), host=args.host, port=args.port)
+    except serving.ServingError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinkpipe", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the training DAG locally with kfp.local")
-    run.add_argument("--profile", default="small", help="config profile under configs/ (default: small)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.lr=3e-4")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local SQLite store)")
-    run.add_argument("--data-dir", help="raw corpus folder (default: data/raw)")
-    run.add_argument("--run-name", help="name of the pipeline run (default: PROFILE-TIMESTAMP)")
-    run.add_argument("--state-dir", help=f"local run state: kfp outputs and the default MLflow store (default: {DEFAULT_STATE_DIR}/)")
-    run.add_argument("--no-cache", action="store_true", help="recompute every stage even when its content key matches")
+    add_run_arguments(run)
     run.set_defaults(fn=cmd_run)
 
+    retrain = sub.add_parser("retrain", help="run the DAG only if the data pin changed since the champion was trained")
+    add_run_arguments(retrain)
+    retrain.add_argument("--rev", default="HEAD", help="git revision whose data.dvc is the latest data (default: HEAD)")
+    retrain.set_defaults(fn=cmd_retrain)
+
+    cluster = argparse.ArgumentParser(add_help=False)  # what submit and schedule share
+    cluster.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow")
+    cluster.add_argument("--experiment", help="KFP experiment (default: the profile's experiment)")
+    cluster.add_argument("--namespace", help="KFP namespace (multi-user deployments)")
+    cluster.add_argument("--profile", default=DEFAULT_CLUSTER_PROFILE, help=f"config profile (default: {DEFAULT_CLUSTER_PROFILE})")
+    cluster.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.lr=3e-4")
+    cluster.add_argument("--data-repo", help="retraining: git URL holding data.dvc (default: this checkout's origin)")
+    cluster.add_argument("--data-branch", default="main", help="retraining: branch whose data.dvc is the latest data")
+    cluster.add_argument("--no-cache", action="store_true", help="recompute every stage")
+    submit = sub.add_parser("submit", parents=[cluster], help="upload the DAG as a new pipeline version and start a run")
+    submit.add_argument("--pipeline", choices=("training", "retraining"), default="training")
+    submit.add_argument("--run-name", help="KFP run name (default: PROFILE-TIMESTAMP)")
+    submit.add_argument("--data-dir", help="training: corpus folder on the checkpoint PVC (default: <mount>/data/<hash>)")
+    submit.set_defaults(fn=cmd_submit)
+    schedule = sub.add_parser("schedule", parents=[cluster], help="a KFP recurring run of the retraining DAG")
+    schedule.add_argument("--cron", required=True, help="when, e.g. '0 3 * * *' (5 fields, or 6 with seconds first)")
+    schedule.add_argument("--name", default="thinkpipe-retraining", help="recurring run name")
+    schedule.set_defaults(fn=cmd_schedule, data_dir=None)
+
     comp = sub.add_parser("compile", help="compile the DAG to KFP IR YAML")
-    comp.add_argument("--output", default=str(COMPILED_PIPELINE))
+    comp.add_argument("--out-dir", default=str(COMPILED_DIR), help="where training.yaml and retraining.yaml go")
     comp.add_argument("--profile", default=DEFAULT_CLUSTER_PROFILE,
                       help=f"profile whose `cluster` section sets resources, volumes and secrets (default: {DEFAULT_CLUSTER_PROFILE})")
     comp.set_defaults(fn=cmd_compile)
@@ -242,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--output", required=True)
     cur.add_argument("--profile", default="small")
     cur.set_defaults(fn=cmd_curate)
+
+    srv = sub.add_parser("serve", help="serve the last exported model with vLLM's OpenAI-compatible server (.venv-serve)")
+    srv.add_argument("--model", help="exported folder, NAME/VERSION or NAME@alias (default: the newest exported version)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--venv", help="the serving venv (default: .venv-serve, made by `make serve-venv`)")
+    srv.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store)")
+    srv.add_argument("--state-dir", help=f"where the local store lives (default: {DEFAULT_STATE_DIR}/)")
+    srv.set_defaults(fn=cmd_serve)
     return parser
 
 
@@ -251,10 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     from model_src.config import ConfigError
     from model_src.lineage import LineageError
     from model_src.tracking import TrackingUnavailable
+    from pipelines.submit import SubmitError
 
     try:
         return args.fn(args)
-    except (ConfigError, CliError, LineageError, TrackingUnavailable) as exc:
+    except (ConfigError, CliError, LineageError, TrackingUnavailable, SubmitError) as exc:
         print(f"thinkpipe: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,20 +1,34 @@
-"""Compile the training DAG to KFP IR YAML with a profile's Kubernetes settings. The committed
-file is a build output: a test fails when it is out of date (run `make compile`)."""
+"""Compile the DAGs to KFP IR YAML with a profile's Kubernetes settings. The committed files are
+build outputs: a test fails when they are out of date (run `make compile`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 DEFAULT_CLUSTER_PROFILE = "glm4v-9b"
+COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
+PIPELINES = ("training", "retraining")
 
 
-def compile_pipeline(output: Path, profile: str = DEFAULT_CLUSTER_PROFILE) -> Path:
-    from kfp import compiler
-
+def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE):
+    """The pipeline function `pipeline` carrying `profile`'s cluster settings."""
     from model_src.config import load_config
-    from pipelines.training import build_training_pipeline
 
     cluster = load_config(profile).cluster
+    if pipeline == "training":
+        from pipelines.training import build_training_pipeline
+
+        return build_training_pipeline(cluster)
+    if pipeline == "retraining":
+        from pipelines.retraining import build_retraining_pipeline
+
+        return build_retraining_pipeline(cluster)
+    raise ValueError(f"unknown pipeline {pipeline!r} (known: {', '.join(PIPELINES)})")
+
+
+def compile_pipeline(output: Path, profile: str = DEFAULT_CLUSTER_PROFILE, pipeline: str = "training") -> Path:
+    from kfp import compiler
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_training_pipeline(cluster), package_path=str(output))
+    compiler.Compiler().compile(build_pipeline(pipeline, profile), package_path=str(output))
     return output

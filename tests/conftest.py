@@ -68,5 +68,5 @@ def tiny(tmp_path_factory) -> TinyPipeline:
 @pytest.fixture(scope="session")
 def first_run(tiny) -> PipelineRun:
     result = tiny.run("first")
-    assert result.returncode == 0, result.output[-5000:]
+    assert result.returncode == 0 and "registered model" in result.output, result.output[-5000:]
     return result

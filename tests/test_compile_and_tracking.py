@@ -14,18 +14,34 @@ import pytest
 import yaml
 
 from model_src.config import load_config
-from pipelines.compile import compile_pipeline
+from pipelines.compile import PIPELINES, compile_pipeline
 from tests.conftest import ROOT, THINKPIPE
 
 
-def test_committed_compiled_pipeline_is_up_to_date(tmp_path):
-    fresh = compile_pipeline(tmp_path / "training.yaml").read_text()
-    committed = (ROOT / "pipelines" / "compiled" / "training.yaml").read_text()
-    assert fresh == committed, "pipelines/compiled/training.yaml is stale: run `make compile` and commit it"
-    ir = next(yaml.safe_load_all(fresh))  # the pipeline spec; the second document is the platform spec
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_committed_compiled_pipelines_are_up_to_date(tmp_path, pipeline):
+    fresh = compile_pipeline(tmp_path / f"{pipeline}.yaml", pipeline=pipeline).read_text()
+    committed = (ROOT / "pipelines" / "compiled" / f"{pipeline}.yaml").read_text()
+    assert fresh == committed, f"pipelines/compiled/{pipeline}.yaml is stale: run `make compile` and commit it"
+
+
+def test_training_dag_shape():
+    ir = next(yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "training.yaml").read_text()))
     tasks = ir["root"]["dag"]["tasks"]
     assert set(tasks) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
     assert set(tasks["export"]["dependentTasks"]) == {"init", "evaluate", "rlcs"}
+
+
+def test_retraining_dag_runs_training_only_when_the_check_says_so():
+    ir = next(yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "retraining.yaml").read_text()))
+    tasks = ir["root"]["dag"]["tasks"]
+    assert set(tasks) == {"check-data", "condition-1"}
+    condition = tasks["condition-1"]
+    assert condition["dependentTasks"] == ["check-data"]
+    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-data-retrain'] == true"
+    inner = ir["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    training = ir["components"][inner["thinkpipe-training"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(training) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
 
 
 def _free_port() -> int:

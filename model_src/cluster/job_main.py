@@ -1,0 +1,47 @@
+"""What every process of a training job runs: `torchrun -m model_src.cluster.job_main SPEC`.
+
+Reads the hand-over spec the launching stage wrote (model_src/cluster/training_job.py) and calls
+the same stage function a local run calls in-process. Rank 0 logs into the stage's MLflow run and
+writes the outputs and metrics; the other ranks only train (DeepSpeed shards, gradients).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    import mlflow
+
+    from model_src.config import config_from_json
+    from model_src.lineage import Lineage
+    from model_src.stage import RESULT_TAG_PREFIX, StageContext
+    from model_src.stages import TRAINING_WORK
+
+    spec_path = Path(argv[0])
+    spec = json.loads(spec_path.read_text())
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    is_main = rank == 0
+    print(f"job_main: rank {rank}/{world} runs stage {spec['stage']}", flush=True)
+    ctx = StageContext(spec["stage"], config_from_json(spec["config_json"]), Lineage.from_json(spec["lineage"]),
+                       {k: Path(v) for k, v in spec["inputs"].items()}, {k: Path(v) for k, v in spec["outputs"].items()},
+                       spec["run_id"], Path(spec["checkpoint_dir"]), is_main=is_main)
+    if is_main:
+        for path in ctx.outputs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        mlflow.start_run(run_id=spec["run_id"])  # the launching stage's run: one run per stage
+    metrics = TRAINING_WORK[ctx.stage](ctx)
+    if is_main:
+        tmp = spec_path.with_name("metrics.json.tmp")
+        tmp.write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
+        tmp.rename(spec_path.with_name("metrics.json"))  # the launcher reads it only when complete
+        if ctx.result_tags:
+            mlflow.set_tags({f"{RESULT_TAG_PREFIX}{k}": v for k, v in ctx.result_tags.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""The retraining DAG a schedule runs: check_data -> (data changed) -> the training DAG.
+
+The training DAG ends with the export stage's promotion gate, so a retrained model becomes
+`champion` only if it beats the current one on the same eval data. When the data pin is the
+champion's, the run ends after the check, with the reason in its output and in MLflow.
+"""
+
+from kfp import dsl
+
+from components.check_data import check_data
+from components.image import BASE_IMAGE
+from model_src.config import ClusterConfig
+from pipelines.cluster import apply_cluster_settings
+from pipelines.training import build_training_pipeline
+
+RETRAINING_PIPELINE_NAME = "thinkpipe-retraining"
+
+
+def build_retraining_pipeline(cluster: ClusterConfig | None = None):
+    training = build_training_pipeline(cluster)
+
+    @dsl.pipeline(name=RETRAINING_PIPELINE_NAME,
+                  description="Retrain when the DVC data pin changed since the champion; promote only if better")
+    def retraining_pipeline(
+        config_json: str,
+        data_repo: str,
+        data_branch: str = "main",
+        data_root: str = "/checkpoints/data",
+        git_commit: str = "",
+        image: str = BASE_IMAGE,
+        pipeline_run_name: str = "",
+        use_cache: bool = True,
+    ):
+        check = check_data(config_json=config_json, data_repo=data_repo, data_branch=data_branch,
+                           data_root=data_root, pipeline_run_name=pipeline_run_name)
+        check.set_caching_options(False)  # the answer depends on the registry and the branch, not the inputs
+        if cluster is not None:
+            apply_cluster_settings(check, "init", cluster)  # a small pod, like init
+        with dsl.If(check.outputs["retrain"] == True, name="data-changed"):  # noqa: E712 - a KFP condition
+            training(config_json=config_json, data_dir=check.outputs["data_dir"], git_commit=git_commit,
+                     data_hash=check.outputs["data_hash"], data_rev=check.outputs["data_rev"], image=image,
+                     pipeline_run_name=pipeline_run_name, use_cache=use_cache)
+
+    return retraining_pipeline

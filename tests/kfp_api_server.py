@@ -1,0 +1,122 @@
+"""A loopback stand-in for the Kubeflow Pipelines v2beta1 REST API, for tests of the requests
+`thinkpipe submit` / `schedule` send through the real kfp.Client (no cluster here). It keeps
+pipelines, versions, experiments and runs in memory and records every request."""
+
+from __future__ import annotations
+
+import cgi
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+API = "/apis/v2beta1"
+
+
+@dataclass
+class KfpState:
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    pipelines: dict[str, dict] = field(default_factory=dict)           # id -> pipeline
+    versions: dict[str, dict] = field(default_factory=dict)            # id -> version (+ "package")
+    experiments: dict[str, dict] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+    recurring_runs: list[dict] = field(default_factory=list)
+
+
+def _name_filter(query: dict) -> str | None:
+    raw = query.get("filter", [""])[0]
+    if not raw:
+        return None
+    predicates = json.loads(raw).get("predicates", [])
+    return next((p.get("stringValue") or p.get("string_value") for p in predicates
+                 if p.get("key") in ("display_name", "name")), None)
+
+
+def make_handler(state: KfpState):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def _send(self, body: dict, status: int = 200) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+        def do_GET(self):  # noqa: N802
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            state.requests.append(("GET", url.path))
+            name = _name_filter(query)
+            if url.path == f"{API}/healthz":
+                return self._send({"multi_user": False})
+            if url.path == f"{API}/pipelines":
+                found = [p for p in state.pipelines.values() if name is None or p["display_name"] == name]
+                return self._send({"pipelines": found, "total_size": len(found)})
+            if url.path.startswith(f"{API}/pipelines/") and url.path.endswith("/versions"):
+                pid = url.path.split("/")[4]
+                found = [{k: v for k, v in ver.items() if k != "package"} for ver in state.versions.values()
+                         if ver["pipeline_id"] == pid and (name is None or ver["display_name"] == name)]
+                return self._send({"pipeline_versions": found, "total_size": len(found)})
+            if url.path == f"{API}/experiments":
+                found = [e for e in state.experiments.values() if name is None or e["display_name"] == name]
+                return self._send({"experiments": found, "total_size": len(found)})
+            return self._send({"error": f"not implemented: GET {url.path}"}, 404)
+
+        def do_POST(self):  # noqa: N802
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            state.requests.append(("POST", url.path))
+            if url.path in (f"{API}/pipelines/upload", f"{API}/pipelines/upload_version"):
+                form = cgi.FieldStorage(fp=io.BytesIO(self._body()), headers=self.headers,
+                                        environ={"REQUEST_METHOD": "POST"})
+                package = form["uploadfile"].file.read().decode()
+                if url.path.endswith("/upload"):
+                    pid = f"pipeline-{len(state.pipelines) + 1}"
+                    state.pipelines[pid] = {"pipeline_id": pid, "display_name": query["name"][0]}
+                    name = query["name"][0]
+                else:
+                    pid, name = query["pipelineid"][0], query["name"][0]
+                vid = f"version-{len(state.versions) + 1}"
+                state.versions[vid] = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name,
+                                       "package": package}
+                body = state.pipelines[pid] if url.path.endswith("/upload") else {
+                    k: v for k, v in state.versions[vid].items() if k != "package"}
+                return self._send(body)
+            body = json.loads(self._body() or b"{}")
+            if url.path == f"{API}/experiments":
+                eid = f"experiment-{len(state.experiments) + 1}"
+                state.experiments[eid] = {**body, "experiment_id": eid}
+                return self._send(state.experiments[eid])
+            if url.path == f"{API}/runs":
+                state.runs.append(body)
+                return self._send({**body, "run_id": f"run-{len(state.runs)}"})
+            if url.path == f"{API}/recurringruns":
+                state.recurring_runs.append(body)
+                return self._send({**body, "recurring_run_id": f"recurring-{len(state.recurring_runs)}"})
+            return self._send({"error": f"not implemented: POST {url.path}"}, 404)
+
+    return Handler
+
+
+class KfpApiServer:
+    def __init__(self):
+        self.state = KfpState()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "KfpApiServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,87 @@
+"""`thinkpipe submit` / `schedule` through the real kfp.Client against a loopback stand-in of the
+KFP v2beta1 API (tests/kfp_api_server.py): what a cluster would receive, without a cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from components.image import BASE_IMAGE
+from model_src.config import load_config
+from model_src.lineage import git_commit
+from model_src.secret_scan import find_secrets
+from pipelines.compile import compile_pipeline
+from pipelines.submit import pipeline_version_name
+from tests.conftest import ROOT, THINKPIPE
+from tests.kfp_api_server import KfpApiServer
+
+
+@pytest.fixture()
+def kfp_api():
+    with KfpApiServer() as server:
+        yield server
+
+
+def thinkpipe(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*THINKPIPE, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # no kube config, no tokens
+
+
+def test_submit_uploads_a_version_per_commit_and_starts_a_run(kfp_api, tmp_path):
+    first = thinkpipe(tmp_path, "submit", "--host", kfp_api.url, "--run-name", "nightly-1", "--experiment", "team-a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = kfp_api.state
+    # KFP's upload of a new pipeline also makes a first version named after it; runs use ours
+    [version] = [v for v in state.versions.values() if v["display_name"] != "thinkpipe-training"]
+    assert version["display_name"] == pipeline_version_name(git_commit(ROOT))
+    assert version["display_name"].startswith("0.1.0-")
+    fresh = compile_pipeline(tmp_path / "training.yaml", "glm4v-9b", "training").read_text()
+    assert yaml.safe_load_all(version["package"]) and version["package"] == fresh
+    [run] = state.runs
+    assert run["display_name"] == "nightly-1" and run["service_account"] == "thinkpipe-pipeline"
+    assert run["pipeline_version_reference"] == {"pipeline_id": version["pipeline_id"],
+                                                 "pipeline_version_id": version["pipeline_version_id"]}
+    params = run["runtime_config"]["parameters"]
+    pin = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
+    assert params["data_hash"] == pin and params["data_dir"] == f"/checkpoints/data/{pin.removesuffix('.dir')}"
+    assert params["image"] == BASE_IMAGE and params["git_commit"] == git_commit(ROOT)
+    assert json.loads(params["config_json"]) == load_config("glm4v-9b").to_dict()
+    assert [e["display_name"] for e in state.experiments.values()] == ["team-a"]
+
+    again = thinkpipe(tmp_path, "submit", "--host", kfp_api.url, "--run-name", "nightly-2", "--experiment", "team-a")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(state.versions) == 2 and len(state.pipelines) == 1 and len(state.experiments) == 1  # reused
+    assert [r["display_name"] for r in state.runs] == ["nightly-1", "nightly-2"]
+    sent = json.dumps(state.runs) + "".join(v["package"] for v in state.versions.values())
+    assert find_secrets(sent) == []
+
+
+def test_schedule_creates_a_recurring_run_of_the_retraining_dag(kfp_api, tmp_path):
+    proc = thinkpipe(tmp_path, "schedule", "--host", kfp_api.url, "--cron", "0 3 * * *",
+                     "--data-repo", "https://git.example.com/thinkpipe.git", "--name", "nightly")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [recurring] = kfp_api.state.recurring_runs
+    assert recurring["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert recurring["no_catchup"] is True and recurring["max_concurrency"] == 1 and recurring["mode"] == "ENABLE"
+    params = recurring["runtime_config"]["parameters"]
+    assert params["data_repo"] == "https://git.example.com/thinkpipe.git" and params["data_branch"] == "main"
+    assert params["data_root"] == "/checkpoints/data"
+    [version] = [v for v in kfp_api.state.versions.values() if v["display_name"] != "thinkpipe-retraining"]
+    [pipeline] = kfp_api.state.pipelines.values()
+    assert recurring["pipeline_version_reference"]["pipeline_version_id"] == version["pipeline_version_id"]
+    assert pipeline["display_name"] == "thinkpipe-retraining"
+    assert version["package"] == compile_pipeline(tmp_path / "r.yaml", "glm4v-9b", "retraining").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("schedule", "--cron", "every night"), "cron expression 'every night'"),
+    (("submit", "--set", "model.init_from=s3://admin:hunter2hunter2@models/glm"), "refusing to submit"),
+    (("submit", "--set", "cluster.stages.sft.gpus=-1"), "cluster.stages.sft.gpus"),
+])
+def test_bad_requests_fail_before_anything_is_sent(kfp_api, tmp_path, args, message):
+    proc = thinkpipe(tmp_path, args[0], "--host", kfp_api.url, *args[1:])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not [r for r in kfp_api.state.requests if r[0] == "POST"]

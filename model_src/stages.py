@@ -182,6 +182,29 @@ def _tier_plot(history: list[dict]) -> None:
     plt.close(fig)
 
 
+def _checkpoint_logger(ctx: StageContext, model, processor):
+    """`on_checkpoint` for the training loop: each checkpoint's weights become an MLflow
+    LoggedModel of the stage run (name `<stage>-step-<N>`, the step's loss as its metric), so a
+    reviewer can pick up any intermediate model after the local checkpoint files are gone."""
+
+    def log_checkpoint(step: int, loss: float) -> None:
+        import tempfile
+
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
+
+        logged = mlflow.initialize_logged_model(name=f"{ctx.stage}-step-{step}", source_run_id=ctx.run_id,
+                                                experiment_id=ctx.lineage.experiment_id,
+                                                tags={"thinkpipe.stage": ctx.stage, "thinkpipe.step": str(step)})
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, processor, tmp)
+            mlflow.MlflowClient().log_model_artifacts(logged.model_id, tmp)
+        mlflow.log_metrics({"loss": loss}, step=step, model_id=logged.model_id)
+        mlflow.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+
+    return log_checkpoint
+
+
 def _pretrain_work(ctx: StageContext) -> dict[str, float]:
     from model_src.data.curate import read_split
     from model_src.model.build import build_model, build_processor, load_model_and_processor, train_tokenizer
@@ -204,7 +227,8 @@ def _pretrain_work(ctx: StageContext) -> dict[str, float]:
         summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
                                    lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
                                    checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                                   weights=[r["sample_weight"] for r in rows])
+                                   weights=[r["sample_weight"] for r in rows],
+                                   on_checkpoint=_checkpoint_logger(ctx, model, processor))
         summary["num_examples"] = len(examples)
         if ctx.is_main:
             _loss_plot(ctx)
@@ -240,7 +264,8 @@ def _sft_work(ctx: StageContext) -> dict[str, float]:
     summary = train_supervised(model, processor, examples, ctx.cfg.sft, ctx.cfg.seed + 1,
                                lambda m, s: ctx.log_metrics(m, s), desc="sft",
                                checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                               weights=[r["sample_weight"] for r in rows])
+                               weights=[r["sample_weight"] for r in rows],
+                               on_checkpoint=_checkpoint_logger(ctx, model, processor))
     if ctx.is_main:
         _loss_plot(ctx)
         save_model(model, processor, ctx.outputs["model"])

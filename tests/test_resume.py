@@ -8,6 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from model_src.data.generate import GeneratorConfig, generate_corpus
 from model_src.train.checkpoint import list_checkpoints, load_meta
@@ -106,8 +109,20 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     client = mlflow.MlflowClient(tracking)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["thinkpipe.resumed"] == "true"
-    steps = {m.step for m in client.get_metric_history(run_id, "loss")}
-    assert steps == set(range(50))  # one run holds the whole loss curve, before and after the kill
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+    assert set(history) == set(range(50))  # one run holds the whole loss curve, before and after the kill
+    # every checkpoint is also an MLflow LoggedModel of the run (the kill may beat step 20's upload)
+    checkpoints = {int(m.tags["thinkpipe.step"]): m for m in mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list") if m.source_run_id == run_id}
+    assert {10, 30, 40} <= set(checkpoints) <= {10, 20, 30, 40}
+    for step, logged in checkpoints.items():
+        if step == 20 and str(logged.status) == "PENDING":  # the SIGKILL landed mid-upload
+            continue
+        assert logged.name == f"pretrain-step-{step}" and str(logged.status) == "READY"
+        [loss] = [m for m in logged.metrics if m.key == "loss"]
+        assert loss.step == step and loss.value == pytest.approx(history[step - 1])
+    weights = Path(mlflow.artifacts.download_artifacts(f"models:/{checkpoints[40].model_id}", dst_path=str(tmp_path / "m40")))
+    assert json.loads((weights / "config.json").read_text())["architectures"] == ["Glm4vForConditionalGeneration"]
 
 
 def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):

@@ -74,10 +74,13 @@ def train_supervised(
     checkpoint_dir: Path | None = None,
     checkpoint_meta: dict | None = None,
     weights: list[float] | None = None,
+    on_checkpoint: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train in place; `weights` (one per example) make batches a balanced resample. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
     steps and an existing one is resumed from: model, optimizer, scheduler, RNG states and the data
-    position (the batch order is a function of the seed, so the step number is the position)."""
+    position (the batch order is a function of the seed, so the step number is the position).
+    `on_checkpoint(step, loss)` runs on rank 0 after each checkpoint is written (the stage logs
+    the weights as an MLflow LoggedModel)."""
     import torch
     from tqdm import tqdm
 
@@ -182,6 +185,8 @@ def train_supervised(
             else:  # DeepSpeed's save must run on every rank (each writes its shard)
                 engine.save_checkpoint(str(ds_dir), tag=f"step-{done:08d}",
                                        client_state={**meta, "step": done, "rng": rng_state()})
+            if on_checkpoint is not None and rank == 0:
+                on_checkpoint(done, losses[-1])
     elapsed = time.monotonic() - started
     window = max(1, min(10, len(losses) // 4))
     return {

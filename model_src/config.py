@@ -138,7 +138,7 @@ class TrainConfig:
     # 0: batch_size samples per step, padded to the longest; > 0: batch_size rows of this many
     # tokens, each packed with whole samples (model_src/train/packing.py)
     pack_length: int = 0
-    # train through a DeepSpeed engine (model_src/train/distributed.py); ZeRO stage 0-2
+    # train through a DeepSpeed engine (model_src/train/distributed.py); ZeRO stage 0-3
     deepspeed: bool = False
     zero_stage: int = 0
     peak_tflops: float = 0.0  # device peak for MFU; 0 = known GPUs' bf16 peak, unknown on CPU (not logged)
@@ -152,8 +152,7 @@ class TrainConfig:
         _require(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
         _require(self.pack_length >= 0, f"{prefix}.pack_length", "must be >= 0 (0 = padded batches)")
-        _require(self.zero_stage in (0, 1, 2), f"{prefix}.zero_stage",
-                 "must be 0, 1 or 2 (ZeRO-3 needs gathered weights at save time: not wired yet)")
+        _require(self.zero_stage in (0, 1, 2, 3), f"{prefix}.zero_stage", "must be 0, 1, 2 or 3")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero_stage,pack_length", [(0, 0), (2, 0), (2, 384)])
+@pytest.mark.parametrize("zero_stage,pack_length", [(0, 0), (2, 0), (2, 384), (3, 0)])
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path, zero_stage, pack_length):
     one, one_weights = _train(1, data, tmp_path / "one", zero_stage, pack_length)
     two, two_weights = _train(2, data, tmp_path / "two", zero_stage, pack_length)
@@ -61,12 +61,13 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path,
 
 
 @pytest.mark.slow
-def test_crashed_deepspeed_run_resumes_from_its_checkpoint_to_the_same_weights(data, tmp_path):
-    straight, straight_weights = _train(1, data, tmp_path / "straight", 2)
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_crashed_deepspeed_run_resumes_from_its_checkpoint_to_the_same_weights(data, tmp_path, zero_stage):
+    straight, straight_weights = _train(1, data, tmp_path / "straight", zero_stage)
     checkpoints = tmp_path / "ckpt"
-    _train(1, data, tmp_path / "crashed", 2, 0, str(checkpoints), "5", expect_code=3)  # dies after step 5
+    _train(1, data, tmp_path / "crashed", zero_stage, 0, str(checkpoints), "5", expect_code=3)  # dies after step 5
     assert (checkpoints / "deepspeed" / "latest").read_text().strip() == "step-00000004"
-    resumed, resumed_weights = _train(1, data, tmp_path / "resumed", 2, 0, str(checkpoints))
+    resumed, resumed_weights = _train(1, data, tmp_path / "resumed", zero_stage, 0, str(checkpoints))
     assert len(resumed["losses"]) == 2  # steps 5 and 6 only: it continued from step 4
     assert resumed["losses"] == pytest.approx(straight["losses"][4:], rel=1e-6)
     for name, weight in straight_weights["final"].items():

@@ -74,6 +74,34 @@ def init_engine(model, optimizer, scheduler, *, micro_batch: int, zero_stage: in
     return engine
 
 
+def gathered(model, zero3: bool):
+    """A context in which ZeRO-3's partitioned parameters are whole on every rank (read-only);
+    a no-op context otherwise."""
+    import contextlib
+
+    if not zero3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+
+
+def release_zero3(model) -> None:
+    """After ZeRO-3 training every rank holds a shard of each parameter: gather them (a collective,
+    so every rank calls this) and give the module plain, whole tensors again, detached from
+    DeepSpeed's partitioning, so `save_pretrained` and later forward passes see the real weights."""
+    params = list(model.parameters())
+    with gathered(model, zero3=True):
+        whole = [p.data.detach().clone() for p in params]
+    for p, tensor in zip(params, whole):
+        p.data = tensor
+        for attr in [a for a in vars(p) if a.startswith("ds_")]:  # drop ZeRO's bookkeeping
+            delattr(p, attr)
+    for module in model.modules():  # ZeRO-3's gather/release hooks on every submodule
+        for hooks in (module._forward_pre_hooks, module._forward_hooks, module._backward_hooks):
+            hooks.clear()
+
+
 def all_reduce_sum(value: float) -> float:
     import torch
     import torch.distributed as dist

@@ -25,8 +25,8 @@ class TokenFlops:
     @classmethod
     def of(cls, model) -> "TokenFlops":
         text = model.config.text_config
-        embedding = model.get_input_embeddings().weight.numel()
-        return cls(sum(p.numel() for p in model.parameters()) - embedding, text.num_hidden_layers, text.hidden_size)
+        embedding = _numel(model.get_input_embeddings().weight)
+        return cls(sum(_numel(p) for p in model.parameters()) - embedding, text.num_hidden_layers, text.hidden_size)
 
     def __call__(self, context: float) -> float:
         """At an average attention context of `context` tokens."""
@@ -45,3 +45,8 @@ def device_peak_tflops(configured: float = 0.0, device=None) -> float:
             if key in name:
                 return tflops
     return 0.0
+
+
+def _numel(param) -> int:
+    """Elements of a parameter, also when ZeRO-3 has partitioned it (its local tensor is empty)."""
+    return getattr(param, "ds_numel", param.numel())

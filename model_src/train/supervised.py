@@ -86,7 +86,7 @@ def train_supervised(
 
     from model_src.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                                             set_rng_state)
-    from model_src.train.distributed import all_reduce_sum, rank_and_world
+    from model_src.train.distributed import all_reduce_sum, gathered, rank_and_world
 
     if not examples:
         raise ValueError(f"{desc}: no training examples")
@@ -185,9 +185,15 @@ def train_supervised(
             else:  # DeepSpeed's save must run on every rank (each writes its shard)
                 engine.save_checkpoint(str(ds_dir), tag=f"step-{done:08d}",
                                        client_state={**meta, "step": done, "rng": rng_state()})
-            if on_checkpoint is not None and rank == 0:
-                on_checkpoint(done, losses[-1])
+            if on_checkpoint is not None:
+                with gathered(model, engine is not None and cfg.zero_stage == 3):  # every rank takes part
+                    if rank == 0:
+                        on_checkpoint(done, losses[-1])
     elapsed = time.monotonic() - started
+    if engine is not None and cfg.zero_stage == 3:
+        from model_src.train.distributed import release_zero3
+
+        release_zero3(model)  # whole weights back in `model`, on every rank, for saving and later use
     window = max(1, min(10, len(losses) // 4))
     return {
         "first_loss": sum(losses[:window]) / window,

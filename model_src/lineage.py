@@ -21,6 +21,10 @@ from pathlib import Path
 import yaml
 
 TAG_PREFIX = "thinkpipe."
+# Which pipeline run a stage belongs to: set by `thinkpipe run` for its kfp.local subprocesses and,
+# on a cluster, from the pod's Argo workflow label (pipelines/cluster.py). It is not a stage input,
+# so KFP's cache key (a stage's inputs) stays the lineage tuple and the upstream artifacts.
+PIPELINE_RUN_ENV = "THINKPIPE_PIPELINE_RUN"
 
 
 class LineageError(RuntimeError):
@@ -54,6 +58,20 @@ class Lineage:
     @classmethod
     def from_json(cls, text: str) -> "Lineage":
         return cls(**json.loads(text))
+
+
+def lineage_file(config_json: str, git_commit: str, data_hash: str, data_rev: str, image: str) -> str:
+    """Write a stage's lineage tuple (no parent run yet: `run_stage` finds it) to a temporary
+    file and return its path; what a component passes to its stage."""
+    import tempfile
+
+    from model_src.config import config_from_json, config_hash
+
+    lineage = Lineage(git_commit=git_commit or "unknown", data_hash=data_hash or "unknown",
+                      data_rev=data_rev or "unknown", config_hash=config_hash(config_from_json(config_json)), image=image)
+    with tempfile.NamedTemporaryFile("w", suffix="-lineage.json", delete=False) as f:
+        f.write(lineage.to_json())
+    return f.name
 
 
 def _git(repo: Path, *args: str) -> str:

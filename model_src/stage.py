@@ -77,6 +77,28 @@ def _flatten(prefix: str, value: object, out: dict[str, str]) -> None:
         out[prefix] = str(value)
 
 
+def _join_pipeline_run(lineage: Lineage, experiment: str) -> Lineage:
+    """The lineage with this pipeline run's MLflow parent run (opened by init), found by the run id
+    in $THINKPIPE_PIPELINE_RUN."""
+    import mlflow
+
+    from model_src.lineage import PIPELINE_RUN_ENV
+    from model_src.tracking import ensure_experiment
+
+    pipeline_run = os.environ.get(PIPELINE_RUN_ENV, "")
+    if not pipeline_run:
+        raise RuntimeError(f"{PIPELINE_RUN_ENV} is not set: a stage must know which pipeline run it belongs to")
+    experiment_id = ensure_experiment(experiment)
+    parents = mlflow.MlflowClient().search_runs(
+        [experiment_id], f"tags.`{TAG_PREFIX}pipeline_run` = '{pipeline_run}' AND tags.`{STAGE_TAG}` = 'pipeline'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise RuntimeError(f"no MLflow parent run for pipeline run {pipeline_run!r} in experiment {experiment!r}: "
+                           f"the init stage opens it")
+    return Lineage(**{**lineage.__dict__, "parent_run_id": parents[0].info.run_id, "experiment_id": experiment_id,
+                      "pipeline_run_name": pipeline_run})
+
+
 def _find_cached_run(experiment_id: str, key: str):
     from mlflow.tracking import MlflowClient
 
@@ -129,6 +151,8 @@ def run_stage(
 
     cfg = config_from_json(config_json)
     lineage = Lineage.from_json(Path(lineage_path).read_text())
+    if not lineage.parent_run_id:
+        lineage = _join_pipeline_run(lineage, cfg.experiment)
     input_paths = {name: Path(p) for name, p in inputs.items()}
     output_paths = {name: Path(p) for name, p in outputs.items()}
     for name, path in input_paths.items():

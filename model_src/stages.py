@@ -10,11 +10,12 @@ metrics. Run the whole chain with `thinkpipe run`; each stage is also callable o
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 from model_src.config import config_from_json, config_hash
-from model_src.lineage import Lineage, LineageError, dvc_dir_hash, hash_path
+from model_src.lineage import PIPELINE_RUN_ENV, Lineage, LineageError, dvc_dir_hash, hash_path
 from model_src.stage import StageContext, run_stage, skip_final_gc
 
 MODEL_CARD = "README.md"
@@ -35,11 +36,14 @@ def init_stage(*, config_json: str, data_dir: str, git_commit: str, data_hash: s
         raise LineageError(f"data folder {data_dir} hashes to {actual}, but data.dvc pins {data_hash}: "
                            f"run `make data` (dvc pull / checkout) first")
     experiment_id = ensure_experiment(cfg.experiment)
+    # the stages find this run by the pipeline run's id (locally the run name, on a cluster the
+    # workflow's); pipeline_run_name is the name people gave it
+    run_id_tag = os.environ.get(PIPELINE_RUN_ENV) or pipeline_run_name
     lineage = Lineage(git_commit=git_commit or "unknown", data_hash=actual, data_rev=data_rev or "unknown",
                       config_hash=config_hash(cfg), image=image, experiment_id=experiment_id,
-                      pipeline_run_name=pipeline_run_name)
+                      pipeline_run_name=run_id_tag)
     parent = mlflow.MlflowClient().create_run(
-        experiment_id, run_name=pipeline_run_name or None,
+        experiment_id, run_name=pipeline_run_name or run_id_tag or None,
         tags={**lineage.tags(), "thinkpipe.stage": "pipeline", "thinkpipe.profile": cfg.profile})
     parent_id = parent.info.run_id
     client = mlflow.MlflowClient()

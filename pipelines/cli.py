@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         raise CliError(f"data folder {data_dir} not found: run `make data` first")
 
-    from model_src.lineage import dvc_pin, git_commit
+    from model_src.lineage import PIPELINE_RUN_ENV, dvc_pin, git_commit
     from model_src.tracking import check_tracking_uri, ensure_experiment
 
     tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
@@ -85,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ensure_experiment(cfg.experiment, artifact_root)
     data_hash, data_rev = dvc_pin(root)
     run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.environ[PIPELINE_RUN_ENV] = run_name  # the stage subprocesses find their parent run by it
 
     from kfp import local
 

@@ -22,10 +22,9 @@ PIPELINE_NAME = "thinkpipe-training"
 
 # KFP caching: on for the deterministic stages, off for the two with outside effects (init opens
 # the pipeline's MLflow run; export registers a model version, moves aliases, uploads to S3).
-# Cross-run reuse keyed by the lineage tuple (commit, data hash, image, the stage's config, input
-# hashes) is thinkpipe's own content key inside every stage (model_src.stage): each pipeline run
-# gets a fresh lineage artifact (it names its MLflow parent run), so KFP's key, which includes
-# input artifact identities, only matches within a run, e.g. when KFP retries it.
+# A stage's KFP cache key is its inputs: the lineage tuple (commit, data hash and rev, image),
+# the config and the upstream artifacts, so a re-run with nothing changed reuses its outputs;
+# inside each stage thinkpipe's own content key (model_src.stage) does the same for local runs.
 CACHED_STAGES = {"init": False, "curate": True, "pretrain": True, "sft": True, "rlcs": True,
                  "evaluate": True, "export": False}
 
@@ -53,25 +52,21 @@ def build_training_pipeline(cluster: ClusterConfig | None = None):
         init_task = configure(init(config_json=config_json, data_dir=data_dir, git_commit=git_commit,
                                    data_hash=data_hash, data_rev=data_rev, image=image,
                                    pipeline_run_name=pipeline_run_name), "init")
-        lineage = init_task.outputs["lineage"]
-        curate_task = configure(curate(config_json=config_json, data_dir=data_dir, use_cache=use_cache,
-                                       lineage=lineage), "curate")
-        pretrain_task = configure(pretrain(config_json=config_json, use_cache=use_cache, lineage=lineage,
-                                           pretrain_data=curate_task.outputs["pretrain_data"]), "pretrain")
-        sft_task = configure(sft(config_json=config_json, use_cache=use_cache, lineage=lineage,
-                                 sft_data=curate_task.outputs["sft_data"],
-                                 base_model=pretrain_task.outputs["model"]), "sft")
-        rlcs_task = configure(rlcs(config_json=config_json, use_cache=use_cache, lineage=lineage,
-                                   rl_data=curate_task.outputs["rl_data"], sft_model=sft_task.outputs["model"]),
-                              "rlcs")
-        evaluate_task = configure(evaluate(config_json=config_json, use_cache=use_cache, lineage=lineage,
-                                           eval_data=curate_task.outputs["eval_data"],
-                                           model=rlcs_task.outputs["model"],
+        # the lineage tuple as plain inputs: with the config and the upstream artifacts it is each
+        # stage's KFP cache key; the MLflow parent run is found at run time, not passed in
+        lineage = dict(config_json=config_json, use_cache=use_cache, git_commit=git_commit, data_hash=data_hash,
+                       data_rev=data_rev, image=image)
+        curate_task = configure(curate(data_dir=data_dir, **lineage), "curate").after(init_task)
+        pretrain_task = configure(pretrain(pretrain_data=curate_task.outputs["pretrain_data"], **lineage), "pretrain")
+        sft_task = configure(sft(sft_data=curate_task.outputs["sft_data"], base_model=pretrain_task.outputs["model"],
+                                 **lineage), "sft")
+        rlcs_task = configure(rlcs(rl_data=curate_task.outputs["rl_data"], sft_model=sft_task.outputs["model"],
+                                   **lineage), "rlcs")
+        evaluate_task = configure(evaluate(eval_data=curate_task.outputs["eval_data"], model=rlcs_task.outputs["model"],
                                            pretrain_model=pretrain_task.outputs["model"],
-                                           sft_model=sft_task.outputs["model"]), "evaluate")
-        export_task = configure(export(config_json=config_json, use_cache=use_cache, lineage=lineage,
-                                       model=rlcs_task.outputs["model"],
-                                       eval_report=evaluate_task.outputs["report"]), "export")
+                                           sft_model=sft_task.outputs["model"], **lineage), "evaluate")
+        export_task = configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"],
+                                       **lineage), "export")
         return export_task.outputs["exported"]
 
     return training_pipeline

@@ -52,11 +52,23 @@ def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
 
 
 def test_caching_is_on_for_deterministic_stages_and_off_for_outside_effects(tmp_path):
-    spec, _ = compile_ir(tmp_path, "glm4v-9b")
+    spec, executors = compile_ir(tmp_path, "glm4v-9b")
     tasks = spec["root"]["dag"]["tasks"]
     enabled = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()}
     assert enabled == CACHED_STAGES
     assert not enabled["init"] and not enabled["export"]
+    # a stage's KFP cache key is its inputs: the lineage tuple, the config and upstream artifacts,
+    # nothing that changes per pipeline run (the run id comes from the pod's workflow label)
+    for name, task in tasks.items():
+        if name == "init":
+            continue
+        params = set(task["inputs"]["parameters"])
+        assert {"git_commit", "data_hash", "data_rev", "image", "config_json"} <= params, name
+        assert "pipeline_run_name" not in params, name
+        producers = {a["taskOutputArtifact"]["producerTask"] for a in task["inputs"].get("artifacts", {}).values()}
+        assert "init" not in producers, name
+        assert {"name": "THINKPIPE_PIPELINE_RUN", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"} \
+            in executors[f"exec-{name}"]["fieldPathAsEnv"]
 
 
 def test_secret_names_are_configuration(tmp_path):

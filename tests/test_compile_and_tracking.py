@@ -29,7 +29,8 @@ def test_training_dag_shape():
     ir = next(yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "training.yaml").read_text()))
     tasks = ir["root"]["dag"]["tasks"]
     assert set(tasks) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
-    assert set(tasks["export"]["dependentTasks"]) == {"init", "evaluate", "rlcs"}
+    assert set(tasks["export"]["dependentTasks"]) == {"evaluate", "rlcs"}
+    assert tasks["curate"]["dependentTasks"] == ["init"]  # ordered after init, but not fed by it
 
 
 def test_retraining_dag_runs_training_only_when_the_check_says_so():

@@ -27,6 +27,25 @@ def resolve_version(client, ref: str):
     return versions[0]
 
 
+def _reused_upstream(client, experiment_id: str, children: list) -> list:
+    """Stages that did not run in this pipeline run because KFP reused their outputs (a cluster
+    cache hit never starts the stage): the earlier FINISHED run of that stage whose output hash
+    is what a stage of this run took as input."""
+    present = {r.data.tags.get(f"{TAG_PREFIX}stage") for r in children}
+    wanted = {v for r in children for k, v in r.data.tags.items() if k.startswith(f"{TAG_PREFIX}input.")}
+    found = []
+    for stage in [s for s in reversed(STAGE_ORDER) if s not in present and s != "init"]:  # downstream first
+        for run in client.search_runs([experiment_id], f"tags.`{TAG_PREFIX}stage` = '{stage}' "
+                                      f"AND attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
+                                      max_results=50):
+            outputs = {v for k, v in run.data.tags.items() if k.startswith(f"{TAG_PREFIX}output.")}
+            if outputs & wanted:
+                found.append(run)
+                wanted |= {v for k, v in run.data.tags.items() if k.startswith(f"{TAG_PREFIX}input.")}
+                break
+    return found
+
+
 def lineage_report(ref: str, client=None) -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -36,6 +55,7 @@ def lineage_report(ref: str, client=None) -> dict:
     parent_id = export_run.data.tags["mlflow.parentRunId"]
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    children += _reused_upstream(client, parent.info.experiment_id, children)
     order = {stage: i for i, stage in enumerate(STAGE_ORDER)}
     children.sort(key=lambda r: (order.get(r.data.tags.get(f"{TAG_PREFIX}stage"), len(order)), r.info.start_time))
     stages = []

@@ -115,6 +115,10 @@ def glm4v_config(cfg: ModelConfig, tokenizer):
                 "mrope_section": list(cfg.mrope_section),
             },
             pad_token_id=tokenizer.pad_token_id,
+            # transformers' Glm4v text attention always has q/k/v biases but its config has no such
+            # field; vLLM reads it (default False) and would drop the trained biases. The released
+            # GLM-4.1V config states it too.
+            attention_bias=True,
         ),
         vision_config=dict(
             depth=cfg.vision_depth,

@@ -5,10 +5,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow compile bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock
+.PHONY: help venv data run test test-slow compile image bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock serve-venv serve
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -21,6 +24,21 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the pinned dependencies (requirements.lock)
+
+# vLLM (CPU build) lives in its own venv: it pins another torch and transformers than .venv.
+# build_cpu_wheels.py makes the three `+noops` wheels the lock names (see its docstring).
+$(SERVE_STAMP): serving/requirements.lock serving/build_cpu_wheels.py
+	rm -rf $(SERVE_VENV) && $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python serving/build_cpu_wheels.py --out $(SERVE_VENV)/wheels
+	$(SERVE_VENV)/bin/pip install --quiet --no-deps --find-links $(SERVE_VENV)/wheels -r serving/requirements.lock
+	$(SERVE_VENV)/bin/pip check
+	$(SERVE_VENV)/bin/python -c "import torchvision.transforms.v2, vllm.entrypoints.openai.api_server"
+	touch $(SERVE_STAMP)
+
+serve-venv: $(SERVE_STAMP) ## create .venv-serve for vLLM on CPU (serving/requirements.lock; minutes)
+
+serve: $(STAMP) $(SERVE_STAMP) ## vLLM OpenAI server on 127.0.0.1:PORT (8000) for the last export (MODEL=folder|NAME/VER|NAME@alias)
+	$(BIN)/thinkpipe serve --venv $(SERVE_VENV) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 data: $(STAMP) ## get the DVC-pinned corpus: pull it, or regenerate it and check the pinned hash
 	@if $(BIN)/dvc pull --quiet data.dvc 2>/dev/null; then \
@@ -43,6 +61,9 @@ test-slow: $(STAMP) data ## the slow tests only
 
 compile: $(STAMP) ## compile the DAG to pipelines/compiled/training.yaml
 	$(BIN)/thinkpipe compile
+
+image: ## build the component image (buildah, debootstrap base; root; slow) and print its digest
+	PYTHON=$(PYTHON) image/build.sh $(IMAGE_ARGS)
 
 bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run of the tiny DAG
 	$(BIN)/python bench/bench_cache.py

@@ -1,4 +1,15 @@
-"""The one place the component image is named. `thinkpipe compile` writes it into the IR; a local
-`thinkpipe run` records its own environment instead (see pipelines/cli.py)."""
+"""The one place the component image is named. `thinkpipe compile` writes BASE_IMAGE into the IR
+(every component's `base_image` and the pipeline's `image` parameter); a local `thinkpipe run`
+records its own environment instead (see pipelines/cli.py).
 
-BASE_IMAGE = "ghcr.io/thinkpipe/thinkpipe:0.1.0"
+The reference is pinned by digest, so a cluster runs exactly the image that was built and tested,
+whatever later happens to the tag. `make image` (image/build.sh) builds the image from ./Dockerfile
+and prints its digest; `python3 image/pin.py --digest sha256:...` rewrites DIGEST (and TAG with
+--tag) below; `make compile` then updates pipelines/compiled/training.yaml.
+"""
+
+REPOSITORY = "ghcr.io/thinkpipe/thinkpipe"
+TAG = "0.1.0"
+DIGEST = "sha256:927a5d01e4ab7102670c886aef03ea6adff7c13b6b7860409056a4966692d9f8"
+
+BASE_IMAGE = f"{REPOSITORY}:{TAG}@{DIGEST}"

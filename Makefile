@@ -59,7 +59,7 @@ test: $(STAMP) data ## the fast test suite (what CI runs)
 test-slow: $(STAMP) data ## the slow tests only
 	$(BIN)/pytest -m "slow"
 
-compile: $(STAMP) ## compile the DAG to pipelines/compiled/training.yaml
+compile: $(STAMP) ## compile the training and retraining DAGs (glm4v-9b cluster settings) to pipelines/compiled/
 	$(BIN)/thinkpipe compile
 
 image: ## build the component image (buildah, debootstrap base; root; slow) and print its digest

@@ -180,6 +180,9 @@ class RLConfig:
     max_rollouts: int = 0               # rollout budget: stop once this many were drawn; 0 = no budget
     force_answer_tokens: int = 16       # answer budget after `</think><answer>` is forced at max_new_tokens; 0 = off
     checkpoint_every: int = 5           # iterations between resumable checkpoints (with curriculum state); 0 = none
+    # who generates rollouts (model_src/rl/rollout.py): "auto" = vLLM when it imports and CUDA is
+    # available, else transformers `generate`; "transformers"; "vllm" (the RLCS stage fails at its start if vLLM is missing)
+    rollout_engine: str = "auto"
 
     def validate(self, prefix: str) -> None:
         _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
@@ -202,6 +205,8 @@ class RLConfig:
         _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
+        _require(self.rollout_engine in ("auto", "transformers", "vllm"), f"{prefix}.rollout_engine",
+                 f"must be auto, transformers or vllm, got {self.rollout_engine!r}")
 
 
 @dataclass(frozen=True)

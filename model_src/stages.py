@@ -288,14 +288,20 @@ def sft_stage(*, config_json: str, lineage_path: str, sft_data: str, base_model:
 
 def _rlcs_work(ctx: StageContext) -> dict[str, float]:
     from model_src.data.curate import read_split
-    from model_src.rl.loop import train_grpo
+    from contextlib import closing
 
     import mlflow
 
+    from model_src.rl.loop import train_grpo
+    from model_src.rl.rollout import make_engine
+
     model, processor = _load(ctx.inputs["sft_model"])
-    summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
-                                     ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
-                                     checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id})
+    # transformers `generate`, or vLLM where it is installed (rlcs.rollout_engine)
+    with closing(make_engine(ctx.cfg.rlcs, model, processor, ctx.cfg.seed + 2)) as engine:
+        summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
+                                         ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
+                                         checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
+                                         engine=engine)
     if ctx.is_main:
         _loss_plot(ctx, "reward_mean")
         _tier_plot(curriculum.history)

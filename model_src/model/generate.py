@@ -125,11 +125,19 @@ def _force_answer(model, tokenizer, rollouts: Rollouts, rows: list[int], budget:
         mm_token_type_ids=torch.cat([forced.batch["mm_token_type_ids"], torch.zeros_like(ones)], dim=1),
         pixel_values=forced.batch["pixel_values"], image_grid_thw=forced.batch["image_grid_thw"],
         max_new_tokens=budget, **kwargs)
-    tail = continued[:, head.shape[1]:]
+    return splice_forced(tokenizer, rollouts, rows, inserted, continued[:, head.shape[1]:], stops)
+
+
+def splice_forced(tokenizer, rollouts: Rollouts, rows: list[int], inserted: torch.Tensor, tail: torch.Tensor,
+                  stops: list[int]) -> Rollouts:
+    """The forced rows become head (prompt, response, the `inserted` `</think><answer>`) + `tail`
+    (the continuation, from transformers or vLLM); the inserted tokens get no gradient."""
+    prompt_len = rollouts.prompt_len
+    forced = rollouts.select(rows)
+    head = torch.cat([forced.sequences, inserted.expand(len(rows), -1)], dim=1)
     tail_mask = response_mask_from(tail, stops)
     width = rollouts.sequences.shape[1] + inserted.numel() + tail.shape[1]
-    pad = tokenizer.pad_token_id
-    sequences = torch.full((len(rollouts.texts), width), pad, dtype=torch.long)
+    sequences = torch.full((len(rollouts.texts), width), tokenizer.pad_token_id, dtype=torch.long)
     sequences[:, :rollouts.sequences.shape[1]] = rollouts.sequences
     response_mask = torch.zeros(len(rollouts.texts), width - prompt_len, dtype=torch.long)
     response_mask[:, :rollouts.response_mask.shape[1]] = rollouts.response_mask

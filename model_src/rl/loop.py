@@ -23,11 +23,12 @@ from typing import Callable
 import torch
 
 from model_src.config import RLConfig
-from model_src.model.generate import Rollouts, generate
+from model_src.model.generate import Rollouts
 from model_src.model.inputs import Example, prompt_example
 from model_src.rewards import score
 from model_src.rl.curriculum import Curriculum, most_balanced
 from model_src.rl.grpo import clipped_policy_loss, group_advantages, token_logprobs
+from model_src.rl.rollout import RolloutEngine, TransformersEngine
 from model_src.train.supervised import seed_everything
 
 
@@ -47,37 +48,42 @@ RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> 
 
 
 def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int,
-                   reward_fn: RewardFn | None = None):
-    """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call.
+                   reward_fn: RewardFn | None = None, engine: RolloutEngine | None = None):
+    """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call,
+    with `engine` (transformers `generate` on `model` when None).
     Yields (chunk prompts, Rollouts, rewards [len(chunk) * group_size], RewardResults)."""
+    engine = engine or TransformersEngine(model, processor)
     for start in range(0, len(prompts), prompts_per_chunk):
         chunk = prompts[start:start + prompts_per_chunk]
         group = [ex for ex in chunk for _ in range(cfg.group_size)]
-        rollouts = generate(model, processor, group, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                            temperature=cfg.temperature, top_p=cfg.top_p,
-                            force_answer_tokens=cfg.force_answer_tokens)
+        rollouts = engine.generate(chunk, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                                   temperature=cfg.temperature, top_p=cfg.top_p,
+                                   force_answer_tokens=cfg.force_answer_tokens)
         results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
         rewards = ([r.reward for r in results] if reward_fn is None
                    else [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)])
         yield chunk, rollouts, torch.tensor(rewards, dtype=torch.float32), results
 
 
-def grade_offline(model, processor, examples: list[Example], cfg: RLConfig) -> dict[str, float]:
+def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
+                  engine: RolloutEngine | None = None) -> dict[str, float]:
     """pass@k grading before RL: the share of `offline_k` sampled rollouts that score 1."""
     graded = RLConfig(**{**cfg.__dict__, "group_size": cfg.offline_k})
     rates: dict[str, float] = {}
-    for chunk, _, rewards, _ in rollout_groups(model, processor, examples, graded, cfg.prompts_per_iteration):
+    for chunk, _, rewards, _ in rollout_groups(model, processor, examples, graded, cfg.prompts_per_iteration,
+                                               engine=engine):
         for ex, group in zip(chunk, rewards.view(-1, cfg.offline_k)):
             rates[ex.row_id] = float((group >= 1.0).float().mean())
     return rates
 
 
-def build_curriculum(model, processor, rows: list[dict], examples: list[Example], cfg: RLConfig) -> Curriculum:
+def build_curriculum(model, processor, rows: list[dict], examples: list[Example], cfg: RLConfig,
+                     engine: RolloutEngine | None = None) -> Curriculum:
     """Initial pass rates: offline pass@k when `offline_k` > 0, merged with the generator's prior
     (pass rate ~ 1 - difficulty) as an equal-weight average; the prior alone otherwise."""
     prior = {row["id"]: 1.0 - float(row["difficulty"]) for row in rows}
     if cfg.offline_k > 0:
-        graded = grade_offline(model, processor, examples, cfg)
+        graded = grade_offline(model, processor, examples, cfg, engine)
         prior = {i: 0.5 * prior[i] + 0.5 * graded[i] for i in prior}
     return Curriculum(pass_rates=prior, floor=cfg.curriculum_floor, alpha=cfg.curriculum_alpha,
                       ema_decay=cfg.expansion_ema_decay, max_ratio=cfg.max_expansion_ratio,
@@ -88,10 +94,14 @@ def build_curriculum(model, processor, rows: list[dict], examples: list[Example]
 def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                log: Callable[[dict[str, float], int], None], checkpoint_dir: Path | None = None,
                checkpoint_meta: dict | None = None,
-               reward_fn: RewardFn | None = None) -> tuple[dict[str, float], Curriculum]:
+               reward_fn: RewardFn | None = None,
+               engine: RolloutEngine | None = None) -> tuple[dict[str, float], Curriculum]:
     """With `checkpoint_dir`, checkpoints every `cfg.checkpoint_every` iterations hold the model,
     optimizer, every RNG (the sampler's too), the curriculum state and the history, and an existing
-    one is resumed. `reward_fn` defaults to `score`'s reward (tests pass a graded stand-in)."""
+    one is resumed. `reward_fn` defaults to `score`'s reward (tests pass a graded stand-in).
+    Rollouts come from `engine` (transformers `generate` on `model` when None; the RLCS stage
+    passes `make_engine`'s choice); it is synced to the policy's weights after loading a checkpoint
+    and after every update."""
     from tqdm import tqdm
 
     from model_src.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -103,23 +113,25 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     examples = [prompt_example(processor, row) for row in rows]
     by_id = {ex.row_id: ex for ex in examples}
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    engine = engine or TransformersEngine(model, processor)
+    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     history: list[dict[str, float]] = []
     total_rollouts = 0
     first_iteration = 0
-    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     if resumed is not None:  # the offline grading is in the saved curriculum: not redone
         meta = load_checkpoint(resumed, model, optimizer, None)
+        engine.sync_weights(model)
         curriculum = build_curriculum(model, processor, rows, examples, RLConfig(**{**cfg.__dict__, "offline_k": 0}))
         curriculum.load_state_dict(meta["curriculum"])
         rng.setstate(meta["extra_state"]["sampler_rng"])
         first_iteration, history, total_rollouts = meta["step"], meta["history"], meta["total_rollouts"]
         print(f"rlcs: resuming from {resumed} (iteration {first_iteration})", flush=True)
     else:
-        curriculum = build_curriculum(model, processor, rows, examples, cfg)
+        curriculum = build_curriculum(model, processor, rows, examples, cfg, engine)
     for iteration in tqdm(range(first_iteration, cfg.num_iterations), desc="rlcs", unit="iter",
                           initial=first_iteration, total=cfg.num_iterations):
         picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
-        chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn))
+        chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn, engine))
         total_rollouts += len(picked) * cfg.group_size
         observed = {ex.row_id: float((g >= 1.0).float().mean())
                     for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))}
@@ -155,6 +167,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 stats = {"policy_loss": total, "clip_frac_high": clip_high, "clip_frac_low": clip_low}
+            engine.sync_weights(model)  # the next rollouts come from the updated policy
 
         all_results = [r for _, _, _, results in chunks for r in results]
         all_rewards = torch.cat([rewards for _, _, rewards, _ in chunks])

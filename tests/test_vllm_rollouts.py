@@ -1,0 +1,69 @@
+"""The vLLM rollout engine against the transformers one, for real: a tiny model exported by the
+real pipeline, both engines run by `tests/vllm_rollout_driver.py` under the serving venv's python
+(vLLM lives only there), greedy rollouts compared token for token (forced answers included),
+seeded sampled groups, and the weight sync after a perturbation of the policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TinyPipeline
+
+SERVE_PYTHON = ROOT / ".venv-serve" / "bin" / "python"
+# vLLM's CPU attention needs heads >= 32 wide: the tiny profile's are 16 (as in tests/test_serving.py)
+SERVABLE_TINY = ("--set", "model.text_num_heads=2", "--set", "model.text_num_kv_heads=1",
+                 "--set", "model.mrope_section=[2,3,3]")
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not SERVE_PYTHON.is_file(),
+                                 reason=f"{SERVE_PYTHON} missing: vLLM runs only in the serving venv (`make serve-venv`)")]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    pipeline = TinyPipeline(tmp_path_factory.mktemp("vllm-rollout-state"))
+    result = pipeline.run("vllm-rollouts", *SERVABLE_TINY)
+    assert result.returncode == 0, result.output[-5000:]
+    [line] = [line for line in result.output.splitlines() if "exported folder" in line]
+    folder = Path(line.split(":", 1)[1].strip())
+    return folder if folder.is_absolute() else ROOT / folder
+
+
+def _pyarrow_overlay(tmp_path: Path) -> Path:
+    """`model_src.model.inputs` imports `model_src.data.schema`, which imports pyarrow; the serving
+    venv has none. A folder holding only a link to this venv's pyarrow package lends it."""
+    import pyarrow
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "pyarrow").symlink_to(Path(pyarrow.__file__).parent, target_is_directory=True)
+    return overlay
+
+
+def test_vllm_engine_matches_transformers_and_syncs_weights(exported, tmp_path):
+    out = tmp_path / "report.json"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    env.pop("PYTHONPATH", None)
+    started = time.monotonic()
+    proc = subprocess.run([str(SERVE_PYTHON), str(ROOT / "tests" / "vllm_rollout_driver.py"), "--folder", str(exported),
+                           "--out", str(out), "--extra-sys-path", str(_pyarrow_overlay(tmp_path))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
+    report = json.loads(out.read_text())
+    assert report["ok"]
+    for label in ("greedy_long", "greedy_short"):
+        assert all(report[label]["same"].values()), report[label]
+    assert any(report["greedy_short"]["forced"])
+    assert all(report["sync"]["synced_equals_perturbed"].values())
+    assert not all(report["sync"]["perturbed_equals_before"].values())
+    print(f"\nvLLM {report['vllm']} / transformers {report['transformers']}: driver {wall:.0f} s; timings (s): "
+          + json.dumps({k: round(v, 3) for k, v in report["timings_s"].items()}), file=sys.stderr)

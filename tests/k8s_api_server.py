@@ -6,15 +6,16 @@ env plus the PET_* variables the real operator gives torchrun. No cluster is rea
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from tests.loopback import LoopbackServer
 
 JOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
@@ -133,12 +134,10 @@ def make_handler(state: ClusterState, cwd: Path):
     return Handler
 
 
-class KubernetesApiServer:
+class KubernetesApiServer(LoopbackServer):
     def __init__(self, cwd: Path, base_env: dict[str, str]):
         self.state = ClusterState(base_env=dict(base_env))
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state, cwd))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(make_handler(self.state, cwd))
 
     def kubeconfig(self, path: Path) -> Path:
         path.write_text(json.dumps({
@@ -147,11 +146,3 @@ class KubernetesApiServer:
             "users": [{"name": "test", "user": {}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "thinkpipe"}}]}))
         return path
-
-    def __enter__(self) -> "KubernetesApiServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -7,10 +7,11 @@ from __future__ import annotations
 import cgi
 import io
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
+
+from tests.loopback import LoopbackServer
 
 API = "/apis/v2beta1"
 
@@ -106,17 +107,7 @@ def make_handler(state: KfpState):
     return Handler
 
 
-class KfpApiServer:
+class KfpApiServer(LoopbackServer):
     def __init__(self):
         self.state = KfpState()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "KfpApiServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(make_handler(self.state))

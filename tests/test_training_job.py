@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
 from model_src.cluster.training_job import TrainingJobFailed, job_name, render_training_job, run_job
 from model_src.config import load_config

@@ -10,6 +10,6 @@ and prints its digest; `python3 image/pin.py --digest sha256:...` rewrites DIGES
 
 REPOSITORY = "ghcr.io/thinkpipe/thinkpipe"
 TAG = "0.1.0"
-DIGEST = "sha256:927a5d01e4ab7102670c886aef03ea6adff7c13b6b7860409056a4966692d9f8"
+DIGEST = "sha256:2f71f0823e4f9caefe94895e1a8b2cf9398cd98204e354a40233f46b84ada78d"
 
 BASE_IMAGE = f"{REPOSITORY}:{TAG}@{DIGEST}"

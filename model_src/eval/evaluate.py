@@ -49,12 +49,12 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
     if cfg.pass_k:
         passed = sampled_pass_at_k(model, processor, selected, cfg)
         for record in records:
-            record[f"pass@{cfg.pass_k}"] = passed[record["id"]]
+            record[f"pass_at_{cfg.pass_k}"] = passed[record["id"]]
         for domain in sorted(by_domain):
-            metrics[f"pass@{cfg.pass_k}/{domain}"] = statistics.fmean(
+            metrics[f"pass_at_{cfg.pass_k}/{domain}"] = statistics.fmean(
                 float(passed[r["id"]]) for r in by_domain[domain])
-        metrics[f"pass@{cfg.pass_k}_mean"] = statistics.fmean(
-            metrics[f"pass@{cfg.pass_k}/{d}"] for d in sorted(by_domain))
+        metrics[f"pass_at_{cfg.pass_k}_mean"] = statistics.fmean(
+            metrics[f"pass_at_{cfg.pass_k}/{d}"] for d in sorted(by_domain))
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))

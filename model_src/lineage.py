@@ -74,7 +74,7 @@ def lineage_file(config_json: str, git_commit: str, data_hash: str, data_rev: st
     return f.name
 
 
-def _git(repo: Path, *args: str) -> str:
+def git_output(repo: Path, *args: str) -> str:
     result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise LineageError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
@@ -85,11 +85,19 @@ def git_commit(repo: str | Path) -> str:
     """HEAD's sha, with a hash of the uncommitted diff of tracked files when the tree is dirty,
     so that a cache key changes with code even before it is committed."""
     repo = Path(repo)
-    sha = _git(repo, "rev-parse", "HEAD")
-    diff = _git(repo, "diff", "HEAD", "--no-ext-diff", "--binary")
+    sha = git_output(repo, "rev-parse", "HEAD")
+    diff = git_output(repo, "diff", "HEAD", "--no-ext-diff", "--binary")
     if diff:
         return f"{sha}+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
     return sha
+
+
+def pin_md5(text: str, where: str) -> str:
+    """The `outs[0].md5` of a .dvc file's text; `where` names it in the error."""
+    try:
+        return yaml.safe_load(text)["outs"][0]["md5"]
+    except (yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+        raise LineageError(f"{where}: cannot read outs[0].md5 ({exc})") from exc
 
 
 def dvc_pin(repo: str | Path, dvc_file: str = "data.dvc") -> tuple[str, str]:
@@ -98,13 +106,9 @@ def dvc_pin(repo: str | Path, dvc_file: str = "data.dvc") -> tuple[str, str]:
     path = repo / dvc_file
     if not path.is_file():
         raise LineageError(f"{path} not found: run `make data` (or `dvc add data/raw`) first")
-    try:
-        pin = yaml.safe_load(path.read_text())
-        data_hash = pin["outs"][0]["md5"]
-    except (yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
-        raise LineageError(f"{path}: cannot read outs[0].md5 ({exc})") from exc
-    rev = _git(repo, "log", "-1", "--format=%H", "--", dvc_file)
-    if not rev or _git(repo, "status", "--porcelain", "--", dvc_file):
+    data_hash = pin_md5(path.read_text(), str(path))
+    rev = git_output(repo, "log", "-1", "--format=%H", "--", dvc_file)
+    if not rev or git_output(repo, "status", "--porcelain", "--", dvc_file):
         rev = "uncommitted"
     return data_hash, rev
 

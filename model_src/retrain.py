@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from model_src.lineage import LineageError, TAG_PREFIX, _git, dvc_dir_hash
+from model_src.lineage import TAG_PREFIX, LineageError, dvc_dir_hash, git_output, pin_md5
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,8 @@ def decide_retrain(latest: DataVersion, champion: DataVersion | None, champion_v
 def data_version_at(repo: str | Path, rev: str = "HEAD", dvc_file: str = "data.dvc") -> DataVersion:
     """The DVC pin as committed at `rev` (not the working tree): its md5 and the commit that set it."""
     repo = Path(repo)
-    try:
-        pin = yaml.safe_load(_git(repo, "show", f"{rev}:{dvc_file}"))
-        data_hash = pin["outs"][0]["md5"]
-    except (yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
-        raise LineageError(f"{repo}/{dvc_file} at {rev}: cannot read outs[0].md5 ({exc})") from exc
-    return DataVersion(data_hash, _git(repo, "log", "-1", "--format=%H", rev, "--", dvc_file))
+    data_hash = pin_md5(git_output(repo, "show", f"{rev}:{dvc_file}"), f"{repo}/{dvc_file} at {rev}")
+    return DataVersion(data_hash, git_output(repo, "log", "-1", "--format=%H", rev, "--", dvc_file))
 
 
 def champion_data_version(model_name: str, client=None) -> tuple[str, DataVersion] | None:

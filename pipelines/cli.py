@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.compile import COMPILED_DIR, DEFAULT_CLUSTER_PROFILE  # light: kfp is imported inside
@@ -62,19 +63,23 @@ def resolve_tracking_uri(arg: str | None, state_dir: Path) -> tuple[str, str | N
 
 
 # -------------------------------------------------------------------------------------------- run
-def cmd_run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class LocalSetup:
+    cfg: object  # PipelineConfig
+    root: Path
+    state_dir: Path
+    tracking_uri: str
+
+
+def _local_setup(args: argparse.Namespace) -> LocalSetup:
+    """Config checked, MLflow reachable and its experiment there, the environment the stage
+    subprocesses inherit; shared by `run` and `retrain` (which checks the data first)."""
     from model_src.config import load_config
+    from model_src.tracking import check_tracking_uri, ensure_experiment
 
     cfg = load_config(args.profile, args.set or [])  # bad profile/key/type fails here, before any work
     root = repo_root()
     state_dir = Path(args.state_dir or root / DEFAULT_STATE_DIR).resolve()
-    data_dir = Path(args.data_dir or root / "data" / "raw").resolve()
-    if not data_dir.is_dir():
-        raise CliError(f"data folder {data_dir} not found: run `make data` first")
-
-    from model_src.lineage import PIPELINE_RUN_ENV, dvc_pin, git_commit
-    from model_src.tracking import check_tracking_uri, ensure_experiment
-
     tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
     check_tracking_uri(tracking_uri, timeout_s=15.0)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the stage subprocesses inherit it
@@ -83,6 +88,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     mlflow.set_tracking_uri(tracking_uri)
     ensure_experiment(cfg.experiment, artifact_root)
+    return LocalSetup(cfg, root, state_dir, tracking_uri)
+
+
+def cmd_run(args: argparse.Namespace, setup: LocalSetup | None = None) -> int:
+    data_dir = Path(args.data_dir or repo_root() / "data" / "raw").resolve()
+    if not data_dir.is_dir():
+        raise CliError(f"data folder {data_dir} not found: run `make data` first")
+    setup = setup or _local_setup(args)
+    cfg, root, state_dir, tracking_uri = setup.cfg, setup.root, setup.state_dir, setup.tracking_uri
+
+    from model_src.lineage import PIPELINE_RUN_ENV, dvc_pin, git_commit
+
     data_hash, data_rev = dvc_pin(root)
     run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ[PIPELINE_RUN_ENV] = run_name  # the stage subprocesses find their parent run by it
@@ -112,26 +129,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Run the training DAG only when the DVC pin differs from the champion's training data."""
-    from model_src.config import load_config
     from model_src.retrain import check_data, log_decision
-    from model_src.tracking import check_tracking_uri, ensure_experiment
+    from model_src.tracking import ensure_experiment
 
-    cfg = load_config(args.profile, args.set or [])
-    root = repo_root()
-    state_dir = Path(args.state_dir or root / DEFAULT_STATE_DIR).resolve()
-    tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
-    check_tracking_uri(tracking_uri, timeout_s=15.0)
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    decision = check_data(root, cfg.export.registered_model_name, rev=args.rev)
+    setup = _local_setup(args)
+    cfg = setup.cfg
+    decision = check_data(setup.root, cfg.export.registered_model_name, rev=args.rev)
     run_name = args.run_name or f"{cfg.profile}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    log_decision(decision, ensure_experiment(cfg.experiment, artifact_root), f"{run_name}-check")
+    log_decision(decision, ensure_experiment(cfg.experiment), f"{run_name}-check")
     print(f"thinkpipe retrain: {'retraining' if decision.retrain else 'nothing to do'}: {decision.reason}", flush=True)
     if not decision.retrain:
         return 0
     args.run_name = run_name
-    return cmd_run(args)
+    return cmd_run(args, setup)
 
 
 def _cluster_params(args: argparse.Namespace, pipeline: str):

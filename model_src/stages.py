@@ -194,19 +194,27 @@ def _checkpoint_logger(ctx: StageContext, model, processor):
     def log_checkpoint(step: int, loss: float) -> None:
         import tempfile
 
-        import mlflow
-        from mlflow.entities import LoggedModelStatus
-
-        logged = mlflow.initialize_logged_model(name=f"{ctx.stage}-step-{step}", source_run_id=ctx.run_id,
-                                                experiment_id=ctx.lineage.experiment_id,
-                                                tags={"thinkpipe.stage": ctx.stage, "thinkpipe.step": str(step)})
         with tempfile.TemporaryDirectory() as tmp:
             save_model(model, processor, tmp)
-            mlflow.MlflowClient().log_model_artifacts(logged.model_id, tmp)
-        mlflow.log_metrics({"loss": loss}, step=step, model_id=logged.model_id)
-        mlflow.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+            _log_model_folder(ctx, f"{ctx.stage}-step-{step}", tmp,
+                              {"thinkpipe.stage": ctx.stage, "thinkpipe.step": str(step)}, {"loss": loss}, step)
 
     return log_checkpoint
+
+
+def _log_model_folder(ctx: StageContext, name: str, folder: str | Path, tags: dict[str, str],
+                      metrics: dict[str, float] | None = None, step: int | None = None):
+    """`folder` as a READY MLflow LoggedModel of the stage run (with `metrics` at `step`)."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    logged = mlflow.initialize_logged_model(name=name, source_run_id=ctx.run_id, tags=tags,
+                                            experiment_id=ctx.lineage.experiment_id)
+    mlflow.MlflowClient().log_model_artifacts(logged.model_id, str(folder))
+    if metrics:
+        mlflow.log_metrics(metrics, step=step, model_id=logged.model_id)
+    mlflow.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return logged
 
 
 def _pretrain_work(ctx: StageContext) -> dict[str, float]:
@@ -444,7 +452,6 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
         import tempfile
 
         import mlflow
-        from mlflow.entities import LoggedModelStatus
         from PIL import Image
 
         from model_src.lineage_report import lineage_report
@@ -465,10 +472,7 @@ def export_stage(*, config_json: str, lineage_path: str, model: str, eval_report
             mlflow.log_dict(upload_s3(out, destination), "s3_upload.json")  # key -> sha256
             tags["thinkpipe.export.s3_uri"] = destination
             ctx.set_result("s3_uri", destination)
-        logged = mlflow.initialize_logged_model(name=name, source_run_id=ctx.run_id, tags=tags,
-                                                experiment_id=ctx.lineage.experiment_id)
-        client.log_model_artifacts(logged.model_id, str(out))
-        mlflow.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        logged = _log_model_folder(ctx, name, out, tags)
         version = mlflow.register_model(f"models:/{logged.model_id}", name, tags={
             **tags, "thinkpipe.eval_data_hash": report["eval_data_hash"],
             **{f"thinkpipe.eval.{k}": str(v) for k, v in eval_metrics.items()}})

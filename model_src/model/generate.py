@@ -91,7 +91,7 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
     stops = stop_token_ids(tokenizer)
     # A sampled `<|image|>` would be read as an image placeholder when the rollout is scored by
     # the policy forward (features/tokens mismatch): media markers are never generated.
-    suppress = sorted(set(media_token_ids(tokenizer)) | set(model.generation_config.suppress_tokens or []))
+    suppress = suppressed_token_ids(model, tokenizer)
     kwargs = dict(do_sample=do_sample, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
                   suppress_tokens=suppress)
     if do_sample:
@@ -104,14 +104,24 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
                         images_per_sample=[len(ex.images) for ex in examples])
     if force_answer_tokens <= 0:
         return rollouts
-    think_close = tokenizer.convert_tokens_to_ids("</think>")
-    responses = sequences[:, prompt_len:]
-    out_of_budget = [i for i in range(len(examples))
-                     if responses.shape[1] >= max_new_tokens and int(mask[i].sum()) == responses.shape[1]
-                     and not bool((responses[i] == think_close).any())]
+    out_of_budget = rows_to_force(tokenizer, sequences[:, prompt_len:], mask, max_new_tokens)
     if not out_of_budget:
         return rollouts
     return _force_answer(model, tokenizer, rollouts, out_of_budget, force_answer_tokens, stops, kwargs)
+
+
+def suppressed_token_ids(model, tokenizer) -> list[int]:
+    """Tokens a rollout may never sample: media markers and the model's own suppressed tokens."""
+    return sorted(set(media_token_ids(tokenizer)) | set(model.generation_config.suppress_tokens or []))
+
+
+def rows_to_force(tokenizer, responses, mask, max_new_tokens: int) -> list[int]:
+    """Rows that used the whole budget with no stop token and no `</think>`: they get
+    `</think><answer>` appended (force answering)."""
+    think_close = tokenizer.convert_tokens_to_ids("</think>")
+    return [i for i in range(responses.shape[0])
+            if responses.shape[1] >= max_new_tokens and int(mask[i].sum()) == responses.shape[1]
+            and not bool((responses[i] == think_close).any())]
 
 
 def _force_answer(model, tokenizer, rollouts: Rollouts, rows: list[int], budget: int, stops, kwargs) -> Rollouts:

@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 
 from model_src.model.build import stop_token_ids
-from model_src.model.generate import Rollouts, _decode, generate, media_token_ids, response_mask_from, splice_forced
+from model_src.model.generate import (Rollouts, _decode, generate, response_mask_from, rows_to_force,
+                                      splice_forced, suppressed_token_ids)
 from model_src.model.inputs import Example, collate
 
 ENGINES = ("auto", "transformers", "vllm")
@@ -129,7 +130,7 @@ class VLLMEngine(RolloutEngine):
         folder = Path(folder)
         self.folder = folder
         self.vocab_size = model.config.get_text_config().vocab_size
-        suppress = set(media_token_ids(self.tokenizer)) | set(model.generation_config.suppress_tokens or [])
+        suppress = set(suppressed_token_ids(model, self.tokenizer))
         self.allowed_token_ids = [t for t in range(self.vocab_size) if t not in suppress]
         self.stops = stop_token_ids(self.tokenizer)
         self.image_token_id = model.config.image_token_id
@@ -191,11 +192,7 @@ class VLLMEngine(RolloutEngine):
                             images_per_sample=[len(ex.images) for ex in rows])
         if force_answer_tokens <= 0:
             return rollouts
-        # the rows `generate` would force: the whole budget used, no stop token, no `</think>`
-        think_close = self.tokenizer.convert_tokens_to_ids("</think>")
-        out_of_budget = [i for i in range(len(rows))
-                         if responses.shape[1] >= max_new_tokens and int(mask[i].sum()) == responses.shape[1]
-                         and not bool((responses[i] == think_close).any())]
+        out_of_budget = rows_to_force(self.tokenizer, responses, mask, max_new_tokens)  # as `generate` does
         if not out_of_budget:
             return rollouts
         inserted = self.tokenizer.convert_tokens_to_ids(["</think>", "<answer>"])

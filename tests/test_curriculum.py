@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -25,8 +26,34 @@ def test_tiers_and_expansion_ratio():
     assert expansion_ratio(1.0, 4.0) == 4.0
 
 
-def test_most_balanced_keeps_groups_nearest_half():
-    assert most_balanced([1.0, 0.5, 0.0, 0.25, 0.75], keep=3) == [1, 3, 4]
+def test_most_balanced_keeps_the_groups_with_the_largest_reward_spread():
+    # right/wrong groups of 4 that are 100%, 50%, 0%, 25%, 75% right: the spread is sqrt(p (1 - p))
+    spreads = [math.sqrt(p * (1 - p)) for p in (1.0, 0.5, 0.0, 0.25, 0.75)]
+    assert most_balanced(spreads, keep=3) == [1, 3, 4]
+    assert most_balanced([0.0, 0.3, 0.1], keep=1) == [1]  # graded rewards: spread, not mean, decides
+
+
+def test_unsampled_prompts_take_their_tasks_online_pass_rate():
+    rows = {f"chart{i}": "chart/value" for i in range(5)} | {f"digit{i}": "digits/read" for i in range(5)}
+    cur = Curriculum(pass_rates={i: 0.6 for i in rows}, alpha=0.5, task_of=rows)
+    cur.update({"chart0": 0.0, "chart1": 0.0, "digit0": 0.5})
+    # the sampled ones move from their prior; the task's EMA starts at its first observation
+    assert cur.pass_rates["chart0"] == cur.pass_rates["chart1"] == pytest.approx(0.3)
+    assert cur.task_rates == {"chart/value": 0.0, "digits/read": 0.5}
+    # never-sampled chart prompts are now as hard as their task, and drawn at the floor weight
+    assert cur.estimate("chart4") == 0.0 and cur.estimate("digit4") == 0.5
+    assert cur.weights(["chart4", "digit4"]) == pytest.approx([0.1, 1.0])
+    assert cur.tier_histogram() == [0, 0, 5, 2, 3]  # digits at 0.5 and 0.55, the rest: chart 0.3 and 0.0
+    # a prompt's own observation wins over its task's once it was sampled
+    cur.update({"chart4": 1.0})
+    assert cur.estimate("chart4") == pytest.approx(0.5) and cur.estimate("chart3") == pytest.approx(0.5)
+
+
+def test_not_valid_rate_counts_groups_without_spread():
+    cur = Curriculum(pass_rates={"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5}, max_ratio=8.0)
+    # graded rewards: a group averaging 0.3 may still be all alike (no advantage) or spread out
+    metrics = cur.update({"a": 0.3, "b": 0.3, "c": 0.0, "d": 1.0}, valid={"a": True, "b": False, "c": False, "d": False})
+    assert metrics["not_valid_rate"] == 0.75 and metrics["expansion_ratio"] == 4.0
 
 
 def test_mid_difficulty_prompts_are_drawn_more_often():

@@ -29,6 +29,9 @@ def test_pass_at_k_table_and_worst_examples(tmp_path):
     assert again == metrics  # pass@k samples are seeded: the same model scores the same
     for domain in ("stem", "digits"):
         assert 0.0 <= metrics[f"pass_at_2/{domain}"] <= 1.0
+        # right/wrong domains: the mean of 2 samples is at most "any of 2 right", and 0 only when pass@2 is
+        assert 0.0 <= metrics[f"sampled_accuracy/{domain}"] <= metrics[f"pass_at_2/{domain}"]
+        assert (metrics[f"sampled_accuracy/{domain}"] == 0.0) == (metrics[f"pass_at_2/{domain}"] == 0.0)
     assert {r["domain"] for r in records} == {"stem", "digits"} and all("pass_at_2" in r for r in records)
     from mlflow.utils.validation import _validate_metric_name
 
@@ -36,7 +39,7 @@ def test_pass_at_k_table_and_worst_examples(tmp_path):
         _validate_metric_name(name)
     table = domain_table(metrics)
     assert [row["domain"] for row in table] == ["digits", "stem"]
-    assert {"accuracy", "format_ok", "pass_at_2", "forced_answer", "response_tokens"} <= set(table[0])
+    assert {"accuracy", "format_ok", "pass_at_2", "sampled_accuracy", "forced_answer", "response_tokens"} <= set(table[0])
 
     page = worst_examples_html(records, rows, per_domain=2)
     assert page.count("<h2>") == 2 and page.count("data:image/png;base64,") >= 4

@@ -14,8 +14,10 @@ from model_src.rewards import score
 
 
 def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple[dict[str, float], list[dict]]:
-    """Returns (metrics, per-sample records). Metrics: `accuracy/<domain>`, `format_ok/<domain>`,
-    `accuracy_mean` (mean over domains) and `num_samples`."""
+    """Returns (metrics, per-sample records). Metrics: `accuracy/<domain>` (greedy), `format_ok/<domain>`,
+    `accuracy_mean` (mean over domains) and `num_samples`; with `cfg.pass_k`, also
+    `pass_at_<k>/<domain>` and `sampled_accuracy/<domain>` (mean reward of k samples at temperature 1)
+    and their means."""
     from tqdm import tqdm
 
     by_domain: dict[str, list[dict]] = defaultdict(list)
@@ -47,25 +49,29 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
         metrics[f"forced_answer/{domain}"] = statistics.fmean(float(r["forced"]) for r in mine)
         metrics[f"response_tokens/{domain}"] = statistics.fmean(r["response_tokens"] for r in mine)
     if cfg.pass_k:
-        passed = sampled_pass_at_k(model, processor, selected, cfg)
+        # pass@k: any of the k samples right; sampled accuracy: their mean reward (what RL raises)
+        sampled = sampled_rewards(model, processor, selected, cfg)
+        passed = {i: any(r >= 1.0 for r in rewards) for i, rewards in sampled.items()}
         for record in records:
             record[f"pass_at_{cfg.pass_k}"] = passed[record["id"]]
         for domain in sorted(by_domain):
             metrics[f"pass_at_{cfg.pass_k}/{domain}"] = statistics.fmean(
                 float(passed[r["id"]]) for r in by_domain[domain])
-        metrics[f"pass_at_{cfg.pass_k}_mean"] = statistics.fmean(
-            metrics[f"pass_at_{cfg.pass_k}/{d}"] for d in sorted(by_domain))
+            metrics[f"sampled_accuracy/{domain}"] = statistics.fmean(
+                statistics.fmean(sampled[r["id"]]) for r in by_domain[domain])
+        for name in (f"pass_at_{cfg.pass_k}", "sampled_accuracy"):
+            metrics[f"{name}_mean"] = statistics.fmean(metrics[f"{name}/{d}"] for d in sorted(by_domain))
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))
     return metrics, records
 
 
-def sampled_pass_at_k(model, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, bool]:
-    """For every row: did any of `cfg.pass_k` samples (temperature 1, top-p 1) earn reward 1?"""
+def sampled_rewards(model, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, list[float]]:
+    """For every row: the rewards of `cfg.pass_k` samples (temperature 1, top-p 1, as RL rollouts)."""
     import torch
 
-    passed = {row["id"]: False for row in rows}
+    rewards: dict[str, list[float]] = {row["id"]: [] for row in rows}
     generator_state = torch.get_rng_state()
     torch.manual_seed(0)  # the same samples for the same model: pass@k is reproducible
     try:
@@ -76,11 +82,10 @@ def sampled_pass_at_k(model, processor, rows: list[dict], cfg: EvalConfig) -> di
                            force_answer_tokens=cfg.force_answer_tokens)
             for k, text in enumerate(out.texts):
                 row = chunk[k // cfg.pass_k]
-                if score(reward_domain(row), text, row["answer"], question=row["question"]).reward >= 1.0:
-                    passed[row["id"]] = True
+                rewards[row["id"]].append(score(reward_domain(row), text, row["answer"], question=row["question"]).reward)
     finally:
         torch.set_rng_state(generator_state)
-    return passed
+    return rewards
 
 
 def domain_table(metrics: dict[str, float]) -> list[dict]:

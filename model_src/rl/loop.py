@@ -5,7 +5,8 @@ Each iteration
    the expansion ratio;
 2. draws `group_size` rollouts per prompt at top-p 1.0 and scores them with the same `score`
    that evaluation uses;
-3. keeps the `prompts_per_iteration` groups most balanced between right and wrong;
+3. keeps the `prompts_per_iteration` groups with the largest reward spread (most balanced between
+   right and wrong);
 4. takes `updates_per_iteration` clipped policy-gradient steps (clip-higher, no KL, no entropy
    term, per-sample averaging) over the kept groups;
 5. folds every sampled prompt's pass rate into the curriculum and logs the monitor metrics.
@@ -44,6 +45,8 @@ def response_logprobs(model, rollouts: Rollouts) -> torch.Tensor:
     return token_logprobs(logits[:, p - 1:-1], rollouts.sequences[:, p:])
 
 
+SPREAD_EPS = 1e-6  # a group whose rewards spread less than this has (numerically) zero advantage
+
 RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> reward
 
 
@@ -67,13 +70,14 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
 
 def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
                   engine: RolloutEngine | None = None) -> dict[str, float]:
-    """pass@k grading before RL: the share of `offline_k` sampled rollouts that score 1."""
+    """Grading before RL: each prompt's mean reward over `offline_k` sampled rollouts (for
+    right/wrong rewards, the share that are right: the pass rate the curriculum starts from)."""
     graded = RLConfig(**{**cfg.__dict__, "group_size": cfg.offline_k})
     rates: dict[str, float] = {}
     for chunk, _, rewards, _ in rollout_groups(model, processor, examples, graded, cfg.prompts_per_iteration,
                                                engine=engine):
         for ex, group in zip(chunk, rewards.view(-1, cfg.offline_k)):
-            rates[ex.row_id] = float((group >= 1.0).float().mean())
+            rates[ex.row_id] = float(group.mean())
     return rates
 
 
@@ -88,7 +92,9 @@ def build_curriculum(model, processor, rows: list[dict], examples: list[Example]
     return Curriculum(pass_rates=prior, floor=cfg.curriculum_floor, alpha=cfg.curriculum_alpha,
                       ema_decay=cfg.expansion_ema_decay, max_ratio=cfg.max_expansion_ratio,
                       thresholds=tuple(cfg.tier_thresholds), uniform=not cfg.curriculum,
-                      data_weight={row["id"]: float(row.get("sample_weight") or 1.0) for row in rows})
+                      data_weight={row["id"]: float(row.get("sample_weight") or 1.0) for row in rows},
+                      task_of={row["id"]: f"{row['domain']}/{row.get('task') or ''}" for row in rows},
+                      seen=set(prior) if cfg.offline_k > 0 else set())
 
 
 def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
@@ -133,10 +139,13 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
         chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn, engine))
         total_rollouts += len(picked) * cfg.group_size
-        observed = {ex.row_id: float((g >= 1.0).float().mean())
-                    for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))}
+        # per group: its pass rate (mean reward) and spread (zero spread = zero advantage = no signal)
+        groups = [(ex.row_id, g) for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))]
+        observed = {i: float(g.mean()) for i, g in groups}
+        spread = {i: float(g.std(unbiased=False)) for i, g in groups}
+        valid = {i: s > SPREAD_EPS for i, s in spread.items()}
         # keep the most balanced groups, up to the batch size (expansion oversampled the rest)
-        keep = set(most_balanced([observed[ex.row_id] for ex in picked], cfg.prompts_per_iteration))
+        keep = set(most_balanced([spread[ex.row_id] for ex in picked], cfg.prompts_per_iteration))
         kept_ids = {picked[i].row_id for i in keep}
         selected: list[tuple[Rollouts, torch.Tensor]] = []
         for chunk, rollouts, rewards, _ in chunks:
@@ -171,7 +180,6 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
 
         all_results = [r for _, _, _, results in chunks for r in results]
         all_rewards = torch.cat([rewards for _, _, rewards, _ in chunks])
-        kept_rates = [observed[i] for i in kept_ids]
         by_domain: dict[str, list[float]] = {}
         for chunk, _, rewards, _ in chunks:
             for ex, group in zip(chunk, rewards.view(-1, cfg.group_size)):
@@ -180,7 +188,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             "reward_mean": all_rewards.mean().item(),
             "reward_std": all_rewards.std(unbiased=False).item(),
             "format_ok_share": statistics.fmean(float(r.format_ok) for r in all_results),
-            "effective_group_share": statistics.fmean(float(0.0 < r < 1.0) for r in kept_rates),
+            "effective_group_share": statistics.fmean(float(valid[i]) for i in kept_ids),
             "forced_answer_share": statistics.fmean(float(f) for _, ro, _, _ in chunks for f in ro.forced),
             "sampled_prompts": float(len(picked)),
             "response_length": statistics.fmean(float(ro.response_mask.sum(dim=1).float().mean())
@@ -189,9 +197,9 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             **{f"reward_mean/{d}": statistics.fmean(v) for d, v in by_domain.items()},
             **{f"reward_std/{d}": statistics.pstdev(v) for d, v in by_domain.items()},
             **stats,
-            **curriculum.update(observed),
+            **curriculum.update(observed, valid),
         }
-        if metrics["expansion_cap_hit"]:
+        if metrics["expansion_cap_hit"] and cfg.curriculum:  # the uniform ablation does not expand
             tqdm.write(f"rlcs: iteration {iteration}: expansion ratio {1 / max(1e-9, 1 - metrics['not_valid_rate']):.1f} "
                        f"capped at rlcs.max_expansion_ratio={cfg.max_expansion_ratio}")
         log(metrics, iteration)

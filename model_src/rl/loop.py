@@ -196,6 +196,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             "rollouts_total": float(total_rollouts),
             **{f"reward_mean/{d}": statistics.fmean(v) for d, v in by_domain.items()},
             **{f"reward_std/{d}": statistics.pstdev(v) for d, v in by_domain.items()},
+            # rollout accuracy: the share of a domain's rollouts that are right (reward 1)
+            **{f"accuracy/{d}": statistics.fmean(float(r >= 1.0) for r in v) for d, v in by_domain.items()},
             **stats,
             **curriculum.update(observed, valid),
         }

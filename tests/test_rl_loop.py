@@ -37,3 +37,22 @@ def test_grpo_raises_the_reward_it_is_trained_on(tmp_path):
     assert summary["rollouts_total"] == sum(h["sampled_prompts"] for h in history) * cfg.group_size
     # sampled prompts now use their own pass rate, and every task sampled has an online one
     assert curriculum.seen and set(curriculum.task_rates) == {f"digits/{r['task']}" for r in rows}
+
+
+def test_offline_grading_merges_pass_at_k_with_the_prior_and_marks_prompts_graded(tmp_path):
+    from model_src.model.inputs import prompt_example
+    from model_src.rl.loop import build_curriculum
+
+    generate_corpus(tmp_path, GeneratorConfig(rows={"digits": 8}))
+    rows = pq.read_table(tmp_path / "digits-train.parquet").to_pylist()
+    cfg = load_config("tiny", ["rlcs.offline_k=2", "rlcs.max_new_tokens=4", "rlcs.force_answer_tokens=0"])
+    tokenizer = train_tokenizer([r["caption"] for r in rows], 300)
+    processor = build_processor(tokenizer, cfg.model)
+    model = build_model(cfg.model, tokenizer, seed=0)
+    examples = [prompt_example(processor, row) for row in rows]
+    curriculum = build_curriculum(model, processor, rows, examples, cfg.rlcs)
+    # a random model never writes the answer format: every graded pass rate is 0, halving the prior
+    assert curriculum.pass_rates == {r["id"]: 0.5 * (1.0 - r["difficulty"]) for r in rows}
+    assert curriculum.seen == {r["id"] for r in rows}  # graded prompts keep their own rate
+    prior_only = build_curriculum(model, processor, rows, examples, load_config("tiny").rlcs)
+    assert prior_only.pass_rates == {r["id"]: 1.0 - r["difficulty"] for r in rows} and not prior_only.seen

@@ -19,6 +19,7 @@ model and its curated RL and eval splits.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -92,7 +93,7 @@ def rollouts_to_reach(curve: list[tuple[int, float]], target: float) -> float | 
     """
     if curve and curve[0][1] >= target:
         return float(curve[0][0])
-    for (n0, a0), (n1, a1) in zip(curve, curve[1:]):
+    for (n0, a0), (n1, a1) in itertools.pairwise(curve):
         if a1 >= target:  # here a0 < target <= a1
             return round(n0 + (n1 - n0) * (target - a0) / (a1 - a0), 6)
     return None

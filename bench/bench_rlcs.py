@@ -171,7 +171,7 @@ def _plot(rlcs, uniform) -> None:
     ax.plot(*zip(*rlcs), marker="o", label="RLCS (curriculum + expansion)")
     ax.plot(*zip(*uniform), marker="s", label="uniform")
     ax.set_xlabel("rollouts")
-    ax.set_ylabel("held-out sampled accuracy (mean of domains)")
+    ax.set_ylabel("held-out sampled accuracy")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

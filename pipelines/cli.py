@@ -69,6 +69,7 @@ class LocalSetup:
     root: Path
     state_dir: Path
     tracking_uri: str
+    experiment_id: str
 
 
 def _local_setup(args: argparse.Namespace) -> LocalSetup:
@@ -87,8 +88,7 @@ def _local_setup(args: argparse.Namespace) -> LocalSetup:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    ensure_experiment(cfg.experiment, artifact_root)
-    return LocalSetup(cfg, root, state_dir, tracking_uri)
+    return LocalSetup(cfg, root, state_dir, tracking_uri, ensure_experiment(cfg.experiment, artifact_root))
 
 
 def cmd_run(args: argparse.Namespace, setup: LocalSetup | None = None) -> int:
@@ -130,13 +130,12 @@ def cmd_run(args: argparse.Namespace, setup: LocalSetup | None = None) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Run the training DAG only when the DVC pin differs from the champion's training data."""
     from model_src.retrain import check_data, log_decision
-    from model_src.tracking import ensure_experiment
 
     setup = _local_setup(args)
     cfg = setup.cfg
     decision = check_data(setup.root, cfg.export.registered_model_name, rev=args.rev)
     run_name = args.run_name or f"{cfg.profile}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    log_decision(decision, ensure_experiment(cfg.experiment), f"{run_name}-check")
+    log_decision(decision, setup.experiment_id, f"{run_name}-check")
     print(f"thinkpipe retrain: {'retraining' if decision.retrain else 'nothing to do'}: {decision.reason}", flush=True)
     if not decision.retrain:
         return 0

@@ -140,9 +140,9 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn, engine))
         total_rollouts += len(picked) * cfg.group_size
         # per group: its pass rate (mean reward) and spread (zero spread = zero advantage = no signal)
-        groups = [(ex.row_id, g) for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))]
-        observed = {i: float(g.mean()) for i, g in groups}
-        spread = {i: float(g.std(unbiased=False)) for i, g in groups}
+        groups = [(ex, g) for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))]
+        observed = {ex.row_id: float(g.mean()) for ex, g in groups}
+        spread = {ex.row_id: float(g.std(unbiased=False)) for ex, g in groups}
         valid = {i: s > SPREAD_EPS for i, s in spread.items()}
         # keep the most balanced groups, up to the batch size (expansion oversampled the rest)
         keep = set(most_balanced([spread[ex.row_id] for ex in picked], cfg.prompts_per_iteration))
@@ -181,9 +181,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         all_results = [r for _, _, _, results in chunks for r in results]
         all_rewards = torch.cat([rewards for _, _, rewards, _ in chunks])
         by_domain: dict[str, list[float]] = {}
-        for chunk, _, rewards, _ in chunks:
-            for ex, group in zip(chunk, rewards.view(-1, cfg.group_size)):
-                by_domain.setdefault(ex.domain, []).extend(group.tolist())
+        for ex, group in groups:
+            by_domain.setdefault(ex.domain, []).extend(group.tolist())
         metrics = {
             "reward_mean": all_rewards.mean().item(),
             "reward_std": all_rewards.std(unbiased=False).item(),

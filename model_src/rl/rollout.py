@@ -159,8 +159,7 @@ class VLLMEngine(RolloutEngine):
         return {"multi_modal_data": {"image": list(example.images)}} if example.images else {}
 
     def _run(self, prompts: list[dict], params: list) -> list:
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return outputs
+        return self.llm.generate(prompts, params, use_tqdm=False)
 
     def _padded(self, token_lists: list[list[int]]) -> torch.Tensor:
         width = max(1, max(len(t) for t in token_lists))

@@ -11,9 +11,19 @@ greedy accuracy is recorded beside it: at this scale one greedy answer per promp
 near-tied tokens and is too noisy to race on.
 
 Needs a finished `small` pipeline run in the MLflow store (`make run`): it takes that run's SFT
-model and its curated RL and eval splits.
+model and its curated eval split (the held-out set).
 
-    .venv/bin/python bench/bench_rlcs.py [--budget 4096] [--seeds 0 1 2] [--eval-every 1024] [--set rlcs.lr=1e-4]
+The race needs a model with a skill that RL can sharpen. The `small` run's SFT model has not
+learned to read its images (on digits it gives one answer per task whatever the image:
+bench/RESULTS.md), so by default the bench first continues its SFT on freshly generated rows of
+`--domains` (`--warmup-steps`, once, shared by every run) and races on a fresh RL pool of those
+domains (`--rl-rows`). Fresh rows come from the domain generators at seeds of their own, and any
+whose images equal an eval row's are dropped (digits draw train rows from the other half of
+sklearn's images anyway). `--domains all --warmup-steps 0 --rl-rows 0` races on the pipeline's own
+SFT model and curated RL split instead.
+
+    .venv/bin/python bench/bench_rlcs.py [--domains digits] [--warmup-steps 1200] [--rl-rows 1024]
+        [--budget 4096] [--seeds 0 1 2] [--eval-every 1024] [--set rlcs.lr=1e-4]
 """
 
 from __future__ import annotations
@@ -45,6 +55,45 @@ def latest_outputs(experiment: str, stage: str, name: str, dest: Path) -> Path:
         raise SystemExit(f"no finished {stage} run in '{experiment}': run `make run` first")
     source = runs[0].data.tags.get("thinkpipe.outputs_run_id", runs[0].info.run_id)
     return Path(mlflow.artifacts.download_artifacts(run_id=source, artifact_path=f"outputs/{name}", dst_path=str(dest)))
+
+
+WARMUP_SEED, RL_POOL_SEED = 7001, 7002  # generator seeds of the fresh rows (the corpus uses its own)
+
+
+def fresh_rows(domains: list[str], n: int, seed: int, eval_rows: list[dict], tag: str) -> list[dict]:
+    """`n` newly generated training rows spread over `domains`, ids prefixed with `tag`; rows whose
+    images equal an eval row's are dropped."""
+    from model_src.data.curate import content_hash
+    from model_src.data.generate import GeneratorConfig, domain_rows
+
+    held_out = {content_hash(row["images"]) for row in eval_rows}
+    rows = []
+    for i, domain in enumerate(domains):
+        share = n // len(domains) + (i < n % len(domains))
+        rows += [{**row, "id": f"{tag}-{row['id']}"} for row in domain_rows(GeneratorConfig(seed=seed), domain, "train", share)
+                 if content_hash(row["images"]) not in held_out]
+    return rows
+
+
+def warm_up(sft: Path, rows: list[dict], steps: int, seed: int, dest: Path) -> Path:
+    """Continue SFT of the pipeline's model on `rows` for `steps` steps (the `small` SFT settings)."""
+    from dataclasses import replace
+
+    from model_src.config import load_config
+    from model_src.model.build import load_model_and_processor
+    from model_src.model.inputs import sft_example
+    from model_src.train.supervised import train_supervised
+
+    cfg = load_config("small")
+    model, processor = load_model_and_processor(str(sft))
+    train_cfg = replace(cfg.sft, num_steps=steps, warmup_steps=min(cfg.sft.warmup_steps, steps), checkpoint_every=0)
+    summary = train_supervised(model, processor, [sft_example(processor, r) for r in rows], train_cfg, seed,
+                               lambda metrics, step: None, desc="warm-up sft")
+    print(f"warm-up SFT: {steps} steps on {len(rows)} rows, loss {summary['first_loss']:.3f} -> "
+          f"{summary['final_loss']:.3f}, {summary['train_seconds']:.0f} s", flush=True)
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest
 
 
 def run_variant(curriculum: bool, seed: int, args, sft: Path, rl_rows, eval_rows) -> dict:
@@ -102,9 +151,15 @@ def rollouts_to_reach(curve: list[tuple[int, float]], target: float) -> float | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="thinkpipe")
+    parser.add_argument("--domains", default="digits", help="comma-separated domains to race on, or 'all'")
+    parser.add_argument("--warmup-steps", type=int, default=1200,
+                        help="SFT steps on fresh rows of --domains before the race (0: the pipeline's SFT model as is)")
+    parser.add_argument("--warmup-rows", type=int, default=3000, help="fresh rows for the warm-up SFT")
+    parser.add_argument("--rl-rows", type=int, default=1024,
+                        help="fresh RL prompts of --domains (0: the pipeline's curated RL split)")
     parser.add_argument("--budget", type=int, default=4096, help="rollouts per RL run")
     parser.add_argument("--eval-every", type=int, default=1024, help="rollouts between held-out evaluations")
-    parser.add_argument("--eval-samples", type=int, default=32, help="held-out prompts per domain")
+    parser.add_argument("--eval-samples", type=int, default=96, help="held-out prompts per domain (at most)")
     parser.add_argument("--eval-k", type=int, default=4, help="samples per held-out prompt")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for both variants")
@@ -119,9 +174,21 @@ def main() -> None:
     mlflow.set_tracking_uri(resolve_tracking_uri(None, ROOT / DEFAULT_STATE_DIR)[0])
     tmp = Path(tempfile.mkdtemp(prefix="bench-rlcs-"))
     sft = latest_outputs(args.experiment, "sft", "model", tmp / "sft")
-    rl_rows = read_split(latest_outputs(args.experiment, "curate", "rl", tmp / "rl"))
     eval_rows = read_split(latest_outputs(args.experiment, "curate", "eval", tmp / "eval"))
+    domains = sorted({r["domain"] for r in eval_rows}) if args.domains == "all" else args.domains.split(",")
+    unknown = sorted(set(domains) - {r["domain"] for r in eval_rows})
+    if unknown:
+        raise SystemExit(f"--domains: no eval rows for {unknown} in the last run's eval split")
+    eval_rows = [r for r in eval_rows if r["domain"] in domains]
     started = time.monotonic()
+    if args.warmup_steps:
+        rows = fresh_rows(domains, args.warmup_rows, WARMUP_SEED, eval_rows, "warmup")
+        sft = warm_up(sft, rows, args.warmup_steps, WARMUP_SEED, tmp / "warm-sft")
+    if args.rl_rows:
+        rl_rows = fresh_rows(domains, args.rl_rows, RL_POOL_SEED, eval_rows, "rl")
+    else:
+        rl_rows = [r for r in read_split(latest_outputs(args.experiment, "curate", "rl", tmp / "rl")) if r["domain"] in domains]
+    print(f"domains {domains}: {len(rl_rows)} RL prompts, {len(eval_rows)} eval rows", flush=True)
     results = [run_variant(c, s, args, sft, rl_rows, eval_rows) for s in args.seeds for c in (True, False)]
 
     def mean_curve(curriculum: bool) -> list[tuple[int, float]]:
@@ -138,7 +205,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "rlcs_vs_uniform.json").write_text(json.dumps({"results": results, "rlcs": rlcs, "uniform": uniform}, indent=2))
     _plot(rlcs, uniform)
-    print(f"seeds {args.seeds}, budget {args.budget} rollouts each, {time.monotonic() - started:.0f} s")
+    print(f"seeds {args.seeds}, budget {args.budget} rollouts each, {time.monotonic() - started:.0f} s in all")
     for r in results:
         print(f"  seed {r['seed']} {'rlcs   ' if r['curriculum'] else 'uniform'}: {r['iterations']} iterations, "
               f"{r['seconds']} s, expansion cap hit {r['expansion_cap_hits']:.0f}x, sampled accuracy "

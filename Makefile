@@ -74,7 +74,7 @@ bench-curation: $(STAMP) ## curation rows/s and peak memory at 10k and 100k rows
 bench-packing: $(STAMP) data ## useful tokens/s, packed vs padded batches, same model and steps
 	$(BIN)/python bench/bench_packing.py
 
-bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model, warmed up on digits (3 seeds; about 20 min on 2 cores)
+bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model, warmed up on digits (3 seeds; about 7 min on 2 idle cores)
 	$(BIN)/python bench/bench_rlcs.py
 
 bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)

@@ -135,6 +135,7 @@ def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):
     from model_src.config import load_config
     from model_src.model.build import build_model, build_processor, train_tokenizer
     from model_src.rl.loop import train_grpo
+    from tests.conftest import digit_share
 
     generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 12, "digits": 12}))
     rows = pq.read_table(tmp_path / "raw" / "stem-train.parquet").to_pylist() + \
@@ -143,9 +144,6 @@ def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):
                                "rlcs.force_answer_tokens=0"])
     tokenizer = train_tokenizer([r["caption"] for r in rows], 400)
     processor = build_processor(tokenizer, cfg.model)
-
-    def graded(domain, response, reference):  # a reward with spread, so every group has an advantage
-        return sum(ch.isdigit() for ch in response) / max(1, len(response))
 
     def run(ckpt, crash_after=None):
         model = build_model(cfg.model, tokenizer, seed=0)
@@ -157,7 +155,7 @@ def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):
                 raise RuntimeError("simulated crash")
 
         summary, curriculum = train_grpo(model, processor, rows, cfg.rlcs, 7, log, checkpoint_dir=ckpt,
-                                         checkpoint_meta={"run_id": "r"}, reward_fn=graded)
+                                         checkpoint_meta={"run_id": "r"}, reward_fn=digit_share)
         return model, summary, curriculum, seen
 
     straight_model, straight, straight_cur, _ = run(tmp_path / "a")

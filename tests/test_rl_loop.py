@@ -11,20 +11,18 @@ from model_src.config import load_config
 from model_src.data.generate import GeneratorConfig, generate_corpus
 from model_src.model.build import build_model, build_processor, train_tokenizer
 from model_src.rl.loop import train_grpo
+from tests.conftest import digit_share
 
 
 def test_grpo_raises_the_reward_it_is_trained_on(tmp_path):
     generate_corpus(tmp_path, GeneratorConfig(rows={"digits": 16}))
     rows = pq.read_table(tmp_path / "digits-train.parquet").to_pylist()
-    cfg = load_config("tiny", ["rlcs.num_iterations=16", "rlcs.max_new_tokens=6", "rlcs.force_answer_tokens=0",
-                               "rlcs.lr=3e-3", "rlcs.group_size=6", "rlcs.checkpoint_every=0"]).rlcs
+    tiny = load_config("tiny", ["rlcs.num_iterations=16", "rlcs.max_new_tokens=6", "rlcs.force_answer_tokens=0",
+                                "rlcs.lr=3e-3", "rlcs.group_size=6", "rlcs.checkpoint_every=0"])
+    cfg = tiny.rlcs
     tokenizer = train_tokenizer([r["caption"] for r in rows], 300)
-    processor = build_processor(tokenizer, load_config("tiny").model)
-    model = build_model(load_config("tiny").model, tokenizer, seed=0)
-
-    def digit_share(domain, response, reference):  # graded, so groups spread from the start
-        return sum(ch.isdigit() for ch in response) / max(1, len(response))
-
+    processor = build_processor(tokenizer, tiny.model)
+    model = build_model(tiny.model, tokenizer, seed=0)
     history = []
     summary, curriculum = train_grpo(model, processor, rows, cfg, 0, lambda m, i: history.append(m),
                                      reward_fn=digit_share)

@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from model_src.config import load_config
-    from model_src.data.curate import curate, read_split
+    from model_src.data.curate import curate
+    from model_src.data.schema import read_split
     from model_src.data.schema import SPLITS
     from model_src.model.build import build_model, build_processor, train_tokenizer
     from model_src.model.inputs import sft_example

@@ -167,7 +167,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    from model_src.data.curate import read_split
+    from model_src.data.schema import read_split
 
     from pipelines.cli import DEFAULT_STATE_DIR, resolve_tracking_uri
 

@@ -11,9 +11,9 @@ def check_data(config_json: str, data_repo: str, data_branch: str, data_root: st
     """Retrain only if the DVC pin on the branch differs from the champion's training data."""
     from typing import NamedTuple as _NamedTuple
 
-    from model_src.stages import check_data_stage
+    from model_src.stages import check_data as stage
 
-    result = check_data_stage(config_json=config_json, data_repo=data_repo, data_branch=data_branch,
-                              data_root=data_root, pipeline_run_name=pipeline_run_name)
+    result = stage.run(config_json=config_json, data_repo=data_repo, data_branch=data_branch,
+                       data_root=data_root, pipeline_run_name=pipeline_run_name)
     outputs = _NamedTuple("CheckData", retrain=bool, reason=str, data_hash=str, data_rev=str, data_dir=str)
     return outputs(**result)

@@ -5,14 +5,11 @@ from components.image import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def sft(config_json: str, use_cache: bool, git_commit: str, data_hash: str, data_rev: str, image: str,
-        sft_data: Input[Dataset], base_model: Input[Model], model: Output[Model], metrics: Output[Metrics]):
+def sft(lineage: str, use_cache: bool, sft_data: Input[Dataset], base_model: Input[Model], model: Output[Model],
+        metrics: Output[Metrics]):
     """Long-CoT supervised fine-tuning (cold start)."""
-    from model_src.lineage import lineage_file
-    from model_src.stages import sft_stage
+    from model_src.stages import sft as stage
+    from model_src.stages.runner import to_kfp_metrics
 
-    lineage = lineage_file(config_json, git_commit, data_hash, data_rev, image)
-    for name, value in sft_stage(config_json=config_json, lineage_path=lineage, sft_data=sft_data.path,
-                                 base_model=base_model.path, model_out=model.path,
-                                 use_cache=use_cache).items():
-        metrics.log_metric(name, value)
+    to_kfp_metrics(metrics, stage.run(lineage=lineage, sft_data=sft_data.path, base_model=base_model.path,
+                                      model_out=model.path, use_cache=use_cache))

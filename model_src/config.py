@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from model_src.stages.registry import STAGE_NAMES
+
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -248,7 +250,6 @@ class ExportConfig:
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-STAGES = ("init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export")
 
 
 @dataclass(frozen=True)
@@ -291,19 +292,16 @@ class StageResources:
             toleration.validate(f"{prefix}.tolerations[{i}]")
 
 
-@dataclass(frozen=True)
-class StageSettings:
-    init: StageResources = field(default_factory=StageResources)
-    curate: StageResources = field(default_factory=StageResources)
-    pretrain: StageResources = field(default_factory=StageResources)
-    sft: StageResources = field(default_factory=StageResources)
-    rlcs: StageResources = field(default_factory=StageResources)
-    evaluate: StageResources = field(default_factory=StageResources)
-    export: StageResources = field(default_factory=StageResources)
+def _validate_stage_settings(self, prefix: str) -> None:
+    for name in STAGE_NAMES:
+        getattr(self, name).validate(f"{prefix}.{name}")
 
-    def validate(self, prefix: str) -> None:
-        for name in STAGES:
-            getattr(self, name).validate(f"{prefix}.{name}")
+
+# `cluster.stages.<stage>`: one StageResources per stage of the registry, so a new stage gets its
+# settings by being listed there
+StageSettings = dataclasses.make_dataclass(
+    "StageSettings", [(name, StageResources, field(default_factory=StageResources)) for name in STAGE_NAMES],
+    frozen=True, namespace={"validate": _validate_stage_settings, "__module__": __name__})
 
 
 @dataclass(frozen=True)

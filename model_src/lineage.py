@@ -1,12 +1,17 @@
-"""Lineage: the tuple that says what produced a run, and the cache key derived from it.
+"""Lineage: the value that says what produced a run, and the cache key derived from it.
 
-Every MLflow run carries the same tags (DESIGN.md rule 4):
+One `Lineage` value (commit, DVC data hash and rev, image, resolved config) is made by the `init`
+stage and handed to every later stage as a single KFP input, so it is part of every stage's KFP
+cache key. What belongs to one pipeline run only (its id and MLflow parent run) is a `RunScope`,
+found at run time from the pipeline run's identity, never a stage input: otherwise no cache key
+would ever match again. Every MLflow run carries the lineage tags (model_src/names.py):
 
     thinkpipe.git_commit    code commit; `<sha>+dirty.<diffhash>` for an uncommitted tree
     thinkpipe.data_hash     the DVC hash of data/raw that `data.dvc` pins (e.g. `3f2a...9c.dir`)
     thinkpipe.data_rev      the git commit that last changed `data.dvc`
     thinkpipe.config_hash   sha256 of the resolved config
     thinkpipe.image         the container image reference the stage ran in
+    thinkpipe.pipeline_run  the pipeline run (unique) the run belongs to
     thinkpipe.cache_key     the stage's content key (see `stage_cache_key`)
 """
 
@@ -15,16 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import yaml
 
-TAG_PREFIX = "thinkpipe."
-# Which pipeline run a stage belongs to: set by `thinkpipe run` for its kfp.local subprocesses and,
-# on a cluster, from the pod's Argo workflow label (pipelines/cluster.py). It is not a stage input,
-# so KFP's cache key (a stage's inputs) stays the lineage tuple and the upstream artifacts.
-PIPELINE_RUN_ENV = "THINKPIPE_PIPELINE_RUN"
+from model_src.names import (CONFIG_HASH_TAG, DATA_HASH_TAG, DATA_REV_TAG, GIT_COMMIT_TAG, IMAGE_TAG,
+                             PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, TAG_PREFIX)
+
+__all__ = ["TAG_PREFIX", "PIPELINE_RUN_ENV", "Lineage", "RunScope", "LineageError"]
 
 
 class LineageError(RuntimeError):
@@ -33,45 +38,69 @@ class LineageError(RuntimeError):
 
 @dataclass(frozen=True)
 class Lineage:
+    """What produced a run. The same value for every stage of a pipeline run, and for every
+    pipeline run with the same code, data, image and config."""
+
     git_commit: str
     data_hash: str
     data_rev: str
-    config_hash: str
     image: str
-    parent_run_id: str = ""
-    experiment_id: str = ""
-    pipeline_run_name: str = ""
+    config_json: str  # the resolved config, canonical JSON (PipelineConfig.to_json)
+
+    @classmethod
+    def make(cls, *, config_json: str, git_commit: str, data_hash: str, data_rev: str, image: str) -> "Lineage":
+        """Validate the config and write it canonically, so equal configs give equal values."""
+        from model_src.config import config_from_json
+
+        return cls(git_commit=git_commit or "unknown", data_hash=data_hash or "unknown",
+                   data_rev=data_rev or "unknown", image=image, config_json=config_from_json(config_json).to_json())
+
+    @cached_property
+    def config(self):
+        """The validated PipelineConfig."""
+        from model_src.config import config_from_json
+
+        return config_from_json(self.config_json)
+
+    @property
+    def config_hash(self) -> str:
+        from model_src.config import config_hash
+
+        return config_hash(self.config)
 
     def tags(self) -> dict[str, str]:
-        return {
-            f"{TAG_PREFIX}git_commit": self.git_commit,
-            f"{TAG_PREFIX}data_hash": self.data_hash,
-            f"{TAG_PREFIX}data_rev": self.data_rev,
-            f"{TAG_PREFIX}config_hash": self.config_hash,
-            f"{TAG_PREFIX}image": self.image,
-            f"{TAG_PREFIX}pipeline_run": self.pipeline_run_name,
-        }
+        return {GIT_COMMIT_TAG: self.git_commit, DATA_HASH_TAG: self.data_hash, DATA_REV_TAG: self.data_rev,
+                CONFIG_HASH_TAG: self.config_hash, IMAGE_TAG: self.image}
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=2)
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Lineage":
+        try:
+            data = json.loads(text)
+            return cls(**{f.name: data[f.name] for f in fields(cls)})
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise LineageError(f"not a lineage value ({exc}); init makes it: {text[:200]!r}") from exc
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """The pipeline run a stage belongs to: its unique id and its MLflow parent run."""
+
+    pipeline_run: str
+    parent_run_id: str
+    experiment_id: str
+
+    def tags(self) -> dict[str, str]:
+        return {PIPELINE_RUN_TAG: self.pipeline_run}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunScope":
         return cls(**json.loads(text))
-
-
-def lineage_file(config_json: str, git_commit: str, data_hash: str, data_rev: str, image: str) -> str:
-    """Write a stage's lineage tuple (no parent run yet: `run_stage` finds it) to a temporary
-    file and return its path; what a component passes to its stage."""
-    import tempfile
-
-    from model_src.config import config_from_json, config_hash
-
-    lineage = Lineage(git_commit=git_commit or "unknown", data_hash=data_hash or "unknown",
-                      data_rev=data_rev or "unknown", config_hash=config_hash(config_from_json(config_json)), image=image)
-    with tempfile.NamedTemporaryFile("w", suffix="-lineage.json", delete=False) as f:
-        f.write(lineage.to_json())
-    return f.name
 
 
 def git_output(repo: Path, *args: str) -> str:

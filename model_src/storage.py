@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+
+from model_src.names import CACHE_ENV
 from pathlib import Path
 
 
@@ -37,7 +39,7 @@ def sha256_file(path: Path) -> str:
 def s3_cache_dir() -> Path:
     """Where S3 checkpoints are cached: `$THINKPIPE_CACHE` (the cluster mounts a PVC there), else
     `~/.cache/thinkpipe`."""
-    return Path(os.environ.get("THINKPIPE_CACHE", Path.home() / ".cache" / "thinkpipe")) / "s3"
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "thinkpipe")) / "s3"
 
 
 def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:

@@ -6,6 +6,8 @@
     thinkpipe schedule --host URL --cron '0 3 * * *'
     thinkpipe compile [--profile glm4v-9b] [--out-dir pipelines/compiled]
     thinkpipe lineage NAME[/VERSION|@alias]
+    thinkpipe stages
+    thinkpipe golden [--profile small] [--record]
     thinkpipe data [--out data/raw] [--seed 1234]
     thinkpipe curate --input data/raw --output DIR [--profile small]
     thinkpipe serve [--model FOLDER|NAME/VERSION|NAME@alias] [--port 8000] [--venv .venv-serve]
@@ -84,46 +86,63 @@ def _local_setup(args: argparse.Namespace) -> LocalSetup:
     tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)
     check_tracking_uri(tracking_uri, timeout_s=15.0)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the stage subprocesses inherit it
-    os.environ.setdefault("THINKPIPE_CHECKPOINT_ROOT", str(state_dir / "checkpoints"))
+    from model_src.names import CHECKPOINT_ROOT_ENV
+
+    os.environ.setdefault(CHECKPOINT_ROOT_ENV, str(state_dir / "checkpoints"))
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     return LocalSetup(cfg, root, state_dir, tracking_uri, ensure_experiment(cfg.experiment, artifact_root))
 
 
-def cmd_run(args: argparse.Namespace, setup: LocalSetup | None = None) -> int:
+def unique_run_id(run_name: str) -> str:
+    """The pipeline run's identity (tag `thinkpipe.pipeline_run`): its name plus a random suffix,
+    so two runs started in the same second, or given the same name, never share a parent run."""
+    import uuid
+
+    return f"{run_name}-{uuid.uuid4().hex[:8]}"
+
+
+def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str, float]:
+    """Run the training DAG with kfp.local; (run name, unique pipeline run id, seconds)."""
     data_dir = Path(args.data_dir or repo_root() / "data" / "raw").resolve()
     if not data_dir.is_dir():
         raise CliError(f"data folder {data_dir} not found: run `make data` first")
-    setup = setup or _local_setup(args)
     cfg, root, state_dir, tracking_uri = setup.cfg, setup.root, setup.state_dir, setup.tracking_uri
 
-    from model_src.lineage import PIPELINE_RUN_ENV, dvc_pin, git_commit
+    from model_src.lineage import dvc_pin, git_commit
+    from model_src.names import PIPELINE_RUN_ENV
 
     data_hash, data_rev = dvc_pin(root)
     run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.environ[PIPELINE_RUN_ENV] = run_name  # the stage subprocesses find their parent run by it
+    run_id = unique_run_id(run_name)
+    os.environ[PIPELINE_RUN_ENV] = run_id  # the stage subprocesses find their parent run by it
 
     from kfp import local
 
     from pipelines.training import training_pipeline
 
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-    local.init(runner=local.SubprocessRunner(use_venv=False),
-               pipeline_root=str(state_dir / "kfp"), raise_on_error=True)
+    # KFP's own cache, keyed as on a cluster: an unchanged stage starts no process
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(state_dir / "kfp"),
+               raise_on_error=True, enable_caching=not args.no_cache)
     print(f"thinkpipe: running {run_name} (profile {cfg.profile}) with MLflow at {tracking_uri}", flush=True)
     started = time.monotonic()
     try:
-        task = training_pipeline(
+        training_pipeline(
             config_json=cfg.to_json(), data_dir=str(data_dir), git_commit=git_commit(root),
             data_hash=data_hash, data_rev=data_rev, image=local_image_ref(root),
             pipeline_run_name=run_name, use_cache=not args.no_cache)
-    except Exception as exc:
-        _fail_parent_run(cfg.experiment, run_name)
+    except Exception as exc:  # the exit handler (finish) has marked the MLflow parent run FAILED
         raise CliError(f"{exc}\nThe failed stage's log is above. Fix the cause and run again: stages that "
-                       f"finished are reused by their content key, so work resumes at the failed stage.") from exc
-    exported = task.output.path
-    _print_summary(cfg, run_name, tracking_uri, exported, time.monotonic() - started)
+                       f"finished are reused, so work resumes at the failed stage.") from exc
+    return run_name, run_id, time.monotonic() - started
+
+
+def cmd_run(args: argparse.Namespace, setup: LocalSetup | None = None) -> int:
+    setup = setup or _local_setup(args)
+    run_name, run_id, seconds = run_pipeline(args, setup)
+    _print_summary(setup, run_name, run_id, seconds)
     return 0
 
 
@@ -212,38 +231,39 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail_parent_run(experiment: str, run_name: str) -> None:
-    """Mark the pipeline's parent run FAILED when a stage failed (kfp.local has no exit handler)."""
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient()
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return
-        for run in client.search_runs([exp.experiment_id],
-                                      f"tags.`thinkpipe.pipeline_run` = '{run_name}' AND attributes.status = 'RUNNING'"):
-            client.set_terminated(run.info.run_id, "FAILED")
-    except Exception as exc:  # noqa: BLE001 - best effort; the original error matters more
-        print(f"thinkpipe: could not mark the parent run FAILED: {exc}", file=sys.stderr)
-
-
-def _print_summary(cfg, run_name: str, tracking_uri: str, exported: str, seconds: float) -> None:
+def _print_summary(setup: LocalSetup, run_name: str, run_id: str, seconds: float) -> None:
+    """The registered version and the exported folder: from the export run this pipeline run ran,
+    or, when KFP reused export, from the run whose outputs it reused (recorded by finish)."""
     from mlflow.tracking import MlflowClient
 
+    from model_src.names import PIPELINE_RUN_TAG, PIPELINE_STAGE, REUSED_TAG_PREFIX, STAGE_TAG, result_tag
+
     client = MlflowClient()
-    exp = client.get_experiment_by_name(cfg.experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.`thinkpipe.pipeline_run` = '{run_name}' "
-                              f"AND tags.`thinkpipe.stage` = 'export'", max_results=1)
-    version = runs[0].data.tags.get("thinkpipe.result.model_version", "?") if runs else "?"
-    name = cfg.export.registered_model_name
-    print(f"\nthinkpipe: pipeline {run_name} finished in {seconds:.0f} s")
+    [parent] = client.search_runs([setup.experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{run_id}' "
+                                  f"AND tags.`{STAGE_TAG}` = '{PIPELINE_STAGE}'", max_results=1)
+    ran = client.search_runs([setup.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                             f"AND tags.`{STAGE_TAG}` = 'export'", max_results=1)
+    reused_id = parent.data.tags.get(f"{REUSED_TAG_PREFIX}export")
+    export_run = ran[0] if ran else client.get_run(reused_id) if reused_id else None
+    version = export_run.data.tags.get(result_tag("model_version"), "?") if export_run else "?"
+    name = setup.cfg.export.registered_model_name
+    print(f"\nthinkpipe: pipeline {run_name} finished in {seconds:.0f} s (MLflow parent run {parent.info.run_id})")
     print(f"  registered model : {name} version {version}  (thinkpipe lineage {name}/{version})")
-    print(f"  exported folder  : {exported}")
-    if tracking_uri.startswith("sqlite:"):
-        print(f"  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {tracking_uri}")
+    if export_run is not None:
+        import mlflow
+
+        from model_src.names import OUTPUTS_RUN_TAG
+
+        source = export_run.data.tags.get(OUTPUTS_RUN_TAG, export_run.info.run_id)  # the run that holds the files
+        exported = mlflow.artifacts.download_artifacts(run_id=source, artifact_path="outputs/exported",
+                                                       dst_path=str(setup.state_dir / "exports" / source))
+        print(f"  exported folder  : {exported}")
+    if reused_id and not ran:
+        print(f"  (export reused the outputs of run {reused_id}: nothing changed since)")
+    if setup.tracking_uri.startswith("sqlite:"):
+        print(f"  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {setup.tracking_uri}")
     else:
-        print(f"  MLflow UI        : {tracking_uri}")
+        print(f"  MLflow UI        : {setup.tracking_uri}")
 
 
 # ---------------------------------------------------------------------------------------- compile
@@ -267,6 +287,41 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     report = lineage_report(args.model)
     print(json.dumps(report, indent=2) if args.json else render_lineage(report))
     return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from model_src.stages.registry import describe
+
+    print(describe())
+    return 0
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    """Run the profile afresh (no cache, a new store) and compare every stage's metrics with the
+    committed golden file, or (--record) rewrite that file."""
+    import tempfile
+
+    from model_src import golden
+
+    path = Path(args.file) if args.file else golden.golden_path(args.profile)
+    with tempfile.TemporaryDirectory(prefix="thinkpipe-golden-") as tmp:
+        args.state_dir, args.tracking_uri, args.no_cache = tmp, f"sqlite:///{tmp}/mlflow/mlflow.db", True
+        args.run_name = args.run_name or f"golden-{args.profile}"
+        setup = _local_setup(args)
+        _, run_id, seconds = run_pipeline(args, setup)
+        from mlflow.tracking import MlflowClient
+
+        actual = golden.pipeline_stage_metrics(MlflowClient(), setup.experiment_id, run_id)
+    if args.record:
+        golden.record(path, actual, f"thinkpipe golden --profile {args.profile} --record")
+        print(f"thinkpipe: recorded {sum(map(len, actual.values()))} metrics of {len(actual)} stages to {path}")
+        return 0
+    problems = golden.compare(golden.load(path), actual, rel_tol=args.rel_tol)
+    for line in problems:
+        print(f"  {line}")
+    print(f"thinkpipe: {args.profile} run ({seconds:.0f} s) vs {path}: "
+          + (f"{len(problems)} differences" if problems else f"all {sum(map(len, actual.values()))} metrics match"))
+    return 1 if problems else 0
 
 
 # ------------------------------------------------------------------------------------ data/curate
@@ -380,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--state-dir", help=f"where the local store lives (default: {DEFAULT_STATE_DIR}/)")
     lin.add_argument("--json", action="store_true", help="machine-readable output")
     lin.set_defaults(fn=cmd_lineage)
+
+    stg = sub.add_parser("stages", help="list the pipeline's stages: config sections, inputs, caching")
+    stg.set_defaults(fn=cmd_stages)
+
+    gold = sub.add_parser("golden", help="run a profile afresh and compare every stage's metrics with tests/golden/")
+    add_run_arguments(gold)
+    gold.add_argument("--record", action="store_true", help="rewrite the golden file from this run instead")
+    gold.add_argument("--file", help="golden file (default: tests/golden/PROFILE.json)")
+    gold.add_argument("--rel-tol", type=float, default=1e-9, help="relative tolerance per metric (default: 1e-9)")
+    gold.set_defaults(fn=cmd_golden)
 
     data = sub.add_parser("data", help="generate the raw corpus deterministically")
     data.add_argument("--out", default="data/raw")

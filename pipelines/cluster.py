@@ -12,10 +12,7 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from model_src.config import ClusterConfig
-from model_src.lineage import PIPELINE_RUN_ENV
-
-CHECKPOINT_ROOT_ENV = "THINKPIPE_CHECKPOINT_ROOT"  # model_src.stage reads checkpoints under it
-CACHE_ENV = "THINKPIPE_CACHE"                      # model_src.storage caches S3 downloads under it
+from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, NAMESPACE_ENV, PIPELINE_RUN_ENV
 
 
 def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfig) -> None:
@@ -47,7 +44,7 @@ def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfi
     for secret, keys in by_secret.items():
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
     # the training-job launcher creates its PyTorchJob in the namespace its own pod runs in
-    kubernetes.use_field_path_as_env(task, env_name="THINKPIPE_NAMESPACE", field_path="metadata.namespace")
+    kubernetes.use_field_path_as_env(task, env_name=NAMESPACE_ENV, field_path="metadata.namespace")
     # which pipeline run this pod belongs to (its Argo workflow), to find the run's MLflow parent;
     # from the environment, so it is not part of the stage's cache key
     kubernetes.use_field_path_as_env(task, env_name=PIPELINE_RUN_ENV,

@@ -1,41 +1,38 @@
-"""The training DAG: init -> curate -> pretrain -> sft -> rlcs -> evaluate -> export.
+"""The training DAG: init -> curate -> pretrain -> sft -> rlcs -> evaluate -> export, then finish.
 
-Stages pass typed KFP artifacts (Dataset, Model, Metrics). The same function runs under
-`kfp.local` (`thinkpipe run`) and compiles to the IR YAML a cluster runs (`thinkpipe compile`).
+Stages pass typed KFP artifacts (Dataset, Model, Metrics) and one lineage value that init makes.
+The same function runs under `kfp.local` (`thinkpipe run`) and compiles to the IR YAML a cluster
+runs (`thinkpipe compile`). KFP's caching is set per stage from the registry
+(model_src/stages/registry.py): a stage whose inputs (the lineage value and the upstream
+artifacts) are unchanged is reused without starting. `finish` is the exit handler: it runs after
+the stages whether they succeeded or failed and closes the pipeline's MLflow parent run.
 """
 
 from kfp import dsl
-from kfp.dsl import Model
 
 from components.curate import curate
 from components.evaluate import evaluate
 from components.export import export
+from components.finish import finish
 from components.image import BASE_IMAGE
 from components.init import init
 from components.pretrain import pretrain
 from components.rlcs import rlcs
 from components.sft import sft
 from model_src.config import ClusterConfig
+from model_src.stages.registry import stage as registry_stage
 from pipelines.cluster import apply_cluster_settings
 
 PIPELINE_NAME = "thinkpipe-training"
-
-# KFP caching: on for the deterministic stages, off for the two with outside effects (init opens
-# the pipeline's MLflow run; export registers a model version, moves aliases, uploads to S3).
-# A stage's KFP cache key is its inputs: the lineage tuple (commit, data hash and rev, image),
-# the config and the upstream artifacts, so a re-run with nothing changed reuses its outputs;
-# inside each stage thinkpipe's own content key (model_src.stage) does the same for local runs.
-CACHED_STAGES = {"init": False, "curate": True, "pretrain": True, "sft": True, "rlcs": True,
-                 "evaluate": True, "export": False}
 
 
 def build_training_pipeline(cluster: ClusterConfig | None = None):
     """The DAG; with `cluster`, every task carries that profile's Kubernetes settings."""
 
-    def configure(task, stage: str):
-        task.set_caching_options(CACHED_STAGES[stage])
+    def configure(task, stage: str, settings_of: str | None = None):
+        task.set_caching_options(registry_stage(stage).kfp_caching if stage != "finish" else False)
         if cluster is not None:
-            apply_cluster_settings(task, stage, cluster)
+            apply_cluster_settings(task, settings_of or stage, cluster)
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="GLM-4.1V-Thinking recipe: curate, pretrain, SFT, RLCS, evaluate, export")
@@ -48,26 +45,29 @@ def build_training_pipeline(cluster: ClusterConfig | None = None):
         image: str = BASE_IMAGE,
         pipeline_run_name: str = "",
         use_cache: bool = True,
-    ) -> Model:
-        init_task = configure(init(config_json=config_json, data_dir=data_dir, git_commit=git_commit,
-                                   data_hash=data_hash, data_rev=data_rev, image=image,
-                                   pipeline_run_name=pipeline_run_name), "init")
-        # the lineage tuple as plain inputs: with the config and the upstream artifacts it is each
-        # stage's KFP cache key; the MLflow parent run is found at run time, not passed in
-        lineage = dict(config_json=config_json, use_cache=use_cache, git_commit=git_commit, data_hash=data_hash,
-                       data_rev=data_rev, image=image)
-        curate_task = configure(curate(data_dir=data_dir, **lineage), "curate").after(init_task)
-        pretrain_task = configure(pretrain(pretrain_data=curate_task.outputs["pretrain_data"], **lineage), "pretrain")
-        sft_task = configure(sft(sft_data=curate_task.outputs["sft_data"], base_model=pretrain_task.outputs["model"],
-                                 **lineage), "sft")
-        rlcs_task = configure(rlcs(rl_data=curate_task.outputs["rl_data"], sft_model=sft_task.outputs["model"],
-                                   **lineage), "rlcs")
-        evaluate_task = configure(evaluate(eval_data=curate_task.outputs["eval_data"], model=rlcs_task.outputs["model"],
-                                           pretrain_model=pretrain_task.outputs["model"],
-                                           sft_model=sft_task.outputs["model"], **lineage), "evaluate")
-        export_task = configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"],
-                                       **lineage), "export")
-        return export_task.outputs["exported"]
+    ):
+        finish_task = configure(finish(config_json=config_json), "finish", settings_of="init")  # a small pod, like init
+        with dsl.ExitHandler(finish_task, name="stages"):
+            init_task = configure(init(config_json=config_json, data_dir=data_dir, git_commit=git_commit,
+                                       data_hash=data_hash, data_rev=data_rev, image=image,
+                                       pipeline_run_name=pipeline_run_name), "init")
+            # the lineage value and the upstream artifacts are each stage's KFP cache key; the MLflow
+            # parent run is found at run time from the pipeline run's identity, not passed in
+            common = dict(lineage=init_task.output, use_cache=use_cache)
+            curate_task = configure(curate(data_dir=data_dir, **common), "curate")
+            pretrain_task = configure(pretrain(pretrain_data=curate_task.outputs["pretrain_data"], **common), "pretrain")
+            sft_task = configure(sft(sft_data=curate_task.outputs["sft_data"], base_model=pretrain_task.outputs["model"],
+                                     **common), "sft")
+            rlcs_task = configure(rlcs(rl_data=curate_task.outputs["rl_data"], sft_model=sft_task.outputs["model"],
+                                       **common), "rlcs")
+            evaluate_task = configure(evaluate(eval_data=curate_task.outputs["eval_data"],
+                                               model=rlcs_task.outputs["model"],
+                                               pretrain_model=pretrain_task.outputs["model"],
+                                               sft_model=sft_task.outputs["model"], **common), "evaluate")
+            export_task = configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"],
+                                           **common), "export")
+        # KFP returns no pipeline output from inside an exit handler: the exported folder is the
+        # export run's `outputs/exported` artifact in MLflow (what `thinkpipe run` prints)
 
     return training_pipeline
 

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from model_src.config import CurateConfig
-from model_src.data.curate import CurationError, assign_split, check_row, curate, read_split, recaption
+from model_src.data.curate import CurationError, assign_split, check_row, curate, recaption
+from model_src.data.schema import read_split
 from model_src.data.domains import DOMAINS
 from model_src.data.domains.common import png_bytes
 from model_src.data.generate import GeneratorConfig, generate_corpus

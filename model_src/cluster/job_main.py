@@ -16,30 +16,29 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     import mlflow
 
-    from model_src.config import config_from_json
-    from model_src.lineage import Lineage
-    from model_src.stage import RESULT_TAG_PREFIX, StageContext
-    from model_src.stages import TRAINING_WORK
+    from model_src.lineage import Lineage, RunScope
+    from model_src.stages.runner import StageContext
+    from model_src.stages.training import stage_work
 
     spec_path = Path(argv[0])
     spec = json.loads(spec_path.read_text())
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     is_main = rank == 0
     print(f"job_main: rank {rank}/{world} runs stage {spec['stage']}", flush=True)
-    ctx = StageContext(spec["stage"], config_from_json(spec["config_json"]), Lineage.from_json(spec["lineage"]),
+    ctx = StageContext(spec["stage"], Lineage.from_json(spec["lineage"]), RunScope.from_json(spec["scope"]),
                        {k: Path(v) for k, v in spec["inputs"].items()}, {k: Path(v) for k, v in spec["outputs"].items()},
                        spec["run_id"], Path(spec["checkpoint_dir"]), is_main=is_main)
     if is_main:
         for path in ctx.outputs.values():
             path.mkdir(parents=True, exist_ok=True)
         mlflow.start_run(run_id=spec["run_id"])  # the launching stage's run: one run per stage
-    metrics = TRAINING_WORK[ctx.stage](ctx)
+    metrics = stage_work(ctx.stage)(ctx)
     if is_main:
         tmp = spec_path.with_name("metrics.json.tmp")
         tmp.write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
         tmp.rename(spec_path.with_name("metrics.json"))  # the launcher reads it only when complete
         if ctx.result_tags:
-            mlflow.set_tags({f"{RESULT_TAG_PREFIX}{k}": v for k, v in ctx.result_tags.items()})
+            mlflow.set_tags(ctx.result_tags)
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 import yaml
 
 from model_src.config import ClusterConfig
+from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, NAMESPACE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
@@ -68,8 +69,8 @@ def render_training_job(cluster: ClusterConfig, *, name: str, namespace: str, im
         # PET_* variables the training operator sets on every replica
         container["command"] = ["torchrun", "-m", "model_src.cluster.job_main", spec_path]
         env = {e["name"]: e for e in container.get("env", [])}
-        env["THINKPIPE_CHECKPOINT_ROOT"] = {"name": "THINKPIPE_CHECKPOINT_ROOT", "value": cluster.checkpoint_mount}
-        env["THINKPIPE_CACHE"] = {"name": "THINKPIPE_CACHE", "value": cluster.cache_mount}
+        env[CHECKPOINT_ROOT_ENV] = {"name": CHECKPOINT_ROOT_ENV, "value": cluster.checkpoint_mount}
+        env[CACHE_ENV] = {"name": CACHE_ENV, "value": cluster.cache_mount}
         for var in cluster.env:
             env[var.name] = {"name": var.name, "value": var.value}
         for var in cluster.secret_env:
@@ -204,7 +205,7 @@ def run_training_job(ctx) -> dict[str, float]:
             (shutil.copytree if path.is_dir() else shutil.copy2)(path, dest)
         inputs[name] = str(dest)
     outputs = {name: str(handover / "outputs" / name) for name in ctx.outputs}
-    spec = {"stage": ctx.stage, "config_json": ctx.cfg.to_json(), "lineage": ctx.lineage.to_json(),
+    spec = {"stage": ctx.stage, "lineage": ctx.lineage.to_json(), "scope": ctx.scope.to_json(),
             "inputs": inputs, "outputs": outputs, "run_id": ctx.run_id, "checkpoint_dir": str(ctx.checkpoint_dir)}
     (handover / METRICS_FILE).unlink(missing_ok=True)
     (handover / SPEC_FILE).write_text(json.dumps(spec, indent=2))
@@ -212,7 +213,7 @@ def run_training_job(ctx) -> dict[str, float]:
     # RL rollouts and updates run in one process (the GRPO loop is not data-parallel yet)
     nodes, per_node = (1, 1) if ctx.stage == "rlcs" else (tj.nodes, tj.processes_per_node or max(tj.gpus_per_node, 1))
     job = render_training_job(cluster, name=job_name(ctx.stage, ctx.checkpoint_dir.name),
-                              namespace=os.environ.get("THINKPIPE_NAMESPACE", cluster.namespace),
+                              namespace=os.environ.get(NAMESPACE_ENV, cluster.namespace),
                               image=ctx.lineage.image, stage=ctx.stage, spec_path=str(handover / SPEC_FILE),
                               processes_per_node=per_node, nodes=nodes)
     run_job(kubernetes_api_client(), job, poll_seconds=tj.poll_seconds, timeout_s=tj.timeout_hours * 3600,

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from model_src.config import CurateConfig
-from model_src.data.schema import ANSWER_PATTERNS, DOMAINS, ROW_SCHEMA, SPLITS
+from model_src.data.schema import ANSWER_PATTERNS, DOMAINS, ROW_SCHEMA, SPLITS, split_path
 
 TEXT_COLUMNS = tuple(f.name for f in ROW_SCHEMA if f.type == pa.string())
 REQUIRED_TEXT = ("question", "answer", "domain", "task", "answer_type")
@@ -504,7 +504,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
         writers.close(staging / f"{split}.parquet", CURATED_SCHEMA)
     for split in SPLITS:
         weights = balance_weights(counts["concepts"][split]) if counts["concepts"][split] else {}
-        out_path = Path(output_dirs[split]) / "data.parquet"
+        out_path = split_path(output_dirs[split])
         for batch in pq.ParquetFile(staging / f"{split}.parquet").iter_batches(batch_size=cfg.batch_rows):
             for row in batch.to_pylist():
                 row["sample_weight"] = weights[(row["domain"], row["task"])]
@@ -553,7 +553,3 @@ def _per_domain(concepts: Counter) -> dict[str, int]:
     for (domain, _task), n in concepts.items():
         per_domain[domain] += n
     return dict(sorted(per_domain.items()))
-
-
-def read_split(folder: str | Path) -> list[dict]:
-    return pq.read_table(Path(folder) / "data.parquet").to_pylist()

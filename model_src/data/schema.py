@@ -26,6 +26,8 @@ and `sample_weight` (domain/concept balance); the quarantine table adds `reason`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 ROW_SCHEMA = pa.schema(
@@ -65,6 +67,18 @@ COLUMNS = tuple(ROW_SCHEMA.names)
 
 # The split files curation writes, one per training stage plus the held-out evaluation set.
 SPLITS = ("pretrain", "sft", "rl", "eval")
+SPLIT_FILE = "data.parquet"  # each split is a folder holding this file (a KFP Dataset artifact)
+
+
+def split_path(folder: str | Path) -> Path:
+    return Path(folder) / SPLIT_FILE
+
+
+def read_split(folder: str | Path) -> list[dict]:
+    """The rows of one curated split folder (what every training stage reads)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(split_path(folder)).to_pylist()
 
 
 def reward_domain(row: dict) -> str:

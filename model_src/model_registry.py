@@ -1,0 +1,64 @@
+"""The MLflow model registry side of export: the model card, one version per model content, the
+promotion gate's aliases.
+
+A version is registered once per model content (the sha256 of the model folder the export stage
+received): exporting the same weights again, e.g. an unchanged re-run with caching off, names the
+existing version instead of registering an identical second one.
+"""
+
+from __future__ import annotations
+
+from model_src.lineage import Lineage, RunScope
+from model_src.names import EVAL_DATA_HASH_TAG, EVAL_TAG_PREFIX, MODEL_CONTENT_TAG, PROMOTION_TAG
+
+
+def model_card(lineage: Lineage, scope: RunScope, metrics: dict[str, float], name: str) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    return (f"# {name}\n\nA GLM-4.1V-style vision-language model trained by thinkpipe.\n\n"
+            f"## Lineage\n\n| what | value |\n|---|---|\n| git commit | `{lineage.git_commit}` |\n"
+            f"| data hash (DVC) | `{lineage.data_hash}` |\n| data rev | `{lineage.data_rev}` |\n"
+            f"| config hash | `{lineage.config_hash}` |\n| image | `{lineage.image}` |\n"
+            f"| MLflow parent run | `{scope.parent_run_id}` |\n\n"
+            f"## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n")
+
+
+def version_with_content(client, name: str, content_hash: str):
+    """The registered version of `name` whose model folder hashes to `content_hash`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")):
+            return None
+        raise
+    same = [v for v in versions if v.tags.get(MODEL_CONTENT_TAG) == content_hash]
+    return min(same, key=lambda v: int(v.version)) if same else None
+
+
+def champion_of(client, name: str):
+    """The version aliased `champion`, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, "champion")
+    except MlflowException:  # no champion alias yet
+        return None
+
+
+def promote(client, name: str, version: str, metrics: dict[str, float], eval_data: str,
+            tolerance: float) -> tuple[bool, str]:
+    """Alias the new version `candidate`, and `champion` when the promotion gate lets it."""
+    from model_src.eval.promotion import decide_promotion
+
+    current = champion_of(client, name)
+    champion = None if current is None else {
+        k[len(EVAL_TAG_PREFIX):]: float(v) for k, v in current.tags.items() if k.startswith(EVAL_TAG_PREFIX)}
+    promoted, reason = decide_promotion(metrics, champion, eval_data,
+                                        None if current is None else current.tags.get(EVAL_DATA_HASH_TAG),
+                                        tolerance)
+    client.set_registered_model_alias(name, "candidate", version)
+    if promoted:
+        client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, PROMOTION_TAG, f"{'champion' if promoted else 'candidate'}: {reason}")
+    return promoted, reason

@@ -1,0 +1,63 @@
+"""evaluate: held-out accuracy per domain, scored by the same verifiers that reward RL.
+
+Greedy pass@1 (and sampled pass@k with `evaluate.pass_k`) on the curated eval split; the
+pretrained and SFT checkpoints are scored too, on the first `checkpoint_samples_per_domain`
+samples per domain, next to the final model on the same samples, so each stage's gain shows.
+The paper evaluates on 28 public benchmarks (docs/recipe.md, "Evaluation"); here the eval split
+holds the generators' held-out rows of each domain. `report_out/eval.json` holds every sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from model_src.lineage import Lineage, hash_path
+from model_src.stages.models import load_model
+from model_src.stages.runner import StageContext, run_stage
+
+CHECKPOINT_INPUTS = ("pretrain", "sft")  # earlier checkpoints scored on the subset, in stage order
+
+
+def work(ctx: StageContext) -> dict[str, float]:
+    import mlflow
+
+    from model_src.data.schema import read_split
+    from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, stage_gain_plot,
+                                         subset_accuracy, worst_examples_html)
+
+    cfg = ctx.cfg.evaluate
+    loaded, processor = load_model(ctx.inputs["model"])
+    rows = read_split(ctx.inputs["eval_data"])
+    metrics, records = evaluate_model(loaded, processor, rows, cfg)
+    out = ctx.outputs["report"]
+    stages = [name for name in CHECKPOINT_INPUTS if name in ctx.inputs]
+    if stages and cfg.checkpoint_samples_per_domain:
+        # the selection is deterministic, so the first n per domain are the same rows for all
+        few = dataclasses.replace(cfg, max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0)
+        ids: set[str] = set()
+        for name in stages:
+            checkpoint, checkpoint_processor = load_model(ctx.inputs[name])
+            _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few)
+            ids = {r["id"] for r in checkpoint_records}
+            metrics.update(subset_accuracy(checkpoint_records, ids, name))
+        metrics.update(subset_accuracy(records, ids, "rlcs"))
+        stage_gain_plot(metrics, [*stages, "rlcs"], out / "accuracy_by_stage.png")
+        mlflow.log_artifact(str(out / "accuracy_by_stage.png"), "plots")
+    report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records}
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    accuracy_plot(metrics, out / "accuracy_by_domain.png", "held-out accuracy per domain")
+    (out / "worst_examples.html").write_text(worst_examples_html(records, rows, cfg.worst_examples))
+    table = domain_table(metrics)
+    mlflow.log_table({k: [row.get(k) for row in table] for k in table[0]}, "eval_by_domain.json")
+    mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, "eval_samples.json")
+    mlflow.log_artifact(str(out / "accuracy_by_domain.png"), "plots")
+    mlflow.log_artifact(str(out / "worst_examples.html"))
+    return metrics
+
+
+def run(*, lineage: str | Lineage, eval_data: str, model: str, report_out: str, pretrain_model: str = "",
+        sft_model: str = "", use_cache: bool = True) -> dict[str, float]:
+    inputs = {"eval_data": eval_data, "model": model}
+    inputs.update({name: path for name, path in zip(CHECKPOINT_INPUTS, (pretrain_model, sft_model)) if path})
+    return run_stage("evaluate", lineage=lineage, inputs=inputs, outputs={"report": report_out}, work=work, use_cache=use_cache)

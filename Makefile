@@ -11,7 +11,7 @@ PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow compile image bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock serve-venv serve
+.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock serve-venv serve
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -53,8 +53,8 @@ data: $(STAMP) ## get the DVC-pinned corpus: pull it, or regenerate it and check
 run: data ## run the whole DAG locally (PROFILE=small by default; PROFILE=tiny for seconds)
 	$(BIN)/thinkpipe run --profile $(PROFILE)
 
-test: $(STAMP) data ## the fast test suite (what CI runs)
-	$(BIN)/pytest -m "not slow and not gpu"
+test: $(STAMP) data ## the fast test suite (what CI runs); prints the slowest tests
+	$(BIN)/pytest -m "not slow and not gpu" --durations=15
 
 test-slow: $(STAMP) data ## the slow tests only
 	$(BIN)/pytest -m "slow"
@@ -65,8 +65,11 @@ compile: $(STAMP) ## compile the training and retraining DAGs (glm4v-9b cluster 
 image: ## build the component image (buildah, debootstrap base; root; slow) and print its digest
 	PYTHON=$(PYTHON) image/build.sh $(IMAGE_ARGS)
 
-bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run of the tiny DAG
-	$(BIN)/python bench/bench_cache.py
+bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run, tiny and small DAGs (about 10 min)
+	$(BIN)/python bench/bench_cache.py --profile tiny --profile small
+
+golden: $(STAMP) data ## run PROFILE (small) afresh and compare every stage's metrics with tests/golden/ (minutes)
+	$(BIN)/thinkpipe golden --profile $(PROFILE)
 
 bench-curation: $(STAMP) ## curation rows/s and peak memory at 10k and 100k rows (generates once, minutes)
 	$(BIN)/python bench/bench_curation.py

@@ -159,7 +159,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """GRPO with clip-higher, no KL and no entropy term (RECIPE.md section 4)."""
+    """GRPO with clip-higher, no KL and no entropy term (docs/recipe.md section 4)."""
 
     num_iterations: int = 10
     prompts_per_iteration: int = 8

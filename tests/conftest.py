@@ -55,14 +55,16 @@ class TinyPipeline:
         mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.MlflowClient(self.tracking_uri)
 
-    def runs_of(self, pipeline_run: str):
-        """(parent run, nested stage runs) of one pipeline run."""
+    def runs_of(self, run_name: str):
+        """(parent run, nested stage runs) of the one pipeline run named `run_name`."""
         client = self.client()
         exp = client.get_experiment_by_name(TINY_EXPERIMENT)
-        runs = client.search_runs([exp.experiment_id], f"tags.`thinkpipe.pipeline_run` = '{pipeline_run}'")
-        parents = [r for r in runs if r.data.tags.get("thinkpipe.stage") == "pipeline"]
-        assert len(parents) == 1, [r.data.tags for r in runs]
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        parents = client.search_runs([exp.experiment_id], f"attributes.run_name = '{run_name}' "
+                                     f"AND tags.`thinkpipe.stage` = 'pipeline'")
+        assert len(parents) == 1, [r.data.tags for r in parents]
+        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+        # every run of a pipeline run carries its unique id
+        assert {r.data.tags["thinkpipe.pipeline_run"] for r in children} <= {parents[0].data.tags["thinkpipe.pipeline_run"]}
         return parents[0], children
 
 

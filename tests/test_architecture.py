@@ -49,7 +49,7 @@ def test_pretraining_can_be_skipped_only_with_released_weights():
 def released(tmp_path_factory):
     """A tiny 'released' checkpoint in HF format."""
     from model_src.model.build import build_model
-    from model_src.stages import save_model
+    from model_src.stages.models import save_model
 
     cfg = load_config("tiny")
     tokenizer = train_tokenizer(["one two three four five six seven eight nine"] * 8, 300)
@@ -92,22 +92,32 @@ def test_pretrain_stage_hands_on_released_weights_when_skipped(released, tmp_pat
 
     from model_src.data.curate import CURATED_SCHEMA
     from model_src.lineage import dvc_pin
-    from model_src.stages import init_stage, pretrain_stage
+    from model_src.stages import init, pretrain
     from tests.conftest import ROOT
 
     folder, original = released
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    monkeypatch.setenv("THINKPIPE_PIPELINE_RUN", "skip-1")
     mlflow.set_tracking_uri(tracking)
     mlflow.MlflowClient(tracking).create_experiment("skip-test", artifact_location=(tmp_path / "art").as_uri())
     cfg = load_config("tiny", ["experiment=skip-test", "pretrain.num_steps=0", f"model.init_from={folder}"])
     data_hash, data_rev = dvc_pin(ROOT)
-    init_stage(config_json=cfg.to_json(), data_dir=str(ROOT / "data" / "raw"), git_commit="abc", data_hash=data_hash,
-               data_rev=data_rev, image="test-image", pipeline_run_name="skip", lineage_out=str(tmp_path / "lineage.json"))
+    lineage, _ = init.run(config_json=cfg.to_json(), data_dir=str(ROOT / "data" / "raw"), git_commit="abc",
+                          data_hash=data_hash, data_rev=data_rev, image="test-image", pipeline_run_name="skip")
     (tmp_path / "pretrain").mkdir()
     pq.write_table(CURATED_SCHEMA.empty_table(), tmp_path / "pretrain" / "data.parquet")
-    metrics = pretrain_stage(config_json=cfg.to_json(), lineage_path=str(tmp_path / "lineage.json"),
-                             pretrain_data=str(tmp_path / "pretrain"), model_out=str(tmp_path / "model"))
+    metrics = pretrain.run(lineage=lineage.to_json(), pretrain_data=str(tmp_path / "pretrain"),
+                           model_out=str(tmp_path / "model"))
     assert metrics["skipped"] == 1.0
     model, _ = load_model_and_processor(str(tmp_path / "model"))
     assert _same_weights(model, original)
+    # the source of the weights is a result tag under its one name (it was once written with the
+    # prefix twice); runs recorded under the old name are still read
+    from model_src.names import read_tag, result_tag
+
+    [run] = mlflow.MlflowClient(tracking).search_runs([mlflow.get_experiment_by_name("skip-test").experiment_id],
+                                                      "tags.`thinkpipe.stage` = 'pretrain'")
+    assert run.data.tags["thinkpipe.result.init_from"] == str(folder) == read_tag(run.data.tags, result_tag("init_from"))
+    assert not [k for k in run.data.tags if k.startswith("thinkpipe.result.thinkpipe.")]
+    assert read_tag({"thinkpipe.result.thinkpipe.init_from": "/old"}, result_tag("init_from")) == "/old"

@@ -11,7 +11,8 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from model_src.config import ConfigError, load_config
-from pipelines.training import CACHED_STAGES, build_training_pipeline
+from model_src.stages.registry import STAGE_NAMES, STAGES
+from pipelines.training import build_training_pipeline
 
 
 def compile_ir(tmp_path, profile: str, *overrides: str) -> tuple[dict, dict]:
@@ -27,13 +28,18 @@ def compile_ir(tmp_path, profile: str, *overrides: str) -> tuple[dict, dict]:
     return spec, executors
 
 
+def stage_tasks(spec: dict) -> dict:
+    """The stage tasks: inside the exit handler's sub-DAG, whose exit task is `finish`."""
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
 def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
     spec, executors = compile_ir(tmp_path, "glm4v-9b")
     cfg = load_config("glm4v-9b").cluster
     containers = {name.removeprefix("exec-"): ex["container"] for name, ex in spec["deploymentSpec"]["executors"].items()}
-    assert set(containers) == set(CACHED_STAGES)
+    assert set(containers) == {*STAGE_NAMES, "finish"}
     for stage, container in containers.items():
-        wanted = getattr(cfg.stages, stage)
+        wanted = getattr(cfg.stages, "init" if stage == "finish" else stage)  # finish is a small pod, like init
         assert container["resources"]["cpuLimit"] == float(wanted.cpu_limit), stage
         k8s = executors[f"exec-{stage}"]
         assert {m["mountPath"]: m["constant"] for m in k8s["pvcMount"]} == {
@@ -51,24 +57,26 @@ def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
     assert "accelerator" not in containers["curate"]["resources"]
 
 
-def test_caching_is_on_for_deterministic_stages_and_off_for_outside_effects(tmp_path):
+def test_caching_follows_the_registry_and_the_wiring_its_upstream_links(tmp_path):
     spec, executors = compile_ir(tmp_path, "glm4v-9b")
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = stage_tasks(spec)
     enabled = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()}
-    assert enabled == CACHED_STAGES
-    assert not enabled["init"] and not enabled["export"]
-    # a stage's KFP cache key is its inputs: the lineage tuple, the config and upstream artifacts,
-    # nothing that changes per pipeline run (the run id comes from the pod's workflow label)
-    for name, task in tasks.items():
-        if name == "init":
-            continue
-        params = set(task["inputs"]["parameters"])
-        assert {"git_commit", "data_hash", "data_rev", "image", "config_json"} <= params, name
-        assert "pipeline_run_name" not in params, name
-        producers = {a["taskOutputArtifact"]["producerTask"] for a in task["inputs"].get("artifacts", {}).values()}
-        assert "init" not in producers, name
+    assert enabled == {s.name: s.kfp_caching for s in STAGES}
+    assert not enabled["init"] and enabled["export"]
+    finish = spec["root"]["dag"]["tasks"]["finish"]
+    assert not finish["cachingOptions"].get("enableCache", False)
+    assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"  # runs after a failure too
+    for s in STAGES[1:]:
+        task = tasks[s.name]
+        # a stage's KFP cache key is its inputs: the one lineage value init makes and the upstream
+        # artifacts, nothing that changes per pipeline run (the run id comes from the workflow label)
+        params = task["inputs"]["parameters"]
+        assert params["lineage"] == {"taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "init"}}
+        assert not {"pipeline_run_name", "git_commit", "config_json"} & set(params), s.name
+        producers = sorted(a["taskOutputArtifact"]["producerTask"] for a in task["inputs"].get("artifacts", {}).values())
+        assert producers == sorted(up for up, _ in s.upstream.values()), s.name  # the DAG is the registry's
         assert {"name": "THINKPIPE_PIPELINE_RUN", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"} \
-            in executors[f"exec-{name}"]["fieldPathAsEnv"]
+            in executors[f"exec-{s.name}"]["fieldPathAsEnv"]
 
 
 def test_secret_names_are_configuration(tmp_path):
@@ -80,7 +88,7 @@ def test_secret_names_are_configuration(tmp_path):
 
 def test_local_profiles_compile_without_cluster_settings(tmp_path):
     spec, executors = compile_ir(tmp_path, "tiny")
-    assert set(executors) == set(f"exec-{s}" for s in CACHED_STAGES)  # only the namespace env
+    assert set(executors) == {f"exec-{s}" for s in (*STAGE_NAMES, "finish")}  # only the namespace env
     assert all(set(ex) == {"fieldPathAsEnv"} for ex in executors.values())
     assert all("resources" not in ex["container"] for ex in spec["deploymentSpec"]["executors"].values())
 

@@ -27,10 +27,13 @@ def test_committed_compiled_pipelines_are_up_to_date(tmp_path, pipeline):
 
 def test_training_dag_shape():
     ir = next(yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "training.yaml").read_text()))
-    tasks = ir["root"]["dag"]["tasks"]
+    root = ir["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "finish"}  # the stages, then the exit handler whatever happened
+    assert root["finish"]["dependentTasks"] == ["exit-handler-1"]
+    tasks = ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert set(tasks) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
-    assert set(tasks["export"]["dependentTasks"]) == {"evaluate", "rlcs"}
-    assert tasks["curate"]["dependentTasks"] == ["init"]  # ordered after init, but not fed by it
+    assert set(tasks["export"]["dependentTasks"]) == {"evaluate", "init", "rlcs"}
+    assert tasks["curate"]["dependentTasks"] == ["init"]  # fed the lineage value by init
 
 
 def test_retraining_dag_runs_training_only_when_the_check_says_so():
@@ -42,7 +45,9 @@ def test_retraining_dag_runs_training_only_when_the_check_says_so():
     assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-data-retrain'] == true"
     inner = ir["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     training = ir["components"][inner["thinkpipe-training"]["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(training) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
+    assert set(training) == {"exit-handler-1", "finish"}
+    stages = ir["components"][training["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(stages) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
 
 
 def _free_port() -> int:
@@ -93,23 +98,22 @@ def test_init_and_curate_stages_log_to_a_real_mlflow_server(mlflow_server, tmp_p
     import mlflow
 
     from model_src.lineage import dvc_pin
-    from model_src.stages import curate_stage, init_stage
+    from model_src.stages import curate, init
     from model_src.tracking import check_tracking_uri
 
     check_tracking_uri(mlflow_server, timeout_s=5)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("THINKPIPE_PIPELINE_RUN", "srv-1")
     mlflow.set_tracking_uri(mlflow_server)
     cfg = load_config("tiny", ["experiment=server-test"])
     data_hash, data_rev = dvc_pin(ROOT)
-    lineage = init_stage(config_json=cfg.to_json(), data_dir=str(ROOT / "data" / "raw"), git_commit="abc",
-                         data_hash=data_hash, data_rev=data_rev, image="test-image", pipeline_run_name="srv",
-                         lineage_out=str(tmp_path / "lineage.json"))
+    lineage, scope = init.run(config_json=cfg.to_json(), data_dir=str(ROOT / "data" / "raw"), git_commit="abc",
+                              data_hash=data_hash, data_rev=data_rev, image="test-image", pipeline_run_name="srv")
     outputs = {n: str(tmp_path / n) for n in ("pretrain", "sft", "rl", "eval", "report")}
-    metrics = curate_stage(config_json=cfg.to_json(), lineage_path=str(tmp_path / "lineage.json"),
-                           data_dir=str(ROOT / "data" / "raw"), outputs=outputs)
+    metrics = curate.run(lineage=lineage.to_json(), data_dir=str(ROOT / "data" / "raw"), outputs=outputs)
     assert metrics["input_rows"] == metrics["kept_rows"] + metrics["quarantined_rows"] > 0
     client = mlflow.MlflowClient(mlflow_server)
-    runs = client.search_runs([lineage.experiment_id], f"tags.mlflow.parentRunId = '{lineage.parent_run_id}'")
+    runs = client.search_runs([scope.experiment_id], f"tags.mlflow.parentRunId = '{scope.parent_run_id}'")
     assert sorted(r.info.run_name for r in runs) == ["curate", "init"]
     curate_run = next(r for r in runs if r.info.run_name == "curate")
     assert curate_run.data.tags["thinkpipe.data_hash"] == data_hash

@@ -1,7 +1,10 @@
 """The whole DAG on the tiny profile through kfp.local, tracked in a real MLflow store.
 
-Tests run in file order and share one tracking store: first run, unchanged re-run (cache),
-failure + resume from the failed stage, and a --no-cache re-run that must reproduce the metrics.
+Every test shares the session's first run (conftest `first_run`) and its store; each later test
+sets up the registry state it asserts on, so none depends on which test ran before it: an
+unchanged re-run (KFP's cache), a failure and its resume, promotion over an existing champion
+(worse, then better, uploaded to S3), a failed quality gate, and a --no-cache re-run that must
+reproduce the metrics and register nothing new.
 """
 
 from __future__ import annotations
@@ -11,27 +14,42 @@ import re
 import subprocess
 from pathlib import Path
 
+from model_src import golden
+from model_src.stages.registry import STAGE_NAMES
 from tests.conftest import ROOT, THINKPIPE, TINY_MODEL
 
-STAGES = ["init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"]
 LINEAGE_TAGS = ["thinkpipe.git_commit", "thinkpipe.data_hash", "thinkpipe.config_hash", "thinkpipe.data_rev",
                 "thinkpipe.image"]
-TIMING_METRICS = {"stage_seconds", "train_seconds", "target_tokens_per_s", "tokens_per_s", "model_tflops"}
-
-
-def _timing(metric: str) -> bool:
-    return metric in TIMING_METRICS or metric.startswith("system/")
 
 
 def _by_stage(children) -> dict:
     return {r.data.tags["thinkpipe.stage"]: r for r in children}
 
 
+def _outputs(run) -> dict:
+    return {k: v for k, v in run.data.tags.items() if k.startswith("thinkpipe.output.")}
+
+
+def _versions(client) -> list:
+    return sorted(client.search_model_versions(f"name = '{TINY_MODEL}'"), key=lambda v: int(v.version))
+
+
+def _set_champion_accuracy(client, accuracy: float) -> str:
+    """Make the current champion's recorded evaluation `accuracy` everywhere, so the next export's
+    promotion decision is known in advance (tiny models score 0.0 on every domain)."""
+    champion = client.get_model_version_by_alias(TINY_MODEL, "champion")
+    for key in [k for k in champion.tags if k.startswith("thinkpipe.eval.accuracy")]:
+        client.set_model_version_tag(TINY_MODEL, champion.version, key, str(accuracy))
+    return str(champion.version)
+
+
 def test_first_run_records_parent_and_seven_finished_stage_runs(tiny, first_run):
     parent, children = tiny.runs_of("first")
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"  # closed by the finish exit handler
+    assert parent.data.tags["thinkpipe.pipeline_run"].startswith("first-")  # unique: name + random suffix
+    assert not [k for k in parent.data.tags if k.startswith("thinkpipe.reused.")]  # every stage ran
     stages = _by_stage(children)
-    assert sorted(stages) == sorted(STAGES) and len(children) == 7
+    assert sorted(stages) == sorted(STAGE_NAMES) and len(children) == 7
     pinned = (ROOT / "data.dvc").read_text()
     for stage, run in stages.items():
         assert run.info.status == "FINISHED", stage
@@ -52,6 +70,17 @@ def test_first_run_records_parent_and_seven_finished_stage_runs(tiny, first_run)
         assert 0.0 <= evaluation[f"accuracy_mean_{stage}"] <= 1.0
     plots = {a.path for a in tiny.client().list_artifacts(stages["evaluate"].info.run_id, "plots")}
     assert plots == {"plots/accuracy_by_domain.png", "plots/accuracy_by_stage.png"}
+
+
+def test_first_run_reproduces_the_golden_metrics(tiny, first_run):
+    """Every stage's metrics equal those recorded before the last refactor (tests/golden/tiny.json,
+    `thinkpipe golden --profile tiny --record` rewrites it when a change is meant to move them)."""
+    parent, _ = tiny.runs_of("first")
+    actual = golden.pipeline_stage_metrics(tiny.client(), parent.info.experiment_id,
+                                           parent.data.tags["thinkpipe.pipeline_run"])
+    recorded = golden.load(golden.golden_path("tiny"))
+    assert sum(map(len, recorded.values())) > 100
+    assert golden.compare(recorded, actual) == []
 
 
 def test_exported_model_reloads_and_generates(first_run):
@@ -77,10 +106,10 @@ def test_exported_model_reloads_and_generates(first_run):
 
 
 def test_lineage_prints_chain_for_registered_version(tiny, first_run):
-    proc = subprocess.run([*THINKPIPE, "lineage", f"{TINY_MODEL}@champion", "--tracking-uri", tiny.tracking_uri],
+    proc = subprocess.run([*THINKPIPE, "lineage", f"{TINY_MODEL}/1", "--tracking-uri", tiny.tracking_uri],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert f"{TINY_MODEL} version 1 (aliases: " in proc.stdout and "champion: no champion yet" in proc.stdout
+    assert f"{TINY_MODEL} version 1" in proc.stdout and "champion: no champion yet" in proc.stdout
     parent, children = tiny.runs_of("first")
     text = proc.stdout
     assert parent.info.run_id in text
@@ -111,40 +140,93 @@ def test_lineage_prints_chain_for_registered_version(tiny, first_run):
     assert json.loads((model_files / "lineage.json").read_text())["lineage"] == report["lineage"]  # with the weights
 
 
-def test_unchanged_rerun_reuses_every_stage(tiny, first_run):
+def test_unchanged_rerun_starts_no_stage_process_and_records_what_it_reused(tiny, first_run):
+    client = tiny.client()
+    versions_before = len(_versions(client))
     again = tiny.run("again")
     assert again.returncode == 0, again.output[-5000:]
+    print(f"unchanged tiny re-run: {again.seconds:.1f} s (first run {first_run.seconds:.1f} s)")
     parent, children = tiny.runs_of("again")
-    first = _by_stage(tiny.runs_of("first")[1])
-    stages = _by_stage(children)
     assert parent.info.status == "FINISHED"
-    for stage in STAGES[1:]:
-        assert stages[stage].data.tags.get("thinkpipe.cached_from") == first[stage].info.run_id, stage
-        assert stages[stage].info.status == "FINISHED"
-    assert again.seconds < first_run.seconds
+    # KFP's cache reused every cached stage before any process started: only init opened a run
+    assert sorted(r.data.tags["thinkpipe.stage"] for r in children) == ["init"]
+    assert "Executing task 'curate'" not in re.sub(r"\x1b\[[0-9;]*m", "", again.output)
+    first = _by_stage(tiny.runs_of("first")[1])
+    for stage in STAGE_NAMES[1:]:  # the parent names, per stage, the run whose outputs were reused
+        reused = client.get_run(parent.data.tags[f"thinkpipe.reused.{stage}"])
+        assert reused.data.tags["thinkpipe.stage"] == stage and reused.info.status == "FINISHED"
+        assert _outputs(reused) == _outputs(first[stage]), stage
+        for tag in LINEAGE_TAGS:
+            assert reused.data.tags[tag] == parent.data.tags[tag], (stage, tag)
+    assert "export reused the outputs of run" in again.output
+    assert len(_versions(client)) == versions_before  # nothing new to register
+    assert again.seconds < 0.5 * first_run.seconds
 
 
 def test_failed_stage_then_resume_redoes_only_failed_and_later_stages(tiny, first_run):
     changed = ("--set", "sft.lr=0.0015")  # invalidates sft and everything after it, not curate/pretrain
     failed = tiny.run("fails-at-sft", *changed, env={"THINKPIPE_FAULT_STAGE": "sft"})
     assert failed.returncode != 0
-    assert "resumes at the failed stage" in failed.output
+    assert "work resumes at the failed stage" in failed.output
     parent, children = tiny.runs_of("fails-at-sft")
     stages = _by_stage(children)
-    assert parent.info.status == "FAILED"
+    assert parent.info.status == "FAILED"  # the exit handler closed it
     assert stages["sft"].info.status == "FAILED"
     assert "rlcs" not in stages
+    for stage in ("curate", "pretrain"):  # the config they read is unchanged: their content key matches
+        assert stages[stage].data.tags.get("thinkpipe.cached_from"), f"{stage} should be reused"
 
+    client = tiny.client()
+    champion = _set_champion_accuracy(client, 1.0)  # no tiny model can beat this one
     resumed = tiny.run("resumed", *changed)
     assert resumed.returncode == 0, resumed.output[-5000:]
     parent, children = tiny.runs_of("resumed")
     stages = _by_stage(children)
     assert parent.info.status == "FINISHED"
-    for stage in ("curate", "pretrain"):
-        assert stages[stage].data.tags.get("thinkpipe.cached_from"), f"{stage} should be reused"
+    for stage in ("curate", "pretrain"):  # finished in the failed run, so KFP reused them: no run here
+        assert stage not in stages
+        reused = client.get_run(parent.data.tags[f"thinkpipe.reused.{stage}"])
+        assert reused.data.tags["thinkpipe.pipeline_run"] == tiny.runs_of("fails-at-sft")[0].data.tags[
+            "thinkpipe.pipeline_run"]
     for stage in ("sft", "rlcs", "evaluate", "export"):
         assert not stages[stage].data.tags.get("thinkpipe.cached_from"), f"{stage} should be recomputed"
         assert stages[stage].info.status == "FINISHED"
+    # a new model, registered, but worse than the champion: it stays candidate
+    version = stages["export"].data.tags["thinkpipe.result.model_version"]
+    registered = client.get_model_version(TINY_MODEL, version)
+    assert registered.tags["thinkpipe.promotion"].startswith("candidate: mean accuracy")
+    assert "does not beat the champion" in registered.tags["thinkpipe.promotion"]
+    assert str(client.get_model_version_by_alias(TINY_MODEL, "champion").version) == champion
+    assert str(client.get_model_version_by_alias(TINY_MODEL, "candidate").version) == version
+
+
+def test_better_model_becomes_champion_and_is_uploaded_to_s3(tiny, first_run):
+    """Also exports to an S3 server on 127.0.0.1: every uploaded object hashes like its file."""
+    import hashlib
+
+    from tests.s3_server import s3_server
+
+    client = tiny.client()
+    old_champion = _set_champion_accuracy(client, -1.0)  # any model beats this one
+    with s3_server("exports") as (s3_env, s3):
+        better = tiny.run("better", "--set", "rlcs.lr=0.0007", "--set", "export.s3_uri=s3://exports/thinkpipe",
+                          env=s3_env)
+        assert better.returncode == 0, better.output[-5000:]
+        export_run = _by_stage(tiny.runs_of("better")[1])["export"]
+        folder = Path(re.search(r"exported folder\s*:\s*(\S+)", better.output).group(1))
+        prefix = export_run.data.tags["thinkpipe.result.s3_uri"].removeprefix("s3://exports/")
+        objects = s3.list_objects_v2(Bucket="exports", Prefix=prefix)["Contents"]
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert len(objects) == len(files) > 5
+        for obj in objects:
+            local = folder / obj["Key"].removeprefix(prefix + "/")
+            body = s3.get_object(Bucket="exports", Key=obj["Key"])["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == hashlib.sha256(local.read_bytes()).hexdigest()
+    version = export_run.data.tags["thinkpipe.result.model_version"]
+    assert version != old_champion
+    assert str(client.get_model_version_by_alias(TINY_MODEL, "champion").version) == version
+    assert client.get_model_version(TINY_MODEL, version).tags["thinkpipe.promotion"].startswith(
+        "champion: mean accuracy 0.0000 beats the champion -1.0000")
 
 
 def test_failed_quality_gate_stops_the_pipeline_before_training(tiny, first_run):
@@ -160,35 +242,20 @@ def test_failed_quality_gate_stops_the_pipeline_before_training(tiny, first_run)
     assert "failed_curation/quarantine.parquet" in failed_docs and "failed_curation/data_docs" in failed_docs
 
 
-def test_same_seed_and_data_give_identical_metrics(tiny, first_run):
-    """Also exports to an S3 server on 127.0.0.1: every uploaded object hashes like its file."""
-    import hashlib
-
-    from tests.s3_server import s3_server
-
-    with s3_server("exports") as (s3_env, s3):
-        repeat = tiny.run("repeat", "--no-cache", "--set", "export.s3_uri=s3://exports/thinkpipe", env=s3_env)
-        assert repeat.returncode == 0, repeat.output[-5000:]
-        folder = Path(re.search(r"exported folder\s*:\s*(\S+)", repeat.output).group(1))
-        export_run = _by_stage(tiny.runs_of("repeat")[1])["export"]
-        prefix = export_run.data.tags["thinkpipe.result.s3_uri"].removeprefix("s3://exports/")
-        objects = s3.list_objects_v2(Bucket="exports", Prefix=prefix)["Contents"]
-        files = [p for p in folder.rglob("*") if p.is_file()]
-        assert len(objects) == len(files) > 5
-        for obj in objects:
-            local = folder / obj["Key"].removeprefix(prefix + "/")
-            body = s3.get_object(Bucket="exports", Key=obj["Key"])["Body"].read()
-            assert hashlib.sha256(body).hexdigest() == hashlib.sha256(local.read_bytes()).hexdigest()
-    # an equal model is registered but does not dethrone the champion
+def test_same_seed_and_data_give_identical_metrics_and_register_nothing_new(tiny, first_run):
     client = tiny.client()
-    newest = max(client.search_model_versions(f"name = '{TINY_MODEL}'"), key=lambda v: int(v.version))
-    assert str(client.get_model_version_by_alias(TINY_MODEL, "champion").version) == "1"
-    assert str(client.get_model_version_by_alias(TINY_MODEL, "candidate").version) == str(newest.version) != "1"
-    assert "does not beat the champion" in newest.tags["thinkpipe.promotion"]
+    versions_before = [v.version for v in _versions(client)]
+    repeat = tiny.run("repeat", "--no-cache")
+    assert repeat.returncode == 0, repeat.output[-5000:]
     first = _by_stage(tiny.runs_of("first")[1])
     again = _by_stage(tiny.runs_of("repeat")[1])
-    for stage in STAGES[1:]:
+    assert sorted(again) == sorted(STAGE_NAMES)  # --no-cache: every stage ran
+    for stage in STAGE_NAMES[1:]:
         assert not again[stage].data.tags.get("thinkpipe.cached_from"), stage
-        ours = {k: v for k, v in again[stage].data.metrics.items() if not _timing(k)}
-        theirs = {k: v for k, v in first[stage].data.metrics.items() if not _timing(k)}
+        ours = {k: v for k, v in again[stage].data.metrics.items() if not golden.is_timing(k)}
+        theirs = {k: v for k, v in first[stage].data.metrics.items() if not golden.is_timing(k)}
         assert ours == theirs, stage
+    # the same weights: export names version 1 instead of registering an identical second version
+    assert [v.version for v in _versions(client)] == versions_before
+    assert again["export"].data.tags["thinkpipe.result.model_version"] == "1"
+    assert "unchanged model: its weights are version 1's" in repeat.output

@@ -63,13 +63,12 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     from model_src.config import load_config
     from model_src.data.curate import curate
     from model_src.data.schema import SPLITS
-    from model_src.stages import init_stage
+    from model_src.stages import init
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "THINKPIPE_CHECKPOINT_ROOT": str(tmp_path / "ckpt"),
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "MLFLOW_DISABLE_TELEMETRY": "true", "THINKPIPE_PIPELINE_RUN": "p-1"}
     cfg = load_config("tiny", ["pretrain.num_steps=50", "pretrain.checkpoint_every=10", "experiment=resume-test"])
-    (tmp_path / "config.json").write_text(cfg.to_json())
     generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 40, "digits": 40}))
     curate(tmp_path / "raw", {n: tmp_path / "cur" / n for n in (*SPLITS, "report")}, cfg.curate, validate=False)
     mlflow.set_tracking_uri(tracking)
@@ -77,12 +76,13 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     mlflow.MlflowClient(tracking).create_experiment("resume-test", artifact_location=(tmp_path / "art").as_uri())
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     try:  # data_hash "" skips the pin check: this corpus is a small one made here
-        init_stage(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="",
-                   data_rev="r", image="i", pipeline_run_name="p", lineage_out=str(tmp_path / "lineage.json"))
+        lineage, _ = init.run(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="",
+                              data_rev="r", image="i", pipeline_run_name="p-1")
+        (tmp_path / "lineage.json").write_text(lineage.to_json())
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
-    args = [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(tmp_path / "config.json"),
-            str(tmp_path / "lineage.json"), str(tmp_path / "cur" / "pretrain")]
+    args = [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(tmp_path / "lineage.json"),
+            str(tmp_path / "cur" / "pretrain")]
 
     def metrics_of(out: str) -> dict:
         proc = subprocess.run([*args, out], cwd=ROOT, env=env, capture_output=True, text=True)

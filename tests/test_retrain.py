@@ -14,7 +14,7 @@ import yaml
 from model_src.config import load_config
 from model_src.lineage import dvc_dir_hash
 from model_src.retrain import DataVersion, check_data, clone_repo, data_version_at, materialize_data
-from model_src.stages import check_data_stage
+from model_src.stages import check_data as check_data_stage
 from tests.conftest import ROOT, THINKPIPE, TINY_MODEL
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -105,7 +105,7 @@ def test_changed_data_is_pulled_from_the_dvc_remote_and_verified(project, regist
     second = commit_data(project, "digit,7\ndigit,3\n", "data v2")
     config_json = load_config("tiny").to_json()
 
-    result = check_data_stage(config_json=config_json, data_repo=str(project), data_branch="main",
+    result = check_data_stage.run(config_json=config_json, data_repo=str(project), data_branch="main",
                               data_root=str(tmp_path / "pvc" / "data"), pipeline_run_name="nightly-check")
     assert result["retrain"] is True and result["data_hash"] == second.data_hash
     assert (tmp_path / "pvc" / "data" / second.data_hash.removesuffix(".dir") / "rows.txt").read_text() == "digit,7\ndigit,3\n"

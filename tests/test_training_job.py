@@ -85,7 +85,7 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
     from model_src.data.curate import curate
     from model_src.data.generate import GeneratorConfig, generate_corpus
     from model_src.data.schema import SPLITS
-    from model_src.stages import init_stage, pretrain_stage
+    from model_src.stages import init, pretrain
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     k8s.state.base_env["MLFLOW_TRACKING_URI"] = tracking  # what cluster.env gives the job's pods
@@ -104,15 +104,15 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
     try:
         results = {}
         for label, cfg in (("local", local_cfg), ("job", job_cfg)):
-            init_stage(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit=label, data_hash="",
-                       data_rev="r", image="local-image", pipeline_run_name=label,
-                       lineage_out=str(tmp_path / f"{label}-lineage.json"))
-            results[label] = pretrain_stage(config_json=cfg.to_json(), lineage_path=str(tmp_path / f"{label}-lineage.json"),
-                                            pretrain_data=str(tmp_path / "cur" / "pretrain"),
-                                            model_out=str(tmp_path / f"{label}-model"), use_cache=False)
+            os.environ["THINKPIPE_PIPELINE_RUN"] = label
+            lineage, _ = init.run(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit=label,
+                                  data_hash="", data_rev="r", image="local-image", pipeline_run_name=label)
+            results[label] = pretrain.run(lineage=lineage, pretrain_data=str(tmp_path / "cur" / "pretrain"),
+                                          model_out=str(tmp_path / f"{label}-model"), use_cache=False)
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
         os.environ.pop("THINKPIPE_CHECKPOINT_ROOT")
+        os.environ.pop("THINKPIPE_PIPELINE_RUN", None)
 
     [created] = k8s.state.created
     assert created["spec"]["nprocPerNode"] == "2" and set(created["spec"]["pytorchReplicaSpecs"]) == {"Master"}

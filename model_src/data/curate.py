@@ -341,7 +341,7 @@ def assign_split(row_id: str, cfg: CurateConfig) -> str:
 
 
 def recaption(row: dict) -> str:
-    """The factual caption rebuilt from the generator's metadata (RECIPE.md section 2)."""
+    """The factual caption rebuilt from the generator's metadata (docs/recipe.md section 2)."""
     from model_src.data.domains import DOMAINS as GENERATORS
 
     return GENERATORS[row["domain"]].factual_caption(row["task"], json.loads(row["meta"]))

@@ -91,7 +91,7 @@ def reward_domain(row: dict) -> str:
 
 
 def format_response(reasoning: str, answer: str) -> str:
-    """The long-CoT response format of RECIPE.md section 3, with exactly one box in the answer.
+    """The long-CoT response format of docs/recipe.md section 3, with exactly one box in the answer.
 
     >>> format_response("2 + 3 = 5.", "5")
     '<think>2 + 3 = 5.</think><answer><|begin_of_box|>5<|end_of_box|></answer>'

@@ -1,4 +1,4 @@
-"""SFT cleaning (RECIPE.md section 3): rows whose long-CoT target would teach a broken format are
+"""SFT cleaning (docs/recipe.md section 3): rows whose long-CoT target would teach a broken format are
 rejected before training, with a count per reason.
 
 - `malformed_tags`: the target `<think>{reasoning}</think><answer>...</answer>` does not parse

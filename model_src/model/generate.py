@@ -84,7 +84,7 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
              temperature: float = 1.0, top_p: float = 1.0, force_answer_tokens: int = 0) -> Rollouts:
     """Generate a response per example. With `force_answer_tokens` > 0, a response that used the
     whole budget without closing `</think>` gets `</think><answer>` appended and may write up to
-    that many more tokens (RECIPE.md: force answering); the inserted tokens are not in loss_mask."""
+    that many more tokens (docs/recipe.md section 4: force answering); the inserted tokens are not in loss_mask."""
     model.eval()
     tokenizer = processor.tokenizer
     batch = collate(processor, examples, with_targets=False, padding_side="left")

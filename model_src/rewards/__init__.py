@@ -1,4 +1,4 @@
-"""Rewards: one pure function scores RL rollouts and evaluation alike (RECIPE.md section 5).
+"""Rewards: one pure function scores RL rollouts and evaluation alike (docs/recipe.md section 5).
 
     >>> from model_src.rewards import score
     >>> r = score("stem", "<think>2+3</think><answer><|begin_of_box|>5<|end_of_box|></answer>", "5")

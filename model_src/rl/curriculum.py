@@ -14,7 +14,7 @@ sampled yet takes its task's online pass rate (the same EMA over every sampled p
 once the task has been seen: a few all-wrong chart groups mark every chart prompt as too hard for
 now instead of waiting until each was drawn. Tiers bucket p for the monitor (tier 0 = easiest).
 
-Expansion (RECIPE.md section 4): not_valid_rate = share of last iteration's groups with zero
+Expansion (docs/recipe.md section 4): not_valid_rate = share of last iteration's groups with zero
 advantage (every rollout scored the same); expansion_ratio = 1 / (1 - not_valid_rate), capped; its
 EMA sets how many prompts to oversample next iteration, of which the groups with the largest reward
 spread (for right/wrong rewards: the ones nearest half right) are kept, up to the batch size.

@@ -1,7 +1,7 @@
 """curate: every raw row checked, bad ones quarantined with a reason, the rest split per stage.
 
-Departs from the paper, which curates web-scale corpora with model-based filters (RECIPE in
-docs/recipe.md, "Data"): here rows are checked structurally (decodable image, sizes, text, answer
+Departs from the paper, which curates web-scale corpora with model-based filters (docs/recipe.md
+section 2): here rows are checked structurally (decodable image, sizes, text, answer
 format), deduplicated by exact and perceptual image hash, removed when they leak an eval image or
 question, recaptioned from the generator's facts and balanced by domain. A Great Expectations gate
 fails the stage, before any training, when too much of a domain is quarantined.

@@ -2,7 +2,7 @@
 
 The paper pretrains the 9B model on a large multimodal corpus (image-caption, interleaved,
 OCR, grounding, video, GUI) for 120k steps at 8,192 tokens and then extends the context to 32k
-(docs/recipe.md, "Pretraining"). Here the same loop trains a tiny or small random-init Glm4v on
+(docs/recipe.md section 2). Here the same loop trains a tiny or small random-init Glm4v on
 the curated captions; with `model.init_from` it starts from released HF-format weights instead,
 and with `pretrain.num_steps: 0` as well it only hands those weights on.
 

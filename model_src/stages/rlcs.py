@@ -1,6 +1,6 @@
 """rlcs: reinforcement learning with curriculum sampling (GRPO) from the SFT model.
 
-As in the paper (docs/recipe.md, "RLCS"): verifiable rewards per domain gated on the answer
+As in the paper (docs/recipe.md section 4): verifiable rewards per domain gated on the answer
 format, group-relative advantages with clip-higher and no KL or entropy term, a curriculum that
 samples prompts by their pass rate (tiers from easy to hard, floor weight for always-solved and
 never-solved prompts) and dynamic expansion that draws extra groups so that the effective

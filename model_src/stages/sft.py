@@ -1,6 +1,6 @@
 """sft: long chain-of-thought supervised fine-tuning from the pretrained model (the cold start).
 
-As in the paper (docs/recipe.md, "SFT"), the loss is on the assistant's tokens only and the rows
+As in the paper (docs/recipe.md section 3), the loss is on the assistant's tokens only and the rows
 are `<think>...</think><answer>...</answer>`; rows whose reasoning is malformed (broken tags,
 repeated blocks, several boxes) are rejected first, as the paper filters its SFT data. The paper
 trains the 9B model for 2 epochs at 32k context and lr 1e-5 (configs/glm4v-9b.yaml); the local

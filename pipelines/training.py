@@ -64,8 +64,8 @@ def build_training_pipeline(cluster: ClusterConfig | None = None):
                                                model=rlcs_task.outputs["model"],
                                                pretrain_model=pretrain_task.outputs["model"],
                                                sft_model=sft_task.outputs["model"], **common), "evaluate")
-            export_task = configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"],
-                                           **common), "export")
+            configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"], **common),
+                      "export")
         # KFP returns no pipeline output from inside an exit handler: the exported folder is the
         # export run's `outputs/exported` artifact in MLflow (what `thinkpipe run` prints)
 

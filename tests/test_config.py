@@ -27,6 +27,7 @@ def test_profiles_load_and_overrides_are_typed():
         ("tiny", ["pretrain.num_steps=ten"], "'pretrain.num_steps'"),
         ("tiny", ["pretrain.num_steps=1.5"], "'pretrain.num_steps'"),
         ("tiny", ["rlcs.group_size=1"], "'rlcs.group_size'"),
+        ("tiny", ["rlcs.offline_k=1"], "'rlcs.offline_k'"),  # would grade with groups of 1
         ("tiny", ["model.mrope_section=[2,2,2]"], "'model.mrope_section'"),
         ("tiny", ["curate.rl_fraction=true"], "'curate.rl_fraction'"),
         ("tiny", ["seed"], "section.key=value"),
@@ -61,3 +62,15 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path, args, named):
     assert named in proc.stderr
     assert not (tmp_path / "state").exists()  # no store, no kfp outputs: nothing started
     assert time.monotonic() - started < 30
+
+
+def test_derived_configs_are_validated_like_loaded_ones():
+    from model_src.config import derive
+
+    cfg = load_config("tiny", ["rlcs.offline_k=4"])
+    graded = derive(cfg.rlcs, "rlcs", group_size=cfg.rlcs.offline_k)  # what offline grading uses
+    assert graded.group_size == 4 and graded.lr == cfg.rlcs.lr
+    with pytest.raises(ConfigError, match="'rlcs.group_size'"):
+        derive(cfg.rlcs, "rlcs", group_size=1)
+    with pytest.raises(ConfigError, match="'evaluate.checkpoint_samples_per_domain'"):
+        derive(cfg.evaluate, "evaluate", checkpoint_samples_per_domain=cfg.evaluate.max_samples_per_domain + 1)

@@ -209,7 +209,7 @@ def test_better_model_becomes_champion_and_is_uploaded_to_s3(tiny, first_run):
     client = tiny.client()
     old_champion = _set_champion_accuracy(client, -1.0)  # any model beats this one
     with s3_server("exports") as (s3_env, s3):
-        better = tiny.run("better", "--set", "rlcs.lr=0.0007", "--set", "export.s3_uri=s3://exports/thinkpipe",
+        better = tiny.run("better", "--set", "sft.lr=0.0012", "--set", "export.s3_uri=s3://exports/thinkpipe",
                           env=s3_env)
         assert better.returncode == 0, better.output[-5000:]
         export_run = _by_stage(tiny.runs_of("better")[1])["export"]

@@ -85,10 +85,10 @@ def test_vllm_serves_the_last_export_like_transformers(exported, tmp_path):
     with serving.VllmServer(command, "127.0.0.1", port, log_path=tmp_path / "vllm.log") as server:
         healthy_s = time.monotonic() - started
         asked = time.monotonic()
-        reply = serving.chat(server.base_url, model.name, image, QUESTION, max_tokens=MAX_TOKENS, logprobs=True)
+        reply = serving.chat(server.api_url, model.name, image, QUESTION, max_tokens=MAX_TOKENS, logprobs=True)
         answer_s = time.monotonic() - asked
-        again = serving.chat(server.base_url, model.name, image, QUESTION, max_tokens=MAX_TOKENS, logprobs=True)
-        other = serving.chat(server.base_url, model.name, _image("2", flip=True), QUESTION, max_tokens=MAX_TOKENS,
+        again = serving.chat(server.api_url, model.name, image, QUESTION, max_tokens=MAX_TOKENS, logprobs=True)
+        other = serving.chat(server.api_url, model.name, _image("2", flip=True), QUESTION, max_tokens=MAX_TOKENS,
                              logprobs=True)
         process = server.process
     assert process.poll() is not None, "the server outlived its context"

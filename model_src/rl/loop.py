@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from model_src.config import RLConfig
+from model_src.config import RLConfig, derive
 from model_src.model.generate import Rollouts
 from model_src.model.inputs import Example, prompt_example
 from model_src.rewards import score
@@ -72,7 +72,7 @@ def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
                   engine: RolloutEngine | None = None) -> dict[str, float]:
     """Grading before RL: each prompt's mean reward over `offline_k` sampled rollouts (for
     right/wrong rewards, the share that are right: the pass rate the curriculum starts from)."""
-    graded = RLConfig(**{**cfg.__dict__, "group_size": cfg.offline_k})
+    graded = derive(cfg, "rlcs", group_size=cfg.offline_k)
     rates: dict[str, float] = {}
     for chunk, _, rewards, _ in rollout_groups(model, processor, examples, graded, cfg.prompts_per_iteration,
                                                engine=engine):
@@ -127,7 +127,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     if resumed is not None:  # the offline grading is in the saved curriculum: not redone
         meta = load_checkpoint(resumed, model, optimizer, None)
         engine.sync_weights(model)
-        curriculum = build_curriculum(model, processor, rows, examples, RLConfig(**{**cfg.__dict__, "offline_k": 0}))
+        curriculum = build_curriculum(model, processor, rows, examples, derive(cfg, "rlcs", offline_k=0))
         curriculum.load_state_dict(meta["curriculum"])
         rng.setstate(meta["extra_state"]["sampler_rng"])
         first_iteration, history, total_rollouts = meta["step"], meta["history"], meta["total_rollouts"]

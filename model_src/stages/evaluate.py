@@ -9,9 +9,9 @@ holds the generators' held-out rows of each domain. `report_out/eval.json` holds
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
+from model_src.config import derive
 from model_src.lineage import Lineage, hash_path
 from model_src.stages.models import load_model
 from model_src.stages.runner import StageContext, run_stage
@@ -34,7 +34,7 @@ def work(ctx: StageContext) -> dict[str, float]:
     stages = [name for name in CHECKPOINT_INPUTS if name in ctx.inputs]
     if stages and cfg.checkpoint_samples_per_domain:
         # the selection is deterministic, so the first n per domain are the same rows for all
-        few = dataclasses.replace(cfg, max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0)
+        few = derive(cfg, "evaluate", max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0)
         ids: set[str] = set()
         for name in stages:
             checkpoint, checkpoint_processor = load_model(ctx.inputs[name])

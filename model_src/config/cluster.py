@@ -1,0 +1,162 @@
+"""The cluster schema: per-stage pod settings, environment and Secrets, the training-job launcher.
+
+Applied when the DAG is compiled for a cluster (pipelines/cluster.py) and by the training-job
+launcher (model_src/cluster/training_job.py); a local run ignores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from model_src.config.base import require as _require
+from model_src.stages.registry import STAGE_NAMES
+
+# Kubernetes quantities such as "500m", "4", "16Gi", "1.5G"
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = "Exists"  # Exists | Equal
+    value: str = ""
+    effect: str = ""          # NoSchedule | PreferNoSchedule | NoExecute | "" (every effect)
+
+    def validate(self, prefix: str) -> None:
+        _require(self.operator in ("Exists", "Equal"), f"{prefix}.operator", "must be Exists or Equal")
+        _require(self.effect in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"), f"{prefix}.effect",
+                 "must be NoSchedule, PreferNoSchedule, NoExecute or empty")
+        _require(self.operator == "Equal" or not self.value, f"{prefix}.value", "only Equal takes a value")
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What one stage's pod asks Kubernetes for. Empty quantities are left unset."""
+
+    cpu_request: str = ""
+    cpu_limit: str = ""
+    memory_request: str = ""
+    memory_limit: str = ""
+    gpus: int = 0
+    accelerator: str = "nvidia.com/gpu"
+    node_selector: tuple[str, ...] = ()  # "label=value" pairs
+    tolerations: tuple[Toleration, ...] = ()
+
+    def validate(self, prefix: str) -> None:
+        for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+            value = getattr(self, name)
+            _require(not value or bool(_QUANTITY.match(value)), f"{prefix}.{name}",
+                     f"must be a Kubernetes quantity such as 4, 500m or 16Gi, got {value!r}")
+        _require(self.gpus >= 0, f"{prefix}.gpus", "must be >= 0")
+        for i, pair in enumerate(self.node_selector):
+            _require(pair.count("=") == 1 and all(pair.split("=")), f"{prefix}.node_selector[{i}]",
+                     f"must look like label=value, got {pair!r}")
+        for i, toleration in enumerate(self.tolerations):
+            toleration.validate(f"{prefix}.tolerations[{i}]")
+
+
+def _validate_stage_settings(self, prefix: str) -> None:
+    for name in STAGE_NAMES:
+        getattr(self, name).validate(f"{prefix}.{name}")
+
+
+# `cluster.stages.<stage>`: one StageResources per stage of the registry, so a new stage gets its
+# settings by being listed there
+StageSettings = dataclasses.make_dataclass(
+    "StageSettings", [(name, StageResources, field(default_factory=StageResources)) for name in STAGE_NAMES],
+    frozen=True, namespace={"validate": _validate_stage_settings, "__module__": __name__})
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A plain (non-secret) environment variable for every stage pod, e.g. MLFLOW_TRACKING_URI."""
+
+    name: str = ""
+    value: str = ""
+
+    def validate(self, prefix: str) -> None:
+        from model_src.secret_scan import find_secrets
+
+        _require(bool(_ENV_NAME.match(self.name)), f"{prefix}.name", f"not an environment variable name: {self.name!r}")
+        _require(not find_secrets(f"{self.name}={self.value}"), f"{prefix}.value",
+                 "looks like a secret value: put it in a Kubernetes Secret and list it under cluster.secret_env")
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """Environment variable `env` from key `key` of the Kubernetes Secret `secret` (names only)."""
+
+    secret: str = ""
+    key: str = ""
+    env: str = ""
+
+    def validate(self, prefix: str) -> None:
+        _require(bool(_DNS_NAME.match(self.secret)), f"{prefix}.secret", f"not a Secret name: {self.secret!r}")
+        _require(bool(self.key), f"{prefix}.key", "must not be empty")
+        _require(bool(_ENV_NAME.match(self.env)), f"{prefix}.env", f"not an environment variable name: {self.env!r}")
+
+
+@dataclass(frozen=True)
+class TrainingJobConfig:
+    """pretrain / sft / rlcs as a Kubeflow Training Operator PyTorchJob instead of in the stage's pod."""
+
+    enabled: bool = False
+    template: str = "manifests/templates/pytorchjob.yaml"  # relative to the repository / image root
+    nodes: int = 1
+    gpus_per_node: int = 8
+    processes_per_node: int = 0  # torchrun processes per node; 0 = one per GPU (CPU-only jobs: set it)
+    cpu_per_node: str = "32"
+    memory_per_node: str = "512Gi"
+    poll_seconds: float = 10.0
+    timeout_hours: float = 0.0  # 0 = wait as long as it runs
+    keep_failed: bool = False   # leave a failed job (and its pods) for debugging instead of deleting it
+
+    def validate(self, prefix: str) -> None:
+        _require(self.nodes >= 1, f"{prefix}.nodes", "must be >= 1")
+        _require(self.gpus_per_node >= 0, f"{prefix}.gpus_per_node", "must be >= 0 (0 = CPU processes)")
+        _require(self.processes_per_node >= 0, f"{prefix}.processes_per_node", "must be >= 0 (0 = one per GPU)")
+        for name in ("cpu_per_node", "memory_per_node"):
+            value = getattr(self, name)
+            _require(bool(_QUANTITY.match(value)), f"{prefix}.{name}", f"must be a Kubernetes quantity, got {value!r}")
+        _require(self.poll_seconds > 0, f"{prefix}.poll_seconds", "must be > 0")
+        _require(self.timeout_hours >= 0, f"{prefix}.timeout_hours", "must be >= 0 (0 = no timeout)")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Kubernetes settings, applied when the DAG is compiled for a cluster (kfp-kubernetes) and by
+    the training-job launcher. A local `thinkpipe run` ignores them."""
+
+    namespace: str = "thinkpipe"
+    service_account: str = "thinkpipe-pipeline"
+    checkpoint_pvc: str = ""  # PVC for checkpoints and training-job hand-over; "" = none
+    checkpoint_mount: str = "/checkpoints"
+    cache_pvc: str = ""       # PVC for the HF / S3 download cache; "" = none
+    cache_mount: str = "/cache"
+    env: tuple[EnvVar, ...] = ()
+    secret_env: tuple[SecretEnv, ...] = ()
+    stages: StageSettings = field(default_factory=StageSettings)
+    training_job: TrainingJobConfig = field(default_factory=TrainingJobConfig)
+
+    def validate(self, prefix: str) -> None:
+        _require(bool(_DNS_NAME.match(self.namespace)), f"{prefix}.namespace", f"not a namespace name: {self.namespace!r}")
+        for name in ("checkpoint_pvc", "cache_pvc"):
+            value = getattr(self, name)
+            _require(not value or bool(_DNS_NAME.match(value)), f"{prefix}.{name}", f"not a PVC name: {value!r}")
+        for name in ("checkpoint_mount", "cache_mount"):
+            _require(getattr(self, name).startswith("/"), f"{prefix}.{name}", "must be an absolute path")
+        for i, var in enumerate(self.env):
+            var.validate(f"{prefix}.env[{i}]")
+        for i, var in enumerate(self.secret_env):
+            var.validate(f"{prefix}.secret_env[{i}]")
+        names = [v.name for v in self.env] + [v.env for v in self.secret_env]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        _require(not duplicated, f"{prefix}.env", f"variables set twice: {', '.join(duplicated)}")
+        self.stages.validate(f"{prefix}.stages")
+        self.training_job.validate(f"{prefix}.training_job")
+        _require(not self.training_job.enabled or bool(self.checkpoint_pvc), f"{prefix}.checkpoint_pvc",
+                 "the training job hands data in and out through this PVC: name one")

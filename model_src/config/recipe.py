@@ -1,0 +1,227 @@
+"""The recipe's sections: tokenizer, model, curation, pretraining and SFT, RLCS, evaluation, export.
+
+Each is a frozen dataclass with defaults and a `validate(prefix)` that names the bad key. Their
+fields are the recipe's hyperparameters; docs/recipe.md says which numbers come from the paper and
+which are open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model_src.config.base import require as _require
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 512  # BPE vocabulary learned from the corpus, before special tokens
+
+    def validate(self, prefix: str) -> None:
+        _require(self.vocab_size >= 300, f"{prefix}.vocab_size", "must be >= 300 (256 bytes + merges)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Glm4v architecture. Names follow transformers' Glm4vTextConfig / Glm4vVisionConfig."""
+
+    text_hidden_size: int = 128
+    text_num_layers: int = 2
+    text_num_heads: int = 4
+    text_num_kv_heads: int = 2
+    text_intermediate_size: int = 256
+    partial_rotary_factor: float = 0.5
+    # M-RoPE split of the rotary half-dims over (temporal, height, width); must sum to
+    # head_dim * partial_rotary_factor / 2 (9B: head_dim 128 -> [8, 12, 12]).
+    mrope_section: tuple[int, ...] = (2, 3, 3)
+    max_position_embeddings: int = 1024
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    vision_num_heads: int = 2
+    vision_intermediate_size: int = 128
+    vision_image_size: int = 112  # size the learned position table is built for; resampled to any input
+    patch_size: int = 14
+    spatial_merge_size: int = 2
+    temporal_patch_size: int = 2
+    # image processor bounds, in pixels; one LLM token covers (patch*merge)^2 = 28x28 px
+    min_pixels: int = 56 * 56
+    max_pixels: int = 112 * 112
+    # embedding rows: 0 = the tokenizer's size; the real model has 151,552 (its released tokenizer)
+    vocab_size: int = 0
+    # start from released HF-format weights (model + processor): a local folder or s3://bucket/prefix;
+    # empty = random init and a tokenizer learned from the corpus
+    init_from: str = ""
+
+    @property
+    def text_head_dim(self) -> int:
+        return self.text_hidden_size // self.text_num_heads
+
+    def validate(self, prefix: str) -> None:
+        _require(self.text_hidden_size % self.text_num_heads == 0, f"{prefix}.text_num_heads",
+                 "must divide text_hidden_size")
+        _require(self.text_num_heads % self.text_num_kv_heads == 0, f"{prefix}.text_num_kv_heads",
+                 "must divide text_num_heads")
+        _require(self.vision_hidden_size % self.vision_num_heads == 0, f"{prefix}.vision_num_heads",
+                 "must divide vision_hidden_size")
+        rotary_half = int(self.text_head_dim * self.partial_rotary_factor) // 2
+        _require(sum(self.mrope_section) == rotary_half, f"{prefix}.mrope_section",
+                 f"must sum to head_dim * partial_rotary_factor / 2 = {rotary_half}, got {list(self.mrope_section)}")
+        _require(len(self.mrope_section) == 3, f"{prefix}.mrope_section", "needs 3 entries (t, h, w)")
+        _require(self.vocab_size >= 0, f"{prefix}.vocab_size", "must be >= 0 (0 = the tokenizer's size)")
+        _require(not self.init_from.startswith(("http://", "https://", "hf://")), f"{prefix}.init_from",
+                 "must be a local folder or an s3:// URI (no model hub is reachable from the cluster)")
+        _require(self.min_pixels <= self.max_pixels, f"{prefix}.min_pixels", "must be <= max_pixels")
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """Curation (model_src/data/curate.py). Eval rows come from the generator's eval split;
+    training rows are split by id hash into RL prompts, SFT and pretraining."""
+
+    rl_fraction: float = 0.25    # of the training rows: prompts for RLCS
+    sft_fraction: float = 0.35   # of the training rows: long-CoT SFT; the remainder is pretraining
+    near_dup_hamming: int = 8    # perceptual-hash bits (of 256) within which two images are near-duplicates
+    template_min_rows: int = 3   # a question shared by this many eval rows is a template, not a leak
+    recaption_ratio: float = 0.5  # share of pretraining captions rebuilt from the generator's facts
+    max_image_pixels: int = 4096 * 4096  # decompression-bomb ceiling, checked on the header
+    max_aspect_ratio: float = 200.0
+    max_text_chars: int = 4096
+    max_quarantine_share: float = 0.25  # gate: per domain, above this the stage fails
+    min_domain_share: float = 0.02      # gate: every domain keeps at least this share of kept rows
+    batch_rows: int = 512        # rows decoded at a time (streaming keeps memory flat)
+
+    def validate(self, prefix: str) -> None:
+        for name in ("rl_fraction", "sft_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"{prefix}.{name}", f"must be in (0, 1), got {value}")
+        _require(self.rl_fraction + self.sft_fraction < 1.0, f"{prefix}.sft_fraction",
+                 "rl_fraction + sft_fraction must leave rows for pretraining")
+        _require(0 <= self.near_dup_hamming < 64, f"{prefix}.near_dup_hamming", "must be in [0, 64)")
+        _require(self.template_min_rows >= 2, f"{prefix}.template_min_rows", "must be >= 2")
+        for name in ("recaption_ratio", "max_quarantine_share", "min_domain_share"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", f"must be in [0, 1], got {value}")
+        for name in ("max_image_pixels", "max_text_chars", "batch_rows"):
+            _require(getattr(self, name) > 0, f"{prefix}.{name}", "must be > 0")
+        _require(self.max_aspect_ratio >= 1.0, f"{prefix}.max_aspect_ratio", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Supervised training (pretraining and SFT share the loop)."""
+
+    num_steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 100  # steps between resumable checkpoints; 0 = none
+    # 0: batch_size samples per step, padded to the longest; > 0: batch_size rows of this many
+    # tokens, each packed with whole samples (model_src/train/packing.py)
+    pack_length: int = 0
+    # train through a DeepSpeed engine (model_src/train/distributed.py); ZeRO stage 0-3
+    deepspeed: bool = False
+    zero_stage: int = 0
+    peak_tflops: float = 0.0  # device peak for MFU; 0 = known GPUs' bf16 peak, unknown on CPU (not logged)
+
+    def validate(self, prefix: str) -> None:
+        _require(self.num_steps >= 0, f"{prefix}.num_steps", "must be >= 0 (0 only for pretrain with model.init_from)")
+        _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
+        _require(self.lr > 0, f"{prefix}.lr", "must be > 0")
+        _require(self.warmup_steps >= 0 and (self.num_steps == 0 or self.warmup_steps <= self.num_steps),
+                 f"{prefix}.warmup_steps", "must be in [0, num_steps]")
+        _require(self.log_every > 0, f"{prefix}.log_every", "must be > 0")
+        _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
+        _require(self.pack_length >= 0, f"{prefix}.pack_length", "must be >= 0 (0 = padded batches)")
+        _require(self.zero_stage in (0, 1, 2, 3), f"{prefix}.zero_stage", "must be 0, 1, 2 or 3")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """GRPO with clip-higher, no KL and no entropy term (docs/recipe.md section 4)."""
+
+    num_iterations: int = 10
+    prompts_per_iteration: int = 8
+    group_size: int = 4  # rollouts per prompt
+    max_new_tokens: int = 48
+    lr: float = 2e-4
+    clip_low: float = 0.2
+    clip_high: float = 0.28  # clip-higher: a larger upper bound on the importance ratio
+    temperature: float = 1.0
+    top_p: float = 1.0
+    updates_per_iteration: int = 2
+    # curriculum sampling and dynamic expansion (model_src/rl/curriculum.py); False = uniform ablation
+    curriculum: bool = True
+    curriculum_floor: float = 0.1       # sampling weight of a prompt that is always right or always wrong
+    curriculum_alpha: float = 0.5       # weight of the newest observed pass rate
+    tier_thresholds: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)  # pass-rate bounds of tiers 0 (easy) .. 4
+    expansion_ema_decay: float = 0.8
+    max_expansion_ratio: float = 4.0
+    offline_k: int = 0                  # pass@k rollouts per prompt to grade difficulty before RL; 0 = prior
+    max_rollouts: int = 0               # rollout budget: stop once this many were drawn; 0 = no budget
+    force_answer_tokens: int = 16       # answer budget after `</think><answer>` is forced at max_new_tokens; 0 = off
+    checkpoint_every: int = 5           # iterations between resumable checkpoints (with curriculum state); 0 = none
+    # who generates rollouts (model_src/rl/rollout.py): "auto" = vLLM when it imports and CUDA is
+    # available, else transformers `generate`; "transformers"; "vllm" (the RLCS stage fails at its start if vLLM is missing)
+    rollout_engine: str = "auto"
+
+    def validate(self, prefix: str) -> None:
+        _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
+        _require(self.prompts_per_iteration > 0, f"{prefix}.prompts_per_iteration", "must be > 0")
+        _require(self.group_size >= 2, f"{prefix}.group_size", "must be >= 2 (advantages are group-relative)")
+        _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
+        _require(0 < self.clip_low < 1, f"{prefix}.clip_low", "must be in (0, 1)")
+        _require(self.clip_high >= self.clip_low, f"{prefix}.clip_high", "must be >= clip_low")
+        _require(0 < self.top_p <= 1, f"{prefix}.top_p", "must be in (0, 1]")
+        _require(self.temperature > 0, f"{prefix}.temperature", "must be > 0")
+        _require(self.updates_per_iteration > 0, f"{prefix}.updates_per_iteration", "must be > 0")
+        _require(0 < self.curriculum_floor <= 1, f"{prefix}.curriculum_floor", "must be in (0, 1]")
+        _require(0 < self.curriculum_alpha <= 1, f"{prefix}.curriculum_alpha", "must be in (0, 1]")
+        _require(list(self.tier_thresholds) == sorted(self.tier_thresholds, reverse=True)
+                 and all(0 < t < 1 for t in self.tier_thresholds), f"{prefix}.tier_thresholds",
+                 "must be decreasing values in (0, 1)")
+        _require(0 <= self.expansion_ema_decay < 1, f"{prefix}.expansion_ema_decay", "must be in [0, 1)")
+        _require(self.max_expansion_ratio >= 1, f"{prefix}.max_expansion_ratio", "must be >= 1")
+        _require(self.offline_k == 0 or self.offline_k >= 2, f"{prefix}.offline_k",
+                 "must be 0 (no offline grading) or >= 2 (a pass rate needs a group of rollouts)")
+        _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
+        _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
+        _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
+        _require(self.rollout_engine in ("auto", "transformers", "vllm"), f"{prefix}.rollout_engine",
+                 f"must be auto, transformers or vllm, got {self.rollout_engine!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_new_tokens: int = 64
+    max_samples_per_domain: int = 64
+    batch_size: int = 16
+    force_answer_tokens: int = 16  # as in RL: answer budget once thinking hits max_new_tokens; 0 = off
+    pass_k: int = 0  # sampled pass@k (temperature 1, top-p 1) besides greedy pass@1; 0 = greedy only
+    worst_examples: int = 3  # per domain, in the reviewer's worst-examples page
+    # the pretrained and SFT checkpoints are also scored, on the first this-many samples per domain
+    # (the same samples for every stage), so MLflow shows each stage's gain; 0 = final model only
+    checkpoint_samples_per_domain: int = 8
+
+    def validate(self, prefix: str) -> None:
+        _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")
+        _require(self.pass_k >= 0, f"{prefix}.pass_k", "must be >= 0 (0 = greedy only)")
+        _require(self.worst_examples >= 0, f"{prefix}.worst_examples", "must be >= 0")
+        _require(0 <= self.checkpoint_samples_per_domain <= self.max_samples_per_domain,
+                 f"{prefix}.checkpoint_samples_per_domain", "must be in [0, max_samples_per_domain]")
+        _require(self.max_samples_per_domain > 0, f"{prefix}.max_samples_per_domain", "must be > 0")
+        _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
+        _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    registered_model_name: str = "thinkpipe-glm4v"
+    promotion_tolerance: float = 0.02  # largest per-domain accuracy drop a new champion may have
+    s3_uri: str = ""  # also upload the exported folder to s3://bucket/prefix/<model>/<run id>; "" = no
+
+    def validate(self, prefix: str) -> None:
+        _require(bool(self.registered_model_name.strip()), f"{prefix}.registered_model_name", "must not be empty")
+        _require(0 <= self.promotion_tolerance <= 1, f"{prefix}.promotion_tolerance", "must be in [0, 1]")
+        _require(not self.s3_uri or self.s3_uri.startswith("s3://"), f"{prefix}.s3_uri", "must be an s3:// URI or empty")

@@ -1,0 +1,126 @@
+"""One row's structural checks: ids, text, answer format, difficulty, meta, frames and images.
+Each failure is a (reason, detail) pair; the reasons are listed in model_src/data/curate.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+
+from PIL import Image
+
+from model_src.config import CurateConfig
+from model_src.data.curation.reading import TEXT_COLUMNS
+from model_src.data.schema import ANSWER_PATTERNS, DOMAINS
+
+REQUIRED_TEXT = ("question", "answer", "domain", "task", "answer_type")
+_ANSWER_RE = {kind: re.compile(pattern) for kind, pattern in ANSWER_PATTERNS.items()}
+
+
+def check_image(data: bytes | None, cfg: CurateConfig = CurateConfig()) -> tuple[str | None, Image.Image | None]:
+    """(None, decoded RGB image) for a sane image, else (quarantine reason, None). Size, pixel
+    count and aspect ratio are read from the header before any pixel is decoded."""
+    if not data:
+        return "image_empty", None
+    # Pillow refuses a PNG whose header says 0 pixels wide or high; read the header ourselves so
+    # the reason says what is wrong
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and (
+            int.from_bytes(data[16:20], "big") == 0 or int.from_bytes(data[20:24], "big") == 0):
+        return "image_zero_size", None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+                if width == 0 or height == 0:
+                    return "image_zero_size", None
+                if width * height > cfg.max_image_pixels:
+                    return "image_too_many_pixels", None
+                if max(width, height) / min(width, height) > cfg.max_aspect_ratio:
+                    return "image_aspect_ratio", None
+                if probe.mode not in ("RGB", "L", "RGBA", "P"):
+                    return "image_mode", None
+                probe.load()
+                return None, probe.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return "image_too_many_pixels", None
+    except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
+        return "image_corrupt", None
+
+
+def check_answer(answer: str, answer_type: str) -> tuple[str, str] | None:
+    """None when the answer has its type's form, else (reason, detail).
+
+    >>> check_answer("[10,20,30,40]", "box") is None
+    True
+    >>> check_answer("[30,20,10,40]", "box")
+    ('box_out_of_range', 'answer: x2 < x1 or y2 < y1')
+    >>> check_answer("12a", "integer")
+    ('answer_malformed', 'answer: not a integer')
+    """
+    pattern = _ANSWER_RE.get(answer_type)
+    if pattern is None:
+        return "answer_type_unknown", f"answer_type: {answer_type!r}"
+    if not pattern.match(answer):
+        return "answer_malformed", f"answer: not a {answer_type}"
+    box = None
+    if answer_type == "box":
+        box = json.loads(answer)
+    elif answer_type == "action":
+        try:
+            action = json.loads(answer)
+        except ValueError:
+            return "answer_malformed", "answer: action is not JSON"
+        box = action.get("box") if isinstance(action, dict) else None
+        if action.get("action") in ("click", "type") and box is None:
+            return "answer_malformed", "answer: click/type action without a box"
+    if box is not None:
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box)):
+            return "answer_malformed", "answer: box is not 4 integers"
+        if not all(0 <= v <= 999 for v in box):
+            return "box_out_of_range", "answer: box value outside 0-999"
+        if box[2] < box[0] or box[3] < box[1]:
+            return "box_out_of_range", "answer: x2 < x1 or y2 < y1"
+    return None
+
+
+def check_row(row: dict, cfg: CurateConfig = CurateConfig()) -> tuple[tuple[str, str] | None, list[Image.Image]]:
+    """((reason, detail) or None, decoded images)."""
+    if not row.get("id"):
+        return ("id_missing", "id"), []
+    if row.get("_bad_utf8"):
+        return ("text_not_utf8", row["_bad_utf8"]), []
+    for column in REQUIRED_TEXT:
+        value = row[column]
+        if value is None or not value.strip():
+            return (f"{column}_missing", column), []
+    for column in TEXT_COLUMNS:
+        if row[column] is not None and len(row[column]) > cfg.max_text_chars:
+            return (f"{column}_too_long", f"{column}: {len(row[column])} chars > {cfg.max_text_chars}"), []
+    if row["split"] not in ("train", "eval"):
+        return ("split_invalid", f"split: {row['split']!r}"), []
+    if row["domain"] not in DOMAINS:
+        return ("domain_unknown", f"domain: {row['domain']!r}"), []
+    problem = check_answer(row["answer"], row["answer_type"])
+    if problem:
+        return problem, []
+    if row["difficulty"] is None or not 0.0 <= row["difficulty"] <= 1.0:
+        return ("difficulty_out_of_range", f"difficulty: {row['difficulty']}"), []
+    try:
+        if not isinstance(json.loads(row["meta"] or "{}"), dict):
+            raise ValueError
+    except ValueError:
+        return ("meta_invalid", "meta: not a JSON object"), []
+    if not row["images"]:
+        return ("image_missing", "images"), []
+    frame_times = row["frame_times"] or []
+    if frame_times and (len(frame_times) != len(row["images"]) or any(b <= a for a, b in zip(frame_times, frame_times[1:]))):
+        return ("frame_times_mismatch", "frame_times: one increasing time per frame"), []
+    decoded = []
+    for k, data in enumerate(row["images"]):
+        reason, image = check_image(data, cfg)
+        if reason:
+            return (reason, f"images[{k}]"), []
+        decoded.append(image)
+    return None, decoded

@@ -1,0 +1,71 @@
+"""Streaming parquet output: one writer per table, and the final split files with their weights."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from model_src.data.curation.balance import balance_weights
+from model_src.data.schema import ROW_SCHEMA, SPLITS, split_path
+
+CURATED_SCHEMA = (ROW_SCHEMA.append(pa.field("stage_split", pa.string()))
+                  .append(pa.field("caption_source", pa.string()))
+                  .append(pa.field("sample_weight", pa.float64())))
+QUARANTINE_SCHEMA = ROW_SCHEMA.append(pa.field("reason", pa.string())).append(pa.field("detail", pa.string()))
+
+
+class Writers:
+    """One streaming parquet writer per output table, opened lazily."""
+
+    def __init__(self):
+        self.writers: dict[Path, tuple[pq.ParquetWriter, list[dict], pa.Schema]] = {}
+
+    def write(self, path: Path, row: dict, schema: pa.Schema, flush_at: int = 256) -> None:
+        if path not in self.writers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writers[path] = (pq.ParquetWriter(path, schema, compression="zstd"), [], schema)
+        writer, buffer, _ = self.writers[path]
+        buffer.append({name: row.get(name) for name in schema.names})
+        if len(buffer) >= flush_at:
+            self._flush(path)
+
+    def _flush(self, path: Path) -> None:
+        writer, buffer, schema = self.writers[path]
+        if buffer:
+            writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+            buffer.clear()
+
+    def close(self, path: Path, schema: pa.Schema) -> None:
+        """Flush and close `path`, writing an empty table when nothing was written."""
+        if path not in self.writers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(schema.empty_table(), path)
+            return
+        self._flush(path)
+        self.writers.pop(path)[0].close()
+
+
+
+
+def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir: Path,
+                 concepts: dict[str, Counter], batch_rows: int) -> None:
+    """Each staged split rewritten into its folder with `sample_weight`, and all of them into
+    kept.parquet; the staging folder is removed."""
+    kept_path = report_dir / "kept.parquet"
+    for split in SPLITS:
+        writers.close(staging / f"{split}.parquet", CURATED_SCHEMA)
+    for split in SPLITS:
+        weights = balance_weights(concepts[split]) if concepts[split] else {}
+        out_path = split_path(output_dirs[split])
+        for batch in pq.ParquetFile(staging / f"{split}.parquet").iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                row["sample_weight"] = weights[(row["domain"], row["task"])]
+                writers.write(out_path, row, CURATED_SCHEMA)
+                writers.write(kept_path, row, CURATED_SCHEMA)
+        writers.close(out_path, CURATED_SCHEMA)
+        (staging / f"{split}.parquet").unlink()
+    writers.close(kept_path, CURATED_SCHEMA)
+    staging.rmdir()

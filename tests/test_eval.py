@@ -10,7 +10,7 @@ import torch
 
 from model_src.config import load_config
 from model_src.data.generate import GeneratorConfig, generate_corpus
-from model_src.eval.evaluate import domain_table, evaluate_model, worst_examples_html
+from model_src.eval.evaluate import aggregate_sampled, domain_table, evaluate_model, worst_examples_html
 from model_src.model.build import build_model, build_processor, train_tokenizer
 
 
@@ -45,3 +45,20 @@ def test_pass_at_k_table_and_worst_examples(tmp_path):
     assert page.count("<h2>") == 2 and page.count("data:image/png;base64,") >= 4
     worst = min((r for r in records if r["domain"] == "stem"), key=lambda r: (r["reward"], r["id"]))
     assert worst["question"] in page
+
+
+def test_pass_at_k_and_sampled_accuracy_of_known_rewards():
+    """Known rewards in, exact values out: a graded reward below 1 never counts as a pass, a domain's
+    figures are the mean over its prompts, and the `_mean` is over domains, not prompts."""
+    ids = {"chart": ["c1", "c2", "c3", "c4"], "ocr": ["o1"]}
+    rewards = {"c1": [1.0, 1.0, 0.0], "c2": [0.0, 0.0, 0.0], "c3": [0.99, 0.5, 0.2], "c4": [0.0, 0.0, 1.0],
+               "o1": [0.25, 0.25, 0.25]}
+    metrics, passed = aggregate_sampled(ids, rewards, 3)
+    assert passed == {"c1": True, "c2": False, "c3": False, "c4": True, "o1": False}
+    assert metrics["pass_at_3/chart"] == 0.5 and metrics["pass_at_3/ocr"] == 0.0
+    assert metrics["sampled_accuracy/chart"] == (2 / 3 + 0 + 1.69 / 3 + 1 / 3) / 4
+    assert metrics["sampled_accuracy/ocr"] == 0.25
+    assert metrics["pass_at_3_mean"] == 0.25  # (0.5 + 0.0) / 2 domains, not 2 passes / 5 prompts
+    assert metrics["sampled_accuracy_mean"] == (metrics["sampled_accuracy/chart"] + 0.25) / 2
+    assert set(metrics) == {"pass_at_3/chart", "pass_at_3/ocr", "sampled_accuracy/chart", "sampled_accuracy/ocr",
+                            "pass_at_3_mean", "sampled_accuracy_mean"}

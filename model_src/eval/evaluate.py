@@ -49,22 +49,40 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
         metrics[f"forced_answer/{domain}"] = statistics.fmean(float(r["forced"]) for r in mine)
         metrics[f"response_tokens/{domain}"] = statistics.fmean(r["response_tokens"] for r in mine)
     if cfg.pass_k:
-        # pass@k: any of the k samples right; sampled accuracy: their mean reward (what RL raises)
         sampled = sampled_rewards(model, processor, selected, cfg)
-        passed = {i: any(r >= 1.0 for r in rewards) for i, rewards in sampled.items()}
+        sampled_metrics, passed = aggregate_sampled(
+            {domain: [r["id"] for r in rows_of] for domain, rows_of in by_domain.items()}, sampled, cfg.pass_k)
+        metrics.update(sampled_metrics)
         for record in records:
             record[f"pass_at_{cfg.pass_k}"] = passed[record["id"]]
-        for domain in sorted(by_domain):
-            metrics[f"pass_at_{cfg.pass_k}/{domain}"] = statistics.fmean(
-                float(passed[r["id"]]) for r in by_domain[domain])
-            metrics[f"sampled_accuracy/{domain}"] = statistics.fmean(
-                statistics.fmean(sampled[r["id"]]) for r in by_domain[domain])
-        for name in (f"pass_at_{cfg.pass_k}", "sampled_accuracy"):
-            metrics[f"{name}_mean"] = statistics.fmean(metrics[f"{name}/{d}"] for d in sorted(by_domain))
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))
     return metrics, records
+
+
+def aggregate_sampled(ids_by_domain: dict[str, list[str]], sampled: dict[str, list[float]],
+                      k: int) -> tuple[dict[str, float], dict[str, bool]]:
+    """(metrics, passed per id) from k sampled rewards per prompt. pass@k: any of the k samples
+    fully right (reward 1); sampled accuracy: the mean reward of the k samples (what RL raises);
+    both per domain (the mean over its prompts) and `_mean` over domains.
+
+    >>> m, passed = aggregate_sampled({"a": ["p1", "p2"], "b": ["p3"]},
+    ...                               {"p1": [1.0, 0.0], "p2": [0.5, 0.9], "p3": [1.0, 1.0]}, 2)
+    >>> passed
+    {'p1': True, 'p2': False, 'p3': True}
+    >>> {name: round(value, 4) for name, value in m.items()}
+    {'pass_at_2/a': 0.5, 'sampled_accuracy/a': 0.6, 'pass_at_2/b': 1.0, 'sampled_accuracy/b': 1.0, 'pass_at_2_mean': 0.75, 'sampled_accuracy_mean': 0.8}
+    """
+    passed = {i: any(r >= 1.0 for r in rewards) for i, rewards in sampled.items()}
+    metrics: dict[str, float] = {}
+    for domain in sorted(ids_by_domain):
+        ids = ids_by_domain[domain]
+        metrics[f"pass_at_{k}/{domain}"] = statistics.fmean(float(passed[i]) for i in ids)
+        metrics[f"sampled_accuracy/{domain}"] = statistics.fmean(statistics.fmean(sampled[i]) for i in ids)
+    for name in (f"pass_at_{k}", "sampled_accuracy"):
+        metrics[f"{name}_mean"] = statistics.fmean(metrics[f"{name}/{d}"] for d in sorted(ids_by_domain))
+    return metrics, passed
 
 
 def sampled_rewards(model, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, list[float]]:

@@ -40,7 +40,7 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 # One RUN for the whole install: one layer (buildah's vfs driver copies every layer in full). The
 # package is installed editable, like `make venv`, so model_src finds its profiles in
-# /opt/thinkpipe/configs (model_src/config.py looks beside the package).
+# /opt/thinkpipe/configs (model_src/config/loader.py looks beside the package).
 COPY requirements.lock pyproject.toml README.md /opt/thinkpipe/
 COPY model_src /opt/thinkpipe/model_src
 COPY components /opt/thinkpipe/components

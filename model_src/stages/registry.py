@@ -1,6 +1,6 @@
 """The one list of pipeline stages. Everything that needs to know the stages derives from it:
 
-- the config's per-stage cluster settings (`cluster.stages.<name>`, model_src/config.py);
+- the config's per-stage cluster settings (`cluster.stages.<name>`, model_src/config/cluster.py);
 - each component's KFP caching and the DAG's wiring check (pipelines/training.py);
 - the order and the upstream links of the lineage report (model_src/lineage_report.py);
 - the reused-stage lookup that closes a pipeline run (model_src/stages/finish.py);

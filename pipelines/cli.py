@@ -255,9 +255,13 @@ def _print_summary(setup: LocalSetup, run_name: str, run_id: str, seconds: float
         from model_src.names import OUTPUTS_RUN_TAG
 
         source = export_run.data.tags.get(OUTPUTS_RUN_TAG, export_run.info.run_id)  # the run that holds the files
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a summary, not a progress report
         exported = mlflow.artifacts.download_artifacts(run_id=source, artifact_path="outputs/exported",
                                                        dst_path=str(setup.state_dir / "exports" / source))
         print(f"  exported folder  : {exported}")
+    reused = {k[len(REUSED_TAG_PREFIX):]: v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG_PREFIX)}
+    if reused:  # KFP's cache skipped these stages: the runs whose outputs this pipeline run used
+        print("  reused stages    : " + ", ".join(f"{stage} (run {run})" for stage, run in reused.items()))
     if reused_id and not ran:
         print(f"  (export reused the outputs of run {reused_id}: nothing changed since)")
     if setup.tracking_uri.startswith("sqlite:"):
@@ -439,8 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     stg = sub.add_parser("stages", help="list the pipeline's stages: config sections, inputs, caching")
     stg.set_defaults(fn=cmd_stages)
 
-    gold = sub.add_parser("golden", help="run a profile afresh and compare every stage's metrics with tests/golden/")
-    add_run_arguments(gold)
+    gold = sub.add_parser("golden", help="run a profile afresh and compare every stage's metrics with tests/golden/",
+                          description="Runs the DAG with no cache against a fresh MLflow store in a temporary folder.")
+    gold.add_argument("--profile", default="small", help="config profile under configs/ (default: small)")
+    gold.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (a golden file records one config)")
+    gold.add_argument("--data-dir", help="raw corpus folder (default: data/raw)")
+    gold.add_argument("--run-name", help="name of the pipeline run (default: golden-PROFILE)")
     gold.add_argument("--record", action="store_true", help="rewrite the golden file from this run instead")
     gold.add_argument("--file", help="golden file (default: tests/golden/PROFILE.json)")
     gold.add_argument("--rel-tol", type=float, default=1e-9, help="relative tolerance per metric (default: 1e-9)")

@@ -50,6 +50,9 @@ class ModelConfig:
     # start from released HF-format weights (model + processor): a local folder or s3://bucket/prefix;
     # empty = random init and a tokenizer learned from the corpus
     init_from: str = ""
+    # compute precision (model_src/device.py): auto = bf16 autocast on a GPU, fp32 on the CPU;
+    # fp32 = never bf16; bf16 = required (refused where there is no GPU)
+    precision: str = "auto"
 
     @property
     def text_head_dim(self) -> int:
@@ -70,6 +73,8 @@ class ModelConfig:
         _require(not self.init_from.startswith(("http://", "https://", "hf://")), f"{prefix}.init_from",
                  "must be a local folder or an s3:// URI (no model hub is reachable from the cluster)")
         _require(self.min_pixels <= self.max_pixels, f"{prefix}.min_pixels", "must be <= max_pixels")
+        _require(self.precision in ("auto", "fp32", "bf16"), f"{prefix}.precision",
+                 f"must be auto, fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class TrainConfig:
     deepspeed: bool = False
     zero_stage: int = 0
     peak_tflops: float = 0.0  # device peak for MFU; 0 = known GPUs' bf16 peak, unknown on CPU (not logged)
+    # recompute activations in the backward pass instead of keeping them (less memory, about a
+    # third more compute); the memory a 9B model's long sequences need on a GPU
+    activation_checkpointing: bool = False
 
     def validate(self, prefix: str) -> None:
         _require(self.num_steps >= 0, f"{prefix}.num_steps", "must be >= 0 (0 only for pretrain with model.init_from)")

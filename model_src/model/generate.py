@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from model_src.device import model_device, to_device
 from model_src.model.build import MEDIA_TOKENS, stop_token_ids
 from model_src.model.inputs import Example, collate
 
@@ -96,7 +97,8 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
                   suppress_tokens=suppress)
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    sequences = model.generate(**batch, max_new_tokens=max_new_tokens, **kwargs)
+    # computed where the model is, kept on the host: rollouts are spliced and scored there
+    sequences = model.generate(**to_device(batch, model_device(model)), max_new_tokens=max_new_tokens, **kwargs).cpu()
     prompt_len = batch["input_ids"].shape[1]
     mask = response_mask_from(sequences[:, prompt_len:], stops)
     rollouts = Rollouts(batch=dict(batch), sequences=sequences, response_mask=mask,
@@ -130,11 +132,10 @@ def _force_answer(model, tokenizer, rollouts: Rollouts, rows: list[int], budget:
     inserted = torch.tensor(tokenizer.convert_tokens_to_ids(["</think>", "<answer>"]), dtype=torch.long)
     head = torch.cat([forced.sequences, inserted.expand(len(rows), -1)], dim=1)
     ones = torch.ones(len(rows), head.shape[1] - prompt_len, dtype=torch.long)
-    continued = model.generate(
-        input_ids=head, attention_mask=torch.cat([forced.batch["attention_mask"], ones], dim=1),
-        mm_token_type_ids=torch.cat([forced.batch["mm_token_type_ids"], torch.zeros_like(ones)], dim=1),
-        pixel_values=forced.batch["pixel_values"], image_grid_thw=forced.batch["image_grid_thw"],
-        max_new_tokens=budget, **kwargs)
+    inputs = dict(input_ids=head, attention_mask=torch.cat([forced.batch["attention_mask"], ones], dim=1),
+                  mm_token_type_ids=torch.cat([forced.batch["mm_token_type_ids"], torch.zeros_like(ones)], dim=1),
+                  pixel_values=forced.batch["pixel_values"], image_grid_thw=forced.batch["image_grid_thw"])
+    continued = model.generate(**to_device(inputs, model_device(model)), max_new_tokens=budget, **kwargs).cpu()
     return splice_forced(tokenizer, rollouts, rows, inserted, continued[:, head.shape[1]:], stops)
 
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import random
 import statistics
 from pathlib import Path
-from typing import Callable
+from contextlib import nullcontext
+from typing import Callable, ContextManager
 
 import torch
 
 from model_src.config import RLConfig, derive
+from model_src.device import model_device, to_device
 from model_src.model.generate import Rollouts
 from model_src.model.inputs import Example, prompt_example
 from model_src.rewards import score
@@ -34,15 +36,16 @@ from model_src.train.supervised import seed_everything
 
 
 def response_logprobs(model, rollouts: Rollouts) -> torch.Tensor:
-    """log p of each response token under `model`: [B, N]."""
+    """log p of each response token under `model`: [B, N], on the model's device."""
     p = rollouts.prompt_len
     attention = torch.cat([rollouts.batch["attention_mask"], rollouts.response_mask], dim=1)
     # generated tokens are text: type 0 (M-RoPE positions of images come from the prompt part)
     token_types = torch.cat([rollouts.batch["mm_token_type_ids"], torch.zeros_like(rollouts.response_mask)], dim=1)
-    logits = model(input_ids=rollouts.sequences, attention_mask=attention, mm_token_type_ids=token_types,
-                   pixel_values=rollouts.batch["pixel_values"],
-                   image_grid_thw=rollouts.batch["image_grid_thw"]).logits
-    return token_logprobs(logits[:, p - 1:-1], rollouts.sequences[:, p:])
+    inputs = to_device(dict(input_ids=rollouts.sequences, attention_mask=attention, mm_token_type_ids=token_types,
+                            pixel_values=rollouts.batch["pixel_values"],
+                            image_grid_thw=rollouts.batch["image_grid_thw"]), model_device(model))
+    logits = model(**inputs).logits
+    return token_logprobs(logits[:, p - 1:-1], inputs["input_ids"][:, p:])
 
 
 SPREAD_EPS = 1e-6  # a group whose rewards spread less than this has (numerically) zero advantage
@@ -101,13 +104,15 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                log: Callable[[dict[str, float], int], None], checkpoint_dir: Path | None = None,
                checkpoint_meta: dict | None = None,
                reward_fn: RewardFn | None = None,
-               engine: RolloutEngine | None = None) -> tuple[dict[str, float], Curriculum]:
+               engine: RolloutEngine | None = None,
+               autocast: Callable[[], ContextManager] = nullcontext) -> tuple[dict[str, float], Curriculum]:
     """With `checkpoint_dir`, checkpoints every `cfg.checkpoint_every` iterations hold the model,
     optimizer, every RNG (the sampler's too), the curriculum state and the history, and an existing
     one is resumed. `reward_fn` defaults to `score`'s reward (tests pass a graded stand-in).
     Rollouts come from `engine` (transformers `generate` on `model` when None; the RLCS stage
     passes `make_engine`'s choice); it is synced to the policy's weights after loading a checkpoint
-    and after every update."""
+    and after every update. Forward passes run under `autocast()` (the device policy's precision);
+    the model is wherever the stage placed it."""
     from tqdm import tqdm
 
     from model_src.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -133,11 +138,13 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         first_iteration, history, total_rollouts = meta["step"], meta["history"], meta["total_rollouts"]
         print(f"rlcs: resuming from {resumed} (iteration {first_iteration})", flush=True)
     else:
-        curriculum = build_curriculum(model, processor, rows, examples, cfg, engine)
+        with autocast():  # offline grading rolls out too
+            curriculum = build_curriculum(model, processor, rows, examples, cfg, engine)
     for iteration in tqdm(range(first_iteration, cfg.num_iterations), desc="rlcs", unit="iter",
                           initial=first_iteration, total=cfg.num_iterations):
         picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
-        chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn, engine))
+        with autocast():
+            chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn, engine))
         total_rollouts += len(picked) * cfg.group_size
         # per group: its pass rate (mean reward) and spread (zero spread = zero advantage = no signal)
         groups = [(ex, g) for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))]
@@ -157,7 +164,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         num_kept = sum(len(adv) for _, adv in selected)
 
         model.train()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             old_logprobs = [response_logprobs(model, ro) for ro, _ in selected]
         stats = {"policy_loss": 0.0, "clip_frac_high": 0.0, "clip_frac_low": 0.0}
         if any(adv.abs().sum() > 0 for _, adv in selected):  # else every kept group is uniform
@@ -166,8 +173,10 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                 total = 0.0
                 clip_high = clip_low = 0.0
                 for (ro, adv), old in zip(selected, old_logprobs):
-                    loss, clip = clipped_policy_loss(response_logprobs(model, ro), old, adv, ro.loss_mask,
-                                                     cfg.clip_low, cfg.clip_high)
+                    with autocast():
+                        logprobs = response_logprobs(model, ro)
+                    loss, clip = clipped_policy_loss(logprobs, old, adv.to(logprobs.device),
+                                                     ro.loss_mask.to(logprobs.device), cfg.clip_low, cfg.clip_high)
                     share = len(adv) / num_kept  # per-sample mean over all kept samples
                     (loss * share).backward()
                     total += loss.item() * share

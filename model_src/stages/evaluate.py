@@ -13,7 +13,7 @@ import json
 
 from model_src.config import derive
 from model_src.lineage import Lineage, hash_path
-from model_src.stages.models import load_model
+from model_src.stages.models import device_policy, load_model
 from model_src.stages.runner import StageContext, run_stage
 
 CHECKPOINT_INPUTS = ("pretrain", "sft")  # earlier checkpoints scored on the subset, in stage order
@@ -27,9 +27,11 @@ def work(ctx: StageContext) -> dict[str, float]:
                                          subset_accuracy, worst_examples_html)
 
     cfg = ctx.cfg.evaluate
-    loaded, processor = load_model(ctx.inputs["model"])
+    policy = device_policy(ctx)
+    loaded, processor = load_model(ctx.inputs["model"], policy)
     rows = read_split(ctx.inputs["eval_data"])
-    metrics, records = evaluate_model(loaded, processor, rows, cfg)
+    with policy.autocast():
+        metrics, records = evaluate_model(loaded, processor, rows, cfg)
     out = ctx.outputs["report"]
     stages = [name for name in CHECKPOINT_INPUTS if name in ctx.inputs]
     if stages and cfg.checkpoint_samples_per_domain:
@@ -37,8 +39,9 @@ def work(ctx: StageContext) -> dict[str, float]:
         few = derive(cfg, "evaluate", max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0)
         ids: set[str] = set()
         for name in stages:
-            checkpoint, checkpoint_processor = load_model(ctx.inputs[name])
-            _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few)
+            checkpoint, checkpoint_processor = load_model(ctx.inputs[name], policy)
+            with policy.autocast():
+                _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few)
             ids = {r["id"] for r in checkpoint_records}
             metrics.update(subset_accuracy(checkpoint_records, ids, name))
         metrics.update(subset_accuracy(records, ids, "rlcs"))

@@ -20,22 +20,26 @@ from pathlib import Path
 from model_src.lineage import Lineage
 from model_src.names import (EVAL_DATA_HASH_TAG, EVAL_TAG_PREFIX, EXPORT_RUN_TAG, EXPORT_S3_TAG,
                              LINEAGE_REPORT_TAG, MODEL_CONTENT_TAG)
-from model_src.stages.models import load_model, log_model_folder
+from model_src.stages.models import device_policy, load_model, log_model_folder
 from model_src.stages.runner import StageContext, run_stage
 
 MODEL_CARD = "README.md"
 SMOKE_QUESTION = "Which digit is written in the image?"
 
 
-def smoke_generate(folder: str | Path, image, question: str, max_new_tokens: int = 16) -> str:
-    """Reload an exported folder with the Auto classes and answer one question about `image`."""
+def smoke_generate(folder: str | Path, image, question: str, max_new_tokens: int = 16, policy=None) -> str:
+    """Reload an exported folder with the Auto classes and answer one question about `image`
+    (on `policy`'s device and precision when given)."""
+    from contextlib import nullcontext
+
     from model_src.model.generate import generate
     from model_src.model.inputs import Example, chat_prompt
 
-    model, processor = load_model(folder)
+    model, processor = load_model(folder, policy)
     row = {"images": [b""], "question": question}
     example = Example("smoke", "smoke", (image,), chat_prompt(processor, row), "", "")
-    return generate(model, processor, [example], max_new_tokens=max_new_tokens, do_sample=False).texts[0]
+    with policy.autocast() if policy is not None else nullcontext():
+        return generate(model, processor, [example], max_new_tokens=max_new_tokens, do_sample=False).texts[0]
 
 
 def _attach_lineage_report(ctx: StageContext, client, name: str, version: str, model_id: str) -> None:
@@ -65,7 +69,8 @@ def work(ctx: StageContext) -> dict[str, float]:
     eval_metrics = report["metrics"]
     name = ctx.cfg.export.registered_model_name
     (out / MODEL_CARD).write_text(model_card(ctx.lineage, ctx.scope, eval_metrics, name))
-    reply = smoke_generate(out, Image.new("RGB", (56, 56), (255, 255, 255)), SMOKE_QUESTION)
+    reply = smoke_generate(out, Image.new("RGB", (56, 56), (255, 255, 255)), SMOKE_QUESTION,
+                           policy=device_policy(ctx))
     mlflow.log_text(reply, "smoke_reply.txt")
     client = mlflow.MlflowClient()
     content_hash = hash_path(ctx.inputs["model"])

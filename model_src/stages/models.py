@@ -15,11 +15,19 @@ def save_model(model, processor, folder: str | Path) -> None:
     processor.save_pretrained(folder)
 
 
-def load_model(folder: str | Path):
-    """(model, processor) of an HF-format folder a stage wrote."""
+def load_model(folder: str | Path, policy=None):
+    """(model, processor) of an HF-format folder a stage wrote; on `policy`'s device when given."""
     from model_src.model.build import load_model_and_processor
 
-    return load_model_and_processor(str(folder))
+    model, processor = load_model_and_processor(str(folder))
+    return (policy.place(model) if policy is not None else model), processor
+
+
+def device_policy(ctx: StageContext):
+    """Where and in what precision this stage computes (model_src/device.py)."""
+    from model_src.device import DevicePolicy
+
+    return DevicePolicy.resolve(ctx.cfg.model.precision)
 
 
 def log_model_folder(ctx: StageContext, name: str, folder: str | Path, tags: dict[str, str],

@@ -12,7 +12,7 @@ and with `pretrain.num_steps: 0` as well it only hands those weights on.
 from __future__ import annotations
 
 from model_src.lineage import Lineage
-from model_src.stages.models import checkpoint_logger, save_model
+from model_src.stages.models import checkpoint_logger, device_policy, save_model
 from model_src.stages.plots import metric_curve
 from model_src.stages.runner import StageContext
 from model_src.stages.training import run_training_stage
@@ -35,13 +35,15 @@ def work(ctx: StageContext) -> dict[str, float]:
         processor = build_processor(tokenizer, ctx.cfg.model)
         model = build_model(ctx.cfg.model, tokenizer, ctx.cfg.seed)
     summary: dict[str, float] = {"skipped": 1.0}
+    policy = device_policy(ctx)
+    policy.place(model)
     if ctx.cfg.pretrain.num_steps > 0:
         examples = [pretrain_example(r) for r in rows]
         summary = train_supervised(model, processor, examples, ctx.cfg.pretrain, ctx.cfg.seed,
                                    lambda m, s: ctx.log_metrics(m, s), desc="pretrain",
                                    checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
                                    weights=[r["sample_weight"] for r in rows],
-                                   on_checkpoint=checkpoint_logger(ctx, model, processor))
+                                   on_checkpoint=checkpoint_logger(ctx, model, processor), autocast=policy.autocast)
         summary["num_examples"] = len(examples)
         if ctx.is_main:
             metric_curve(ctx)

@@ -11,7 +11,7 @@ iterations on a small model, rollouts through transformers `generate` unless vLL
 from __future__ import annotations
 
 from model_src.lineage import Lineage
-from model_src.stages.models import load_model, save_model
+from model_src.stages.models import device_policy, load_model, save_model
 from model_src.stages.plots import metric_curve, tier_histogram
 from model_src.stages.runner import StageContext
 from model_src.stages.training import run_training_stage
@@ -26,13 +26,14 @@ def work(ctx: StageContext) -> dict[str, float]:
     from model_src.rl.loop import train_grpo
     from model_src.rl.rollout import make_engine
 
-    model, processor = load_model(ctx.inputs["sft_model"])
+    policy = device_policy(ctx)
+    model, processor = load_model(ctx.inputs["sft_model"], policy)
     # transformers `generate`, or vLLM where it is installed (rlcs.rollout_engine)
     with closing(make_engine(ctx.cfg.rlcs, model, processor, ctx.cfg.seed + 2)) as engine:
         summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
                                          ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
                                          checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                                         engine=engine)
+                                         engine=engine, autocast=policy.autocast)
     if ctx.is_main:
         metric_curve(ctx, "reward_mean")
         tier_histogram(curriculum.history)

@@ -10,7 +10,7 @@ profiles train a few hundred steps.
 from __future__ import annotations
 
 from model_src.lineage import Lineage
-from model_src.stages.models import checkpoint_logger, load_model, save_model
+from model_src.stages.models import checkpoint_logger, device_policy, load_model, save_model
 from model_src.stages.plots import metric_curve
 from model_src.stages.runner import StageContext
 from model_src.stages.training import run_training_stage
@@ -22,7 +22,8 @@ def work(ctx: StageContext) -> dict[str, float]:
     from model_src.model.inputs import sft_example
     from model_src.train.supervised import train_supervised
 
-    model, processor = load_model(ctx.inputs["base_model"])
+    policy = device_policy(ctx)
+    model, processor = load_model(ctx.inputs["base_model"], policy)
     rows, rejected = filter_sft_rows(read_split(ctx.inputs["sft_data"]))
     ctx.log_metrics({"rows_rejected": sum(rejected.values()),
                      **{f"rejected/{reason}": rejected[reason] for reason in REJECTION_REASONS}})
@@ -31,7 +32,7 @@ def work(ctx: StageContext) -> dict[str, float]:
                                lambda m, s: ctx.log_metrics(m, s), desc="sft",
                                checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
                                weights=[r["sample_weight"] for r in rows],
-                               on_checkpoint=checkpoint_logger(ctx, model, processor))
+                               on_checkpoint=checkpoint_logger(ctx, model, processor), autocast=policy.autocast)
     if ctx.is_main:
         metric_curve(ctx)
         save_model(model, processor, ctx.outputs["model"])

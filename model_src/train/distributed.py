@@ -108,6 +108,8 @@ def all_reduce_sum(value: float) -> float:
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return float(value)
-    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    # a collective reduces tensors on its backend's device: NCCL only takes CUDA tensors
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return float(tensor.item())

@@ -11,9 +11,12 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from typing import ContextManager
 
 from model_src.config import TrainConfig
+from model_src.device import model_device, to_device
 from model_src.model.inputs import Example, collate
 from model_src.train.flops import TokenFlops, device_peak_tflops
 from model_src.train.packing import EncodedCache, collate_packed, plan_steps
@@ -75,12 +78,14 @@ def train_supervised(
     checkpoint_meta: dict | None = None,
     weights: list[float] | None = None,
     on_checkpoint: Callable[[int, float], None] | None = None,
+    autocast: Callable[[], ContextManager] = nullcontext,
 ) -> dict[str, float]:
     """Train in place; `weights` (one per example) make batches a balanced resample. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
     steps and an existing one is resumed from: model, optimizer, scheduler, RNG states and the data
     position (the batch order is a function of the seed, so the step number is the position).
     `on_checkpoint(step, loss)` runs on rank 0 after each checkpoint is written (the stage logs
-    the weights as an MLflow LoggedModel)."""
+    the weights as an MLflow LoggedModel). Batches go to the model's device (the stage placed it by
+    the device policy) and forward passes run under `autocast()`."""
     import torch
     from tqdm import tqdm
 
@@ -92,6 +97,8 @@ def train_supervised(
         raise ValueError(f"{desc}: no training examples")
     seed_everything(seed)
     model.train()
+    if cfg.activation_checkpointing:  # transformers renamed it; older releases (5.17 on GPU hosts) have the old name
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     if cfg.pack_length:  # batch_size rows of pack_length tokens, each holding several whole samples
@@ -141,9 +148,11 @@ def train_supervised(
         else:
             batch = collate(processor, [examples[i] for i in mine], with_targets=True)
             real, slots = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+        batch = to_device(batch, engine.device if engine is not None else model_device(model))
         step_started = time.monotonic()
         if engine is None:
-            loss = model(**batch).loss
+            with autocast():
+                loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
@@ -155,7 +164,7 @@ def train_supervised(
             # gradient of the global token-mean loss, as in one process
             local = int((batch["labels"][:, 1:] != -100).sum())
             total = all_reduce_sum(local)
-            loss = engine(**batch).loss
+            loss = engine(**batch).loss  # DeepSpeed's own bf16 config decides its precision
             engine.backward(loss * (local * world / total))
             engine.step()  # clips, steps optimizer and scheduler, zeroes gradients
             grad_norm = float(engine.get_global_grad_norm() or 0.0)

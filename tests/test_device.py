@@ -1,0 +1,84 @@
+"""The device policy decides device and precision in one place; on this CPU it changes nothing.
+(What it does on a GPU is checked by the GPU check, not here: this machine has none.)"""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from model_src.config import ConfigError, TrainConfig, load_config
+from model_src.device import DevicePolicy, to_device
+
+
+def test_policy_picks_the_local_ranks_gpu_and_bf16_there_and_the_cpu_in_fp32_here(monkeypatch):
+    here = DevicePolicy.resolve("auto")
+    assert (here.device, here.compute_dtype) == (torch.device("cpu"), None)  # no CUDA on this machine
+    monkeypatch.setenv("LOCAL_RANK", "5")  # what torchrun sets for the sixth process of a node
+    gpu = DevicePolicy.resolve("auto", cuda_available=True)
+    assert (gpu.device, gpu.compute_dtype) == (torch.device("cuda", 5), torch.bfloat16)
+    assert DevicePolicy.resolve("fp32", cuda_available=True).compute_dtype is None
+    with pytest.raises(ValueError, match="bf16 but no CUDA device"):
+        DevicePolicy.resolve("bf16", cuda_available=False)  # asked for, not silently dropped
+    with pytest.raises(ConfigError, match="'model.precision'"):
+        load_config("tiny", ["model.precision=fp16"])
+
+
+def test_on_the_cpu_placing_and_moving_are_no_ops():
+    policy = DevicePolicy.resolve("auto")
+    layer = torch.nn.Linear(3, 2)
+    weight = layer.weight
+    assert policy.place(layer) is layer and layer.weight is weight and layer.weight.dtype == torch.float32
+    batch = {"input_ids": torch.arange(4), "labels": torch.ones(2), "names": ["a"]}
+    moved = to_device(batch, policy.device)
+    assert all(moved[k] is batch[k] for k in batch)  # the same tensors: nothing copied on the CPU
+    with policy.autocast():
+        assert layer(torch.ones(1, 3)).dtype == torch.float32  # no autocast on the CPU
+
+
+def test_activation_checkpointing_is_a_switch_that_changes_memory_not_results(tmp_path):
+    """Recomputing activations in the backward pass gives the same losses, step for step."""
+    from model_src.data.generate import GeneratorConfig, generate_corpus
+    from model_src.model.build import build_model, build_processor, train_tokenizer
+    from model_src.model.inputs import sft_example
+    from model_src.train.supervised import train_supervised
+
+    generate_corpus(tmp_path, GeneratorConfig(rows={"digits": 12}))
+    rows = pq.read_table(tmp_path / "digits-train.parquet").to_pylist()
+    cfg = load_config("tiny")
+    processor = build_processor(train_tokenizer([t for r in rows for t in (r["question"], r["reasoning"])], 400),
+                                cfg.model)
+    losses = {}
+    for checkpointing in (False, True):
+        model = build_model(cfg.model, processor.tokenizer, seed=0)
+        logged = []
+        train_supervised(model, processor, [sft_example(processor, r) for r in rows[:8]],
+                         TrainConfig(num_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, log_every=1,
+                                     activation_checkpointing=checkpointing),
+                         seed=0, log=lambda m, s: logged.append(m["loss"]))
+        assert model.is_activation_checkpointing == checkpointing
+        losses[checkpointing] = logged
+    assert losses[True] == pytest.approx(losses[False], rel=1e-6)
+
+
+def _sum_on_rank(rank: int, store_path: str, results) -> None:
+    import torch.distributed as dist
+
+    from model_src.train.distributed import all_reduce_sum
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    try:
+        results[rank] = all_reduce_sum(1.5 + rank)  # gloo reduces CPU tensors; NCCL would get CUDA ones
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_sum_reduces_on_its_backends_device_across_two_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    from model_src.train.distributed import all_reduce_sum
+
+    assert all_reduce_sum(2.5) == 2.5  # one process: no collective
+    results = mp.Manager().dict()
+    mp.spawn(_sum_on_rank, args=(str(tmp_path / "store"), results), nprocs=2, join=True)
+    assert dict(results) == {0: 4.0, 1: 4.0}

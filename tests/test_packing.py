@@ -105,12 +105,22 @@ def test_packed_training_learns_and_fills_its_rows(setup):
     assert not any("mfu" in m for m in logged)  # no known peak on a CPU
 
 
-def test_flops_per_token_follows_the_6n_rule(setup):
+def test_flops_charge_each_tower_for_what_runs_through_it(setup):
+    """Text parameters per text token, vision blocks per image patch, the merger per merged token:
+    the vision tower is no longer charged to every text token."""
     from model_src.train.flops import TokenFlops
 
     _, _, model = setup
-    dense = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    text = model.config.text_config
+    visual = model.model.visual
+    vision = sum(p.numel() for p in visual.parameters())
+    merger = sum(p.numel() for n, c in visual.named_children()
+                 if n in ("merger", "downsample", "post_conv_layernorm", "post_layernorm") for p in c.parameters())
+    text_dense = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel() - vision
+    text, vis = model.config.text_config, model.config.vision_config
     flops = TokenFlops.of(model)
-    assert flops(context=0) == 6 * dense
-    assert flops(context=100) - 6 * dense == 12 * text.num_hidden_layers * text.hidden_size * 100
+    assert flops(context=0) == 6 * text_dense
+    assert flops(context=100) - 6 * text_dense == 12 * text.num_hidden_layers * text.hidden_size * 100
+    # 2 images of 16 patches each (4 merged tokens each) next to 40 text tokens at context 20
+    per_patch = 6 * (vision - merger) + 12 * vis.depth * vis.hidden_size * 16 + 6 * merger / 4
+    assert flops.step(40, context=20, patches=32, images=2) == pytest.approx(flops(context=20) * 40 + per_patch * 32)
+    assert flops.step(40, context=20) == flops(context=20) * 40  # text only

@@ -1,7 +1,12 @@
-"""Model FLOPs per token and MFU (model FLOPs utilisation), the PaLM-paper way.
+"""Model FLOPs of a training step and MFU (model FLOPs utilisation), the PaLM-paper way, per tower.
 
-Training FLOPs per token ~ 6 x (parameters outside the embedding tables) for the matmuls of the
-forward and backward passes, plus 12 x layers x hidden x context for attention scores and values.
+Training FLOPs ~ 6 x parameters for the matmuls of the forward and backward passes, plus 12 x
+layers x hidden x context for attention scores and values, counted where they run:
+- the text decoder (and LM head; not the embedding table) once per text token, attention over the
+  causal context;
+- the vision tower's patch embedding and blocks once per image patch, attention over the patches of
+  the same image (bidirectional); its merger and downsampling once per merged image token (a
+  `spatial_merge_size`^2 group of patches).
 MFU = achieved model FLOP/s / the device's peak; the peak comes from `train.peak_tflops`, or for
 known GPUs from the table below (dense bf16). CPUs have no reliable peak: MFU is then not logged,
 only the achieved TFLOP/s.
@@ -12,25 +17,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
+MERGER_MODULES = ("merger", "downsample", "post_conv_layernorm", "post_layernorm")  # run per merged token
 
 
 @dataclass(frozen=True)
 class TokenFlops:
-    """Training FLOPs per token of one model; the parameter count is taken once, not per step."""
+    """Training FLOPs of one model per token and per patch; parameters are counted once, not per step."""
 
-    dense_params: int  # parameters outside the embedding table
+    dense_params: int  # text decoder and LM head, outside the embedding table: per text token
     num_layers: int
     hidden_size: int
+    patch_params: int = 0  # vision patch embedding and blocks: per image patch
+    merger_params: int = 0  # vision merger and downsampling: per merged image token
+    vision_layers: int = 0
+    vision_hidden: int = 0
+    merge: int = 1  # patches per merged image token
 
     @classmethod
     def of(cls, model) -> "TokenFlops":
         text = model.config.text_config
         embedding = _numel(model.get_input_embeddings().weight)
-        return cls(sum(_numel(p) for p in model.parameters()) - embedding, text.num_hidden_layers, text.hidden_size)
+        visual = getattr(getattr(model, "model", model), "visual", None)
+        patch = merger = 0
+        if visual is not None:
+            for name, child in visual.named_children():
+                count = sum(_numel(p) for p in child.parameters())
+                if name in MERGER_MODULES:
+                    merger += count
+                else:
+                    patch += count
+        vision = model.config.vision_config
+        total = sum(_numel(p) for p in model.parameters())
+        return cls(total - embedding - patch - merger, text.num_hidden_layers, text.hidden_size, patch, merger,
+                   vision.depth if visual is not None else 0, vision.hidden_size if visual is not None else 0,
+                   vision.spatial_merge_size ** 2)
 
     def __call__(self, context: float) -> float:
-        """At an average attention context of `context` tokens."""
+        """Per text token, at an average attention context of `context` tokens."""
         return 6.0 * self.dense_params + 12.0 * self.num_layers * self.hidden_size * context
+
+    def per_patch(self, patches_per_image: float) -> float:
+        """Per image patch: the vision blocks, attention over the image's patches, its share of the merger."""
+        return (6.0 * self.patch_params + 12.0 * self.vision_layers * self.vision_hidden * patches_per_image
+                + 6.0 * self.merger_params / self.merge)
+
+    def step(self, text_tokens: float, context: float, patches: float = 0.0, images: int = 0) -> float:
+        """FLOPs of a step of `text_tokens` text tokens at average causal `context` and `patches` image
+        patches over `images` attention blocks (an image, or one temporal slice of a video)."""
+        vision = self.per_patch(patches / images) * patches if images and patches else 0.0
+        return self(context) * text_tokens + vision
 
 
 def device_peak_tflops(configured: float = 0.0, device=None) -> float:

@@ -148,6 +148,9 @@ def train_supervised(
         else:
             batch = collate(processor, [examples[i] for i in mine], with_targets=True)
             real, slots = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+        grid = batch.get("image_grid_thw")
+        # the ViT attends within each temporal slice of an image or video: each slice is an "image" here
+        patches, images = (int(grid.prod(dim=1).sum()), int(grid[:, 0].sum())) if grid is not None else (0, 0)
         batch = to_device(batch, engine.device if engine is not None else model_device(model))
         step_started = time.monotonic()
         if engine is None:
@@ -170,6 +173,7 @@ def train_supervised(
             grad_norm = float(engine.get_global_grad_norm() or 0.0)
             loss_value = all_reduce_sum(loss.item() * local) / total
             real, slots = all_reduce_sum(real), all_reduce_sum(slots)
+            patches, images = int(all_reduce_sum(patches)), int(all_reduce_sum(images))
         losses.append(loss_value)
         tokens += int(all_reduce_sum(int((batch["labels"] != -100).sum())))
         real_tokens += real
@@ -179,7 +183,8 @@ def train_supervised(
             tokens_per_s = real / step_seconds if step_seconds else 0.0
             # causal attention sees half a sample on average; `real` is already summed over ranks
             samples = sum(len(row) for row in plan[step]) if cfg.pack_length else len(plan[step])
-            tflops = token_flops(context=real / samples / 2) * tokens_per_s / 1e12
+            step_flops = token_flops.step(real, context=real / samples / 2, patches=patches, images=images)
+            tflops = step_flops / step_seconds / 1e12 if step_seconds else 0.0
             log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                  "packing_efficiency": real / slots, "tokens_per_s": tokens_per_s, "model_tflops": tflops,
                  **({"mfu": tflops / (peak * world)} if peak else {})}, step)

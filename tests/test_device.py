@@ -82,3 +82,12 @@ def test_all_reduce_sum_reduces_on_its_backends_device_across_two_processes(tmp_
     results = mp.Manager().dict()
     mp.spawn(_sum_on_rank, args=(str(tmp_path / "store"), results), nprocs=2, join=True)
     assert dict(results) == {0: 4.0, 1: 4.0}
+
+
+def test_mlflow_system_metrics_can_see_gpus_where_there_are_some():
+    """nvidia-ml-py is installed, so MLflow's GPU monitor starts on a GPU node; here it finds no
+    NVML library (no driver) instead of reporting the package missing."""
+    from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor  # imports pynvml when it is installed
+
+    with pytest.raises(RuntimeError, match="Failed to initialize NVML"):
+        GPUMonitor()

@@ -7,6 +7,7 @@
     thinkpipe compile [--profile glm4v-9b] [--out-dir pipelines/compiled]
     thinkpipe lineage NAME[/VERSION|@alias]
     thinkpipe stages
+    thinkpipe plan [--profile glm4v-9b] [--gpu-memory 80] [--check]
     thinkpipe golden [--profile small] [--record]
     thinkpipe data [--out data/raw] [--seed 1234]
     thinkpipe curate --input data/raw --output DIR [--profile small]
@@ -300,6 +301,21 @@ def cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Per-stage, per-GPU memory of a profile, before any GPU is held (model_src/memory_plan.py)."""
+    from model_src.config import load_config
+    from model_src.memory_plan import GIB, plan, render
+
+    cfg = load_config(args.profile, args.set or [])
+    shape, plans = plan(cfg, prompt_tokens=args.prompt_tokens)
+    print(render(shape, plans, args.gpu_memory))
+    short = [p.stage for p in plans if p.total > args.gpu_memory * GIB]
+    if short and args.check:
+        print(f"thinkpipe: {', '.join(short)} would not fit in {args.gpu_memory:g} GiB per GPU", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_golden(args: argparse.Namespace) -> int:
     """Run the profile afresh (no cache, a new store) and compare every stage's metrics with the
     committed golden file, or (--record) rewrite that file."""
@@ -439,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--state-dir", help=f"where the local store lives (default: {DEFAULT_STATE_DIR}/)")
     lin.add_argument("--json", action="store_true", help="machine-readable output")
     lin.set_defaults(fn=cmd_lineage)
+
+    pln = sub.add_parser("plan", help="per-stage, per-GPU memory of a profile (weights, states, activations, KV cache)")
+    pln.add_argument("--profile", default=DEFAULT_CLUSTER_PROFILE, help=f"config profile (default: {DEFAULT_CLUSTER_PROFILE})")
+    pln.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.zero_stage=3")
+    pln.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default: 80, an H100)")
+    pln.add_argument("--prompt-tokens", type=int, default=1024, help="assumed prompt length of rollouts and evaluation")
+    pln.add_argument("--check", action="store_true", help="exit 1 when a stage does not fit")
+    pln.set_defaults(fn=cmd_plan)
 
     stg = sub.add_parser("stages", help="list the pipeline's stages: config sections, inputs, caching")
     stg.set_defaults(fn=cmd_stages)

@@ -1,0 +1,68 @@
+"""The memory plan: model states as DeepSpeed's own estimators count them, parameter counts as the
+real model has them, and a plan that says which stages of a profile do not fit."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from model_src.config import load_config
+from model_src.memory_plan import ModelShape, model_states_bytes
+from tests.conftest import ROOT, THINKPIPE
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from model_src.model.build import build_model, train_tokenizer
+
+    cfg = load_config("tiny")
+    tokenizer = train_tokenizer(["a small corpus for the control tokens and some words"] * 8, 300)
+    return cfg, tokenizer, build_model(cfg.model, tokenizer, seed=0)
+
+
+def test_the_shape_counts_the_parameters_the_real_model_has(tiny_model):
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration
+    import torch
+
+    cfg, tokenizer, model = tiny_model
+    shape = ModelShape.of(cfg.model, len(tokenizer))
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    assert shape.largest_param == max(p.numel() for p in model.parameters())
+    big = ModelShape.of(load_config("glm4v-9b").model)
+    with torch.device("meta"):
+        reference = Glm4vForConditionalGeneration(Glm4vConfig())  # GLM-4.1V-9B-Thinking's configuration
+    assert big.params == sum(p.numel() for p in reference.parameters())
+    assert (big.layers, big.hidden, big.kv_heads, big.head_dim, big.vocab) == (40, 4096, 2, 128, 151552)
+
+
+@pytest.mark.parametrize("world", [1, 8, 32])
+def test_model_states_match_deepspeeds_zero_estimators(tiny_model, world):
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    _, _, model = tiny_model
+    params = sum(p.numel() for p in model.parameters())
+    largest = max(p.numel() for p in model.parameters())
+    _, zero2 = estimate_zero2_model_states_mem_needs(params, num_gpus_per_node=world, cpu_offload=False)
+    assert model_states_bytes(params, largest, deepspeed=True, zero_stage=2, world=world) == zero2
+    _, zero3, _ = estimate_zero3_model_states_mem_needs(params, largest, num_gpus_per_node=world, cpu_offload=False,
+                                                        cpu_offload_params=False)
+    assert model_states_bytes(params, largest, deepspeed=True, zero_stage=3, world=world) == zero3
+    # ZeRO-2 with one process is ZeRO-0; more processes only ever shrink the per-GPU states
+    assert model_states_bytes(params, largest, deepspeed=True, zero_stage=0, world=world) == \
+        model_states_bytes(params, largest, deepspeed=True, zero_stage=2, world=1)
+    assert zero3 <= zero2 <= 20 * params
+
+
+def test_plan_names_the_stages_that_do_not_fit():
+    tiny = subprocess.run([*THINKPIPE, "plan", "--profile", "tiny", "--gpu-memory", "24", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert tiny.returncode == 0, tiny.stderr
+    assert [line.split()[0] for line in tiny.stdout.splitlines()[2:]] == ["pretrain", "sft", "rlcs", "evaluate"]
+    big = subprocess.run([*THINKPIPE, "plan", "--profile", "glm4v-9b", "--check"], cwd=ROOT, capture_output=True,
+                         text=True)
+    # the 9B profile as committed: one fp32 AdamW process cannot hold RLCS's 10.3B-parameter states
+    assert big.returncode == 1 and "rlcs" in big.stderr
+    rlcs = next(line for line in big.stdout.splitlines() if line.startswith("rlcs"))
+    assert "153.4G" in rlcs and "NO (short" in rlcs  # 16 bytes x 10.29e9 parameters

@@ -126,7 +126,7 @@ def plan(cfg, tokenizer_vocab: int = 0, prompt_tokens: int = PROMPT_TOKENS) -> t
     for name in ("pretrain", "sft"):
         train = getattr(cfg, name)
         world = job.nodes * max(job.processes_per_node or job.gpus_per_node, 1) if job.enabled else 1
-        rows = max(1, train.batch_size // world)
+        rows = train.micro_batch_size or max(1, train.batch_size // world)  # one forward's rows
         seq = train.pack_length or cfg.model.max_position_embeddings
         plans.append(StagePlan(
             name, world,

@@ -35,7 +35,8 @@ def main(argv: list[str]) -> None:
     rows = [r for f in sorted(Path(data).glob("*-train.parquet")) for r in pq.read_table(f).to_pylist()]
     cfg = load_config("tiny", ["sft.deepspeed=true", f"sft.zero_stage={zero_stage}", f"sft.pack_length={pack_length}",
                                "sft.batch_size=4", "sft.num_steps=6", "sft.warmup_steps=0",
-                               f"sft.checkpoint_every={2 if checkpoint_dir else 0}"])
+                               f"sft.checkpoint_every={2 if checkpoint_dir else 0}",
+                               f"sft.micro_batch_size={os.environ.get('DS_DRIVER_MICRO_BATCH', '0')}"])
     tokenizer = train_tokenizer([t for r in rows for t in (r["caption"], r["question"], r["reasoning"])], 400)
     processor = build_processor(tokenizer, cfg.model)
     model = build_model(cfg.model, tokenizer, seed=11)

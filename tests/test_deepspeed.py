@@ -25,12 +25,12 @@ def _free_port() -> int:
 
 
 def _train(nproc: int, data, out, zero_stage: int, pack_length: int = 0, *extra: str,
-           expect_code: int = 0) -> tuple[dict, dict] | None:
+           expect_code: int = 0, micro_batch: int = 0) -> tuple[dict, dict] | None:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            str(ROOT / "tests" / "ds_driver.py"), str(data), str(out), str(zero_stage), str(pack_length), *extra]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "DS_DRIVER_MICRO_BATCH": str(micro_batch)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert (proc.returncode == 0) == (expect_code == 0), (proc.stdout + proc.stderr)[-5000:]
     if expect_code:
@@ -55,6 +55,19 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path,
     assert one["losses"][-1] < one["losses"][0]
     for name, initial in one_weights["initial"].items():
         assert torch.equal(two_weights["initial"][name], initial), name  # same start
+        update = (one_weights["final"][name] - initial).norm()
+        gap = (two_weights["final"][name] - one_weights["final"][name]).norm()
+        assert gap <= 0.01 * update + 1e-7, (name, float(gap), float(update))
+
+
+@pytest.mark.slow
+def test_two_processes_accumulating_micro_batches_train_like_one_whole_batch(data, tmp_path):
+    """4 rows a step: one process, one forward; two processes, two micro-batches of one row each
+    (DeepSpeed's gradient accumulation). The same losses and updates as in the test above."""
+    one, one_weights = _train(1, data, tmp_path / "one", 2)
+    two, two_weights = _train(2, data, tmp_path / "two", 2, micro_batch=1)
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
+    for name, initial in one_weights["initial"].items():
         update = (one_weights["final"][name] - initial).norm()
         gap = (two_weights["final"][name] - one_weights["final"][name]).norm()
         assert gap <= 0.01 * update + 1e-7, (name, float(gap), float(update))

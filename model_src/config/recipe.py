@@ -129,6 +129,9 @@ class TrainConfig:
     deepspeed: bool = False
     zero_stage: int = 0
     peak_tflops: float = 0.0  # device peak for MFU; 0 = known GPUs' bf16 peak, unknown on CPU (not logged)
+    # rows per forward pass per process; the step's rows are accumulated over micro-batches of this
+    # size (0 = one forward with all of them): activations scale with it, the result does not
+    micro_batch_size: int = 0
     # recompute activations in the backward pass instead of keeping them (less memory, about a
     # third more compute); the memory a 9B model's long sequences need on a GPU
     activation_checkpointing: bool = False
@@ -143,6 +146,8 @@ class TrainConfig:
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
         _require(self.pack_length >= 0, f"{prefix}.pack_length", "must be >= 0 (0 = padded batches)")
         _require(self.zero_stage in (0, 1, 2, 3), f"{prefix}.zero_stage", "must be 0, 1, 2 or 3")
+        _require(self.micro_batch_size >= 0 and (not self.micro_batch_size or self.batch_size % self.micro_batch_size == 0),
+                 f"{prefix}.micro_batch_size", "must be 0 (no accumulation) or divide batch_size")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def init_engine(model, optimizer, scheduler, *, micro_batch: int, zero_stage: int, max_grad_norm: float):
+def init_engine(model, optimizer, scheduler, *, micro_batch: int, zero_stage: int, max_grad_norm: float,
+                accumulation_steps: int = 1):
     """A DeepSpeed engine around `model` (with our optimizer and scheduler), initialising the
     process group first (a single local process gets a world of one on 127.0.0.1)."""
     import torch
@@ -63,7 +64,7 @@ def init_engine(model, optimizer, scheduler, *, micro_batch: int, zero_stage: in
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     config = {
         "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": 1,
+        "gradient_accumulation_steps": accumulation_steps,
         "gradient_clipping": max_grad_norm,
         "zero_optimization": {"stage": zero_stage},
         "bf16": {"enabled": cuda},

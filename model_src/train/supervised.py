@@ -118,7 +118,11 @@ def train_supervised(
         world = rank_and_world()[1]
         if cfg.batch_size % world:
             raise ValueError(f"{desc}: batch_size {cfg.batch_size} does not split over {world} processes")
-        engine = init_engine(model, optimizer, scheduler, micro_batch=cfg.batch_size // world,
+        per_process = cfg.batch_size // world
+        micro = cfg.micro_batch_size or per_process
+        if per_process % micro:
+            raise ValueError(f"{desc}: micro_batch_size {micro} does not divide the {per_process} rows per process")
+        engine = init_engine(model, optimizer, scheduler, micro_batch=micro, accumulation_steps=per_process // micro,
                              zero_stage=cfg.zero_stage, max_grad_norm=cfg.max_grad_norm)
         rank, world = rank_and_world()
     ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and engine else None
@@ -141,41 +145,53 @@ def train_supervised(
                     initial=first_step, total=cfg.num_steps, disable=rank != 0)
     for step in progress:
         mine = plan[step][rank::world]  # this process's share of the step (all of it alone)
-        if cfg.pack_length:
-            rows = [[encoded[i] for i in row] for row in mine]
-            batch = collate_packed(rows, cfg.pack_length, processor.tokenizer.pad_token_id)
-            real, slots = batch.pop("num_real_tokens"), len(mine) * cfg.pack_length
-        else:
-            batch = collate(processor, [examples[i] for i in mine], with_targets=True)
-            real, slots = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
-        grid = batch.get("image_grid_thw")
+        # gradient accumulation: the share in micro-batches of `micro_batch_size` rows, one forward each
+        micro = cfg.micro_batch_size or len(mine)
+        batches, real, slots = [], 0, 0
+        for part in (mine[i:i + micro] for i in range(0, len(mine), micro)):
+            if cfg.pack_length:
+                part_batch = collate_packed([[encoded[i] for i in row] for row in part], cfg.pack_length,
+                                            processor.tokenizer.pad_token_id)
+                real, slots = real + part_batch.pop("num_real_tokens"), slots + len(part) * cfg.pack_length
+            else:
+                part_batch = collate(processor, [examples[i] for i in part], with_targets=True)
+                real += int(part_batch["attention_mask"].sum())
+                slots += part_batch["attention_mask"].numel()
+            batches.append(part_batch)
         # the ViT attends within each temporal slice of an image or video: each slice is an "image" here
-        patches, images = (int(grid.prod(dim=1).sum()), int(grid[:, 0].sum())) if grid is not None else (0, 0)
-        batch = to_device(batch, engine.device if engine is not None else model_device(model))
+        grids = [b["image_grid_thw"] for b in batches if b.get("image_grid_thw") is not None]
+        patches, images = sum(int(g.prod(dim=1).sum()) for g in grids), sum(int(g[:, 0].sum()) for g in grids)
+        targets = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]  # the tokens each loss averages
+        device = engine.device if engine is not None else model_device(model)
         step_started = time.monotonic()
         if engine is None:
-            with autocast():
-                loss = model(**batch).loss
+            # each micro-batch's token-mean loss weighted by its share of the step's target tokens:
+            # the accumulated gradient is the gradient of the whole step's token-mean loss
+            total, loss_value = sum(targets), 0.0
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for part_batch, local in zip(batches, targets):
+                with autocast():
+                    loss = model(**to_device(part_batch, device)).loss
+                (loss * (local / total)).backward()
+                loss_value += loss.item() * (local / total)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
             optimizer.step()
             scheduler.step()
-            loss_value = loss.item()
         else:
-            # scale by this rank's share of the target tokens: the averaged gradient is then the
-            # gradient of the global token-mean loss, as in one process
-            local = int((batch["labels"][:, 1:] != -100).sum())
-            total = all_reduce_sum(local)
-            loss = engine(**batch).loss  # DeepSpeed's own bf16 config decides its precision
-            engine.backward(loss * (local * world / total))
-            engine.step()  # clips, steps optimizer and scheduler, zeroes gradients
+            # scale by this rank's share of the step's target tokens (DeepSpeed averages over ranks
+            # and divides by the accumulation steps): the gradient of the global token-mean loss
+            total, loss_sum = all_reduce_sum(sum(targets)), 0.0
+            for part_batch, local in zip(batches, targets):
+                loss = engine(**to_device(part_batch, device)).loss  # DeepSpeed's bf16 config decides precision
+                engine.backward(loss * (local * world * len(batches) / total))
+                engine.step()  # at the step's last micro-batch: clips, steps optimizer and scheduler, zeroes
+                loss_sum += loss.item() * local
             grad_norm = float(engine.get_global_grad_norm() or 0.0)
-            loss_value = all_reduce_sum(loss.item() * local) / total
+            loss_value = all_reduce_sum(loss_sum) / total
             real, slots = all_reduce_sum(real), all_reduce_sum(slots)
             patches, images = int(all_reduce_sum(patches)), int(all_reduce_sum(images))
         losses.append(loss_value)
-        tokens += int(all_reduce_sum(int((batch["labels"] != -100).sum())))
+        tokens += int(all_reduce_sum(sum(int((b["labels"] != -100).sum()) for b in batches)))
         real_tokens += real
         slot_tokens += slots
         step_seconds = time.monotonic() - step_started

@@ -62,7 +62,11 @@ def test_plan_names_the_stages_that_do_not_fit():
     assert [line.split()[0] for line in tiny.stdout.splitlines()[2:]] == ["pretrain", "sft", "rlcs", "evaluate"]
     big = subprocess.run([*THINKPIPE, "plan", "--profile", "glm4v-9b", "--check"], cwd=ROOT, capture_output=True,
                          text=True)
-    # the 9B profile as committed: one fp32 AdamW process cannot hold RLCS's 10.3B-parameter states
-    assert big.returncode == 1 and "rlcs" in big.stderr
+    # the 9B profile as committed: packed, accumulated, checkpointed training fits an 80 GiB GPU;
+    # one fp32 AdamW process cannot hold RLCS's 10.3B-parameter states
+    assert big.returncode == 1 and "rlcs" in big.stderr and "pretrain" not in big.stderr
+    for stage in ("pretrain", "sft"):
+        line = next(line for line in big.stdout.splitlines() if line.startswith(stage))
+        assert " yes " in line and "1 x 8192 tokens" in line, line
     rlcs = next(line for line in big.stdout.splitlines() if line.startswith("rlcs"))
     assert "153.4G" in rlcs and "NO (short" in rlcs  # 16 bytes x 10.29e9 parameters

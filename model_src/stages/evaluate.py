@@ -3,7 +3,7 @@
 Greedy pass@1 (and sampled pass@k with `evaluate.pass_k`) on the curated eval split; the
 pretrained and SFT checkpoints are scored too, on the first `checkpoint_samples_per_domain`
 samples per domain, next to the final model on the same samples, so each stage's gain shows.
-The paper evaluates on 28 public benchmarks (docs/recipe.md section 6); here the eval split
+The paper evaluates on public benchmarks in eight areas (docs/recipe.md section 6); here the eval split
 holds the generators' held-out rows of each domain. `report_out/eval.json` holds every sample.
 """
 

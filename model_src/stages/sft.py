@@ -2,9 +2,9 @@
 
 As in the paper (docs/recipe.md section 3), the loss is on the assistant's tokens only and the rows
 are `<think>...</think><answer>...</answer>`; rows whose reasoning is malformed (broken tags,
-repeated blocks, several boxes) are rejected first, as the paper filters its SFT data. The paper
-trains the 9B model for 2 epochs at 32k context and lr 1e-5 (configs/glm4v-9b.yaml); the local
-profiles train a few hundred steps.
+repeated blocks, several boxes) are rejected first, as the paper filters its SFT data. The
+glm4v-9b profile's steps, batch and lr 1e-5 are this project's choice, not numbers from the paper;
+the local profiles train a few hundred steps.
 """
 
 from __future__ import annotations

@@ -36,23 +36,33 @@ def test_on_the_cpu_placing_and_moving_are_no_ops():
         assert layer(torch.ones(1, 3)).dtype == torch.float32  # no autocast on the CPU
 
 
-def test_activation_checkpointing_is_a_switch_that_changes_memory_not_results(tmp_path):
-    """Recomputing activations in the backward pass gives the same losses, step for step."""
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The tiny config, a processor and 8 SFT examples of digit rows."""
     from model_src.data.generate import GeneratorConfig, generate_corpus
-    from model_src.model.build import build_model, build_processor, train_tokenizer
+    from model_src.model.build import build_processor, train_tokenizer
     from model_src.model.inputs import sft_example
-    from model_src.train.supervised import train_supervised
 
-    generate_corpus(tmp_path, GeneratorConfig(rows={"digits": 12}))
-    rows = pq.read_table(tmp_path / "digits-train.parquet").to_pylist()
+    folder = tmp_path_factory.mktemp("digits")
+    generate_corpus(folder, GeneratorConfig(rows={"digits": 12}))
+    rows = pq.read_table(folder / "digits-train.parquet").to_pylist()
     cfg = load_config("tiny")
     processor = build_processor(train_tokenizer([t for r in rows for t in (r["question"], r["reasoning"])], 400),
                                 cfg.model)
+    return cfg, processor, [sft_example(processor, r) for r in rows[:8]]
+
+
+def test_activation_checkpointing_is_a_switch_that_changes_memory_not_results(digits):
+    """Recomputing activations in the backward pass gives the same losses, step for step."""
+    from model_src.model.build import build_model
+    from model_src.train.supervised import train_supervised
+
+    cfg, processor, examples = digits
     losses = {}
     for checkpointing in (False, True):
         model = build_model(cfg.model, processor.tokenizer, seed=0)
         logged = []
-        train_supervised(model, processor, [sft_example(processor, r) for r in rows[:8]],
+        train_supervised(model, processor, examples,
                          TrainConfig(num_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, log_every=1,
                                      activation_checkpointing=checkpointing),
                          seed=0, log=lambda m, s: logged.append(m["loss"]))
@@ -94,25 +104,19 @@ def test_mlflow_system_metrics_can_see_gpus_where_there_are_some():
 
 
 @pytest.mark.parametrize("pack_length", [0, 256])
-def test_gradient_accumulation_gives_the_whole_batchs_step(tmp_path, pack_length):
+def test_gradient_accumulation_gives_the_whole_batchs_step(digits, pack_length):
     """A step of 4 rows as 1, 2 or 4 micro-batches: the same losses and the same weights (to float
     rounding), because each micro-batch's loss is weighted by its share of the step's target tokens."""
-    from model_src.data.generate import GeneratorConfig, generate_corpus
-    from model_src.model.build import build_model, build_processor, train_tokenizer
-    from model_src.model.inputs import sft_example
+    from model_src.model.build import build_model
     from model_src.train.supervised import train_supervised
 
-    generate_corpus(tmp_path, GeneratorConfig(rows={"digits": 12}))
-    rows = pq.read_table(tmp_path / "digits-train.parquet").to_pylist()
-    cfg = load_config("tiny")
-    processor = build_processor(train_tokenizer([t for r in rows for t in (r["question"], r["reasoning"])], 400),
-                                cfg.model)
+    cfg, processor, examples = digits
     runs = {}
     start = torch.cat([p.detach().flatten() for p in build_model(cfg.model, processor.tokenizer, seed=0).parameters()])
     for micro in (0, 2, 1):
         model = build_model(cfg.model, processor.tokenizer, seed=0)
         logged = []
-        train_supervised(model, processor, [sft_example(processor, r) for r in rows[:8]],
+        train_supervised(model, processor, examples,
                          TrainConfig(num_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, log_every=1,
                                      micro_batch_size=micro, pack_length=pack_length),
                          seed=0, log=lambda m, s: logged.append(m["loss"]))

@@ -80,6 +80,22 @@ def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
+def local_artifact_path(artifact_uri: str) -> Path | None:
+    """The folder an artifact URI names when the store is local (read it in place), else None
+    (a remote store: download it).
+
+    >>> local_artifact_path("file:///state/mlflow/artifacts/1/abc/artifacts/outputs/exported%20x")
+    PosixPath('/state/mlflow/artifacts/1/abc/artifacts/outputs/exported x')
+    >>> local_artifact_path("s3://bucket/1/abc/artifacts") is None
+    True
+    """
+    if artifact_uri.startswith("file:"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(artifact_uri).path))
+    if artifact_uri.startswith("/"):
+        return Path(artifact_uri)
+    return None
+
+
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     from mlflow.tracking import MlflowClient
 

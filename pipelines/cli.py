@@ -254,11 +254,15 @@ def _print_summary(setup: LocalSetup, run_name: str, run_id: str, seconds: float
         import mlflow
 
         from model_src.names import OUTPUTS_RUN_TAG
+        from model_src.tracking import local_artifact_path
 
         source = export_run.data.tags.get(OUTPUTS_RUN_TAG, export_run.info.run_id)  # the run that holds the files
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a summary, not a progress report
-        exported = mlflow.artifacts.download_artifacts(run_id=source, artifact_path="outputs/exported",
-                                                       dst_path=str(setup.state_dir / "exports" / source))
+        # a local store's artifacts are read in place (no copy of the weights per run); a remote one's downloaded
+        exported = local_artifact_path(f"{client.get_run(source).info.artifact_uri}/outputs/exported")
+        if exported is None:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a summary, not a progress report
+            exported = mlflow.artifacts.download_artifacts(run_id=source, artifact_path="outputs/exported",
+                                                           dst_path=str(setup.state_dir / "exports" / source))
         print(f"  exported folder  : {exported}")
     reused = {k[len(REUSED_TAG_PREFIX):]: v for k, v in parent.data.tags.items() if k.startswith(REUSED_TAG_PREFIX)}
     if reused:  # KFP's cache skipped these stages: the runs whose outputs this pipeline run used

@@ -70,15 +70,15 @@ def _all_versions(client):
 
 def _version_folder(client, version, cache_dir: str | Path | None) -> Path:
     """The version's files: the LoggedModel's artifact folder when it is local, else a cached download."""
-    import urllib.parse
+    import mlflow
+
+    from model_src.tracking import local_artifact_path
 
     model_id = version.source[len("models:/"):] if version.source.startswith("models:/") else None
     location = client.get_logged_model(model_id).artifact_location if model_id else version.source
-    if location.startswith("file:"):
-        return Path(urllib.parse.unquote(urllib.parse.urlparse(location).path))
-    if location.startswith("/"):
-        return Path(location)
-    import mlflow
+    local = local_artifact_path(location)
+    if local is not None:
+        return local
 
     cache = Path(cache_dir or Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "thinkpipe")) / "serve")
     dest = cache / version.name / str(version.version)

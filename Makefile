@@ -11,7 +11,7 @@ PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock serve-venv serve
+.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock serve-venv serve gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -67,6 +67,12 @@ image: ## build the component image (buildah, debootstrap base; root; slow) and 
 
 bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run, tiny and small DAGs (about 10 min)
 	$(BIN)/python bench/bench_cache.py --profile tiny --profile small
+
+# On a bare GPU machine (no .venv: its own python3, torch and transformers; see model_src/gpu_check.py)
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= gpu_check.json
+gpu-check: ## GPU readiness: training, GRPO and evaluation on CUDA in bf16, MFU at 4K tokens, memory vs plan (bare GPU machine, < 5 min)
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m model_src.gpu_check --out $(GPU_CHECK_OUT)
 
 golden: $(STAMP) data ## run PROFILE (small) afresh and compare every stage's metrics with tests/golden/ (minutes)
 	$(BIN)/thinkpipe golden --profile $(PROFILE)

@@ -24,7 +24,7 @@ GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
 def is_timing(metric: str) -> bool:
     """Wall-clock and machine-load metrics: they differ between two runs of the same work."""
     return (metric.startswith("system/") or "seconds" in metric or metric.endswith("per_s")
-            or metric in ("model_tflops", "mfu"))
+            or metric.removeprefix("steady_") in ("model_tflops", "mfu"))
 
 
 def pipeline_stage_metrics(client, experiment_id: str, pipeline_run: str) -> dict[str, dict[str, float]]:

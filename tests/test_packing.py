@@ -108,7 +108,7 @@ def test_packed_training_learns_and_fills_its_rows(setup):
 def test_flops_charge_each_tower_for_what_runs_through_it(setup):
     """Text parameters per text token, vision blocks per image patch, the merger per merged token:
     the vision tower is no longer charged to every text token."""
-    from model_src.train.flops import TokenFlops
+    from model_src.train.flops import TokenFlops, causal_pairs
 
     _, _, model = setup
     visual = model.model.visual
@@ -118,9 +118,12 @@ def test_flops_charge_each_tower_for_what_runs_through_it(setup):
     text_dense = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel() - vision
     text, vis = model.config.text_config, model.config.vision_config
     flops = TokenFlops.of(model)
-    assert flops(context=0) == 6 * text_dense
-    assert flops(context=100) - 6 * text_dense == 12 * text.num_hidden_layers * text.hidden_size * 100
-    # 2 images of 16 patches each (4 merged tokens each) next to 40 text tokens at context 20
+    assert flops.text(1, attention_pairs=0) == 6 * text_dense
+    assert flops.text(1, 100) - 6 * text_dense == 12 * text.num_hidden_layers * text.hidden_size * 100
+    # a packed row of samples of 30 and 10 tokens: each attends within itself, causally
+    pairs = causal_pairs([30, 10])
+    assert pairs == 30 * 31 // 2 + 10 * 11 // 2 < 40 * 41 // 2
+    # 2 images of 16 patches each (4 merged tokens each) next to those 40 text tokens
     per_patch = 6 * (vision - merger) + 12 * vis.depth * vis.hidden_size * 16 + 6 * merger / 4
-    assert flops.step(40, context=20, patches=32, images=2) == pytest.approx(flops(context=20) * 40 + per_patch * 32)
-    assert flops.step(40, context=20) == flops(context=20) * 40  # text only
+    assert flops.step(40, pairs, patches=32, images=2) == pytest.approx(flops.text(40, pairs) + per_patch * 32)
+    assert flops.step(40, pairs) == flops.text(40, pairs)  # text only

@@ -18,7 +18,7 @@ from typing import ContextManager
 from model_src.config import TrainConfig
 from model_src.device import model_device, to_device
 from model_src.model.inputs import Example, collate
-from model_src.train.flops import TokenFlops, device_peak_tflops
+from model_src.train.flops import TokenFlops, causal_pairs, device_peak_tflops, steady_window
 from model_src.train.packing import EncodedCache, collate_packed, plan_steps
 
 
@@ -139,6 +139,7 @@ def train_supervised(
         real_tokens, slot_tokens = meta.get("real_tokens", 0), meta.get("slot_tokens", 0)
         print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)
     started, tokens_before, real_before = time.monotonic(), tokens, real_tokens
+    timings: list[tuple[float, float, int]] = []  # per step run here: seconds, model FLOPs, real tokens
     peak = device_peak_tflops(cfg.peak_tflops, next(model.parameters()).device)
     token_flops = TokenFlops.of(model)
     progress = tqdm(range(first_step, cfg.num_steps), desc=desc, unit="step", mininterval=2.0,
@@ -147,16 +148,18 @@ def train_supervised(
         mine = plan[step][rank::world]  # this process's share of the step (all of it alone)
         # gradient accumulation: the share in micro-batches of `micro_batch_size` rows, one forward each
         micro = cfg.micro_batch_size or len(mine)
-        batches, real, slots = [], 0, 0
+        batches, real, slots, pairs = [], 0, 0, 0  # pairs: causal (query, key) pairs within samples
         for part in (mine[i:i + micro] for i in range(0, len(mine), micro)):
             if cfg.pack_length:
                 part_batch = collate_packed([[encoded[i] for i in row] for row in part], cfg.pack_length,
                                             processor.tokenizer.pad_token_id)
                 real, slots = real + part_batch.pop("num_real_tokens"), slots + len(part) * cfg.pack_length
+                pairs += causal_pairs(encoded[i].length for row in part for i in row)
             else:
                 part_batch = collate(processor, [examples[i] for i in part], with_targets=True)
                 real += int(part_batch["attention_mask"].sum())
                 slots += part_batch["attention_mask"].numel()
+                pairs += causal_pairs(part_batch["attention_mask"].sum(dim=1).tolist())
             batches.append(part_batch)
         # the ViT attends within each temporal slice of an image or video: each slice is an "image" here
         grids = [b["image_grid_thw"] for b in batches if b.get("image_grid_thw") is not None]
@@ -190,16 +193,19 @@ def train_supervised(
             loss_value = all_reduce_sum(loss_sum) / total
             real, slots = all_reduce_sum(real), all_reduce_sum(slots)
             patches, images = int(all_reduce_sum(patches)), int(all_reduce_sum(images))
+            pairs = int(all_reduce_sum(pairs))
         losses.append(loss_value)
         tokens += int(all_reduce_sum(sum(int((b["labels"] != -100).sum()) for b in batches)))
         real_tokens += real
         slot_tokens += slots
+        if device.type == "cuda":  # kernels run asynchronously: the step ends when they have
+            torch.cuda.synchronize(device)
         step_seconds = time.monotonic() - step_started
+        # `real`, `pairs`, `patches` and `images` are already summed over ranks
+        step_flops = token_flops.step(real, pairs, patches=patches, images=images)
+        timings.append((step_seconds, step_flops, real))
         if rank == 0:
             tokens_per_s = real / step_seconds if step_seconds else 0.0
-            # causal attention sees half a sample on average; `real` is already summed over ranks
-            samples = sum(len(row) for row in plan[step]) if cfg.pack_length else len(plan[step])
-            step_flops = token_flops.step(real, context=real / samples / 2, patches=patches, images=images)
             tflops = step_flops / step_seconds / 1e12 if step_seconds else 0.0
             log({"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                  "packing_efficiency": real / slots, "tokens_per_s": tokens_per_s, "model_tflops": tflops,
@@ -225,6 +231,9 @@ def train_supervised(
 
         release_zero3(model)  # whole weights back in `model`, on every rank, for saving and later use
     window = max(1, min(10, len(losses) // 4))
+    steady = timings[steady_window(len(timings))]
+    steady_seconds = sum(t for t, _, _ in steady)
+    steady_tflops = sum(f for _, f, _ in steady) / steady_seconds / 1e12 if steady_seconds else 0.0
     return {
         "first_loss": sum(losses[:window]) / window,
         "final_loss": sum(losses[-window:]) / window,
@@ -232,4 +241,8 @@ def train_supervised(
         "tokens_per_s": (real_tokens - real_before) / elapsed if elapsed > 0 else 0.0,
         "packing_efficiency": real_tokens / slot_tokens if slot_tokens else 0.0,
         "train_seconds": elapsed,
+        # after warm-up (flops.steady_window): the figures a throughput or MFU claim should quote
+        "steady_tokens_per_s": sum(n for _, _, n in steady) / steady_seconds if steady_seconds else 0.0,
+        "steady_model_tflops": steady_tflops,
+        **({"steady_mfu": steady_tflops / (peak * world)} if peak else {}),
     }

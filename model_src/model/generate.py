@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -80,12 +81,54 @@ def _decode(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> list[str]
     return tokenizer.batch_decode(responses * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
 
 
+def derived_seed(*parts) -> int:
+    """A 63-bit seed from any parts (a run's seed, an iteration, a prompt id), the same on every
+    machine and process (Python's `hash` of a string is salted per process: not usable here).
+
+    >>> derived_seed(7, 0, "digits-00001") == derived_seed(7, 0, "digits-00001") != derived_seed(7, 1, "digits-00001")
+    True
+    """
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
+
+
+class RowSampler:
+    """Sampling with one random stream per row, so that a row's tokens depend on its seed and its
+    own logits only, not on which rows share its batch (how RL groups are split over processes).
+
+    A transformers logits processor run with greedy decoding: temperature, then top-p, then each
+    row's scores plus Gumbel noise from its own generator (-log of an Exponential(1) draw), whose
+    argmax is a sample from softmax(scores) (the Gumbel-max trick; vLLM's sampler draws the same way)."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def subset(self, rows: list[int]) -> "RowSampler":
+        """The streams of `rows` only, continuing where they are (force answering's second pass)."""
+        other = RowSampler([], self.temperature, self.top_p, "cpu")
+        other.generators = [self.generators[r] for r in rows]
+        return other
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            from transformers import TopPLogitsWarper
+
+            scores = TopPLogitsWarper(self.top_p)(input_ids, scores)
+        noise = torch.stack([torch.empty(scores.shape[1], device=scores.device).exponential_(generator=g)
+                             for g in self.generators])
+        return scores - noise.clamp_min(1e-20).log()
+
+
 @torch.no_grad()
 def generate(model, processor, examples: list[Example], *, max_new_tokens: int, do_sample: bool,
-             temperature: float = 1.0, top_p: float = 1.0, force_answer_tokens: int = 0) -> Rollouts:
+             temperature: float = 1.0, top_p: float = 1.0, force_answer_tokens: int = 0,
+             seeds: list[int] | None = None) -> Rollouts:
     """Generate a response per example. With `force_answer_tokens` > 0, a response that used the
     whole budget without closing `</think>` gets `</think><answer>` appended and may write up to
-    that many more tokens (docs/recipe.md section 4: force answering); the inserted tokens are not in loss_mask."""
+    that many more tokens (docs/recipe.md section 4: force answering); the inserted tokens are not in loss_mask.
+    Sampling draws from torch's global generator, or with `seeds` (one per example) from each
+    row's own stream (`RowSampler`)."""
     model.eval()
     tokenizer = processor.tokenizer
     batch = collate(processor, examples, with_targets=False, padding_side="left")
@@ -95,7 +138,13 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
     suppress = suppressed_token_ids(model, tokenizer)
     kwargs = dict(do_sample=do_sample, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
                   suppress_tokens=suppress)
-    if do_sample:
+    sampler = None
+    if do_sample and seeds is not None:
+        if len(seeds) != len(examples):
+            raise ValueError(f"{len(seeds)} seeds for {len(examples)} examples")
+        sampler = RowSampler(seeds, temperature, top_p, model_device(model))
+        kwargs.update(do_sample=False, logits_processor=[sampler])  # greedy over the noised scores
+    elif do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     # computed where the model is, kept on the host: rollouts are spliced and scored there
     sequences = model.generate(**to_device(batch, model_device(model)), max_new_tokens=max_new_tokens, **kwargs).cpu()
@@ -109,6 +158,8 @@ def generate(model, processor, examples: list[Example], *, max_new_tokens: int, 
     out_of_budget = rows_to_force(tokenizer, sequences[:, prompt_len:], mask, max_new_tokens)
     if not out_of_budget:
         return rollouts
+    if sampler is not None:
+        kwargs["logits_processor"] = [sampler.subset(out_of_budget)]
     return _force_answer(model, tokenizer, rollouts, out_of_budget, force_answer_tokens, stops, kwargs)
 
 

@@ -12,26 +12,38 @@ Each iteration
 5. folds every sampled prompt's pass rate into the curriculum and logs the monitor metrics.
 
 With `rlcs.curriculum=false` it is the uniform-sampling ablation (no weights, no expansion).
+
+Data-parallel over the processes of a job (torchrun; one process alone is a world of one): every
+rank makes the same curriculum draw (the same seeded sampler and the same curriculum state), rolls
+out and scores its share of the prompt groups (`picked[rank::world]`), and all-gathers every
+group's rewards, so the selection of groups, the curriculum's pass-rate and expansion updates and
+the metrics see the whole step on every rank. Advantages are group-relative and a group never
+spans ranks, so each rank computes its own; each rank's loss is weighted by its share of the
+step's kept samples and the gradients are summed over ranks before one identical optimizer step.
+Each group's rollouts come from its own seed (`derived_seed(seed, iteration, prompt id)`), so how
+groups are split over ranks does not change them: N processes train like one.
 """
 
 from __future__ import annotations
 
 import random
 import statistics
-from pathlib import Path
 from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ContextManager
 
 import torch
 
 from model_src.config import RLConfig, derive
 from model_src.device import model_device, to_device
-from model_src.model.generate import Rollouts
+from model_src.model.generate import Rollouts, derived_seed
 from model_src.model.inputs import Example, prompt_example
 from model_src.rewards import score
 from model_src.rl.curriculum import Curriculum, most_balanced
 from model_src.rl.grpo import clipped_policy_loss, group_advantages, token_logprobs
 from model_src.rl.rollout import RolloutEngine, TransformersEngine
+from model_src.train.distributed import all_gather_objects, all_reduce_gradients, all_reduce_sum, process_group
 from model_src.train.supervised import seed_everything
 
 
@@ -48,15 +60,44 @@ def response_logprobs(model, rollouts: Rollouts) -> torch.Tensor:
     return token_logprobs(logits[:, p - 1:-1], inputs["input_ids"][:, p:])
 
 
+@dataclass(frozen=True)
+class GroupOutcome:
+    """What every rank needs to know of one prompt group, whichever rank rolled it out."""
+
+    row_id: str
+    domain: str
+    rewards: tuple[float, ...]
+    format_ok: tuple[bool, ...]
+    forced: tuple[bool, ...]
+    response_lengths: tuple[int, ...]
+
+    @classmethod
+    def of(cls, ex: Example, rewards: torch.Tensor, results, rollouts: Rollouts, g: int, size: int) -> "GroupOutcome":
+        rows = range(g * size, (g + 1) * size)
+        return cls(ex.row_id, ex.domain, tuple(rewards.tolist()), tuple(r.format_ok for r in results),
+                   tuple(rollouts.forced[r] for r in rows),
+                   tuple(int(rollouts.response_mask[r].sum()) for r in rows))
+
+    @property
+    def pass_rate(self) -> float:
+        return float(torch.tensor(self.rewards).mean())
+
+    @property
+    def spread(self) -> float:
+        return float(torch.tensor(self.rewards).std(unbiased=False))
+
+
 SPREAD_EPS = 1e-6  # a group whose rewards spread less than this has (numerically) zero advantage
 
 RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> reward
 
 
 def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int,
-                   reward_fn: RewardFn | None = None, engine: RolloutEngine | None = None):
+                   reward_fn: RewardFn | None = None, engine: RolloutEngine | None = None,
+                   group_seed: Callable[[str], int] | None = None):
     """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call,
-    with `engine` (transformers `generate` on `model` when None).
+    with `engine` (transformers `generate` on `model` when None); with `group_seed`, each prompt's
+    group is sampled from the seed it gives for the prompt's id (else from torch's generator).
     Yields (chunk prompts, Rollouts, rewards [len(chunk) * group_size], RewardResults)."""
     engine = engine or TransformersEngine(model, processor)
     for start in range(0, len(prompts), prompts_per_chunk):
@@ -64,7 +105,8 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
         group = [ex for ex in chunk for _ in range(cfg.group_size)]
         rollouts = engine.generate(chunk, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens, do_sample=True,
                                    temperature=cfg.temperature, top_p=cfg.top_p,
-                                   force_answer_tokens=cfg.force_answer_tokens)
+                                   force_answer_tokens=cfg.force_answer_tokens,
+                                   seeds=None if group_seed is None else [group_seed(ex.row_id) for ex in chunk])
         results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
         rewards = ([r.reward for r in results] if reward_fn is None
                    else [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)])
@@ -72,25 +114,28 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
 
 
 def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
-                  engine: RolloutEngine | None = None) -> dict[str, float]:
+                  engine: RolloutEngine | None = None, seed: int = 0) -> dict[str, float]:
     """Grading before RL: each prompt's mean reward over `offline_k` sampled rollouts (for
-    right/wrong rewards, the share that are right: the pass rate the curriculum starts from)."""
+    right/wrong rewards, the share that are right: the pass rate the curriculum starts from).
+    Each rank grades its share of the prompts; every rank returns all the rates."""
+    rank, world = process_group()
     graded = derive(cfg, "rlcs", group_size=cfg.offline_k)
     rates: dict[str, float] = {}
-    for chunk, _, rewards, _ in rollout_groups(model, processor, examples, graded, cfg.prompts_per_iteration,
-                                               engine=engine):
+    for chunk, _, rewards, _ in rollout_groups(model, processor, examples[rank::world], graded,
+                                               cfg.prompts_per_iteration, engine=engine,
+                                               group_seed=lambda row_id: derived_seed(seed, "offline", row_id)):
         for ex, group in zip(chunk, rewards.view(-1, cfg.offline_k)):
             rates[ex.row_id] = float(group.mean())
-    return rates
+    return {k: v for part in all_gather_objects(rates) for k, v in part.items()}
 
 
 def build_curriculum(model, processor, rows: list[dict], examples: list[Example], cfg: RLConfig,
-                     engine: RolloutEngine | None = None) -> Curriculum:
+                     engine: RolloutEngine | None = None, seed: int = 0) -> Curriculum:
     """Initial pass rates: offline pass@k when `offline_k` > 0, merged with the generator's prior
     (pass rate ~ 1 - difficulty) as an equal-weight average; the prior alone otherwise."""
     prior = {row["id"]: 1.0 - float(row["difficulty"]) for row in rows}
     if cfg.offline_k > 0:
-        graded = grade_offline(model, processor, examples, cfg, engine)
+        graded = grade_offline(model, processor, examples, cfg, engine, seed)
         prior = {i: 0.5 * prior[i] + 0.5 * graded[i] for i in prior}
     return Curriculum(pass_rates=prior, floor=cfg.curriculum_floor, alpha=cfg.curriculum_alpha,
                       ema_decay=cfg.expansion_ema_decay, max_ratio=cfg.max_expansion_ratio,
@@ -119,6 +164,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
 
     if not rows:
         raise ValueError("rlcs: no RL prompts")
+    rank, world = process_group()
     seed_everything(seed)
     rng = random.Random(seed)
     examples = [prompt_example(processor, row) for row in rows]
@@ -139,68 +185,75 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         print(f"rlcs: resuming from {resumed} (iteration {first_iteration})", flush=True)
     else:
         with autocast():  # offline grading rolls out too
-            curriculum = build_curriculum(model, processor, rows, examples, cfg, engine)
+            curriculum = build_curriculum(model, processor, rows, examples, cfg, engine, seed)
     for iteration in tqdm(range(first_iteration, cfg.num_iterations), desc="rlcs", unit="iter",
-                          initial=first_iteration, total=cfg.num_iterations):
+                          initial=first_iteration, total=cfg.num_iterations, disable=rank != 0):
+        # the same draw on every rank (same sampler state, same curriculum); each rolls out its share
         picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
         with autocast():
-            chunks = list(rollout_groups(model, processor, picked, cfg, cfg.prompts_per_iteration, reward_fn, engine))
+            chunks = list(rollout_groups(model, processor, picked[rank::world], cfg, cfg.prompts_per_iteration,
+                                         reward_fn, engine,
+                                         group_seed=lambda row_id: derived_seed(seed, iteration, row_id)))
         total_rollouts += len(picked) * cfg.group_size
-        # per group: its pass rate (mean reward) and spread (zero spread = zero advantage = no signal)
-        groups = [(ex, g) for chunk, _, rewards, _ in chunks for ex, g in zip(chunk, rewards.view(-1, cfg.group_size))]
-        observed = {ex.row_id: float(g.mean()) for ex, g in groups}
-        spread = {ex.row_id: float(g.std(unbiased=False)) for ex, g in groups}
+        # every group's outcome, from every rank, in the draw's order: what selection, curriculum and
+        # metrics see does not depend on the split
+        mine = [GroupOutcome.of(ex, rewards[g * cfg.group_size:(g + 1) * cfg.group_size],
+                                results[g * cfg.group_size:(g + 1) * cfg.group_size], ro, g, cfg.group_size)
+                for chunk, ro, rewards, results in chunks for g, ex in enumerate(chunk)]
+        outcomes = {o.row_id: o for part in all_gather_objects(mine) for o in part}
+        groups = [outcomes[ex.row_id] for ex in picked]
+        observed = {o.row_id: o.pass_rate for o in groups}
+        spread = {o.row_id: o.spread for o in groups}
         valid = {i: s > SPREAD_EPS for i, s in spread.items()}
         # keep the most balanced groups, up to the batch size (expansion oversampled the rest)
         keep = set(most_balanced([spread[ex.row_id] for ex in picked], cfg.prompts_per_iteration))
         kept_ids = {picked[i].row_id for i in keep}
-        selected: list[tuple[Rollouts, torch.Tensor]] = []
+        selected: list[tuple[Rollouts, torch.Tensor]] = []  # this rank's kept groups
         for chunk, rollouts, rewards, _ in chunks:
             rows_kept = [g * cfg.group_size + k for g, ex in enumerate(chunk) if ex.row_id in kept_ids
                          for k in range(cfg.group_size)]
             if rows_kept:
                 advantages = group_advantages(rewards[rows_kept], cfg.group_size)
                 selected.append((rollouts.select(rows_kept), advantages))
-        num_kept = sum(len(adv) for _, adv in selected)
+        num_kept = len(kept_ids) * cfg.group_size  # over all ranks
 
         model.train()
         with torch.no_grad(), autocast():
             old_logprobs = [response_logprobs(model, ro) for ro, _ in selected]
         stats = {"policy_loss": 0.0, "clip_frac_high": 0.0, "clip_frac_low": 0.0}
-        if any(adv.abs().sum() > 0 for _, adv in selected):  # else every kept group is uniform
+        if any(spread[i] > 0 for i in kept_ids):  # else every kept group is uniform: no advantage anywhere
             for _ in range(cfg.updates_per_iteration):
                 optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                clip_high = clip_low = 0.0
+                total = clip_high = clip_low = 0.0
                 for (ro, adv), old in zip(selected, old_logprobs):
                     with autocast():
                         logprobs = response_logprobs(model, ro)
                     loss, clip = clipped_policy_loss(logprobs, old, adv.to(logprobs.device),
                                                      ro.loss_mask.to(logprobs.device), cfg.clip_low, cfg.clip_high)
-                    share = len(adv) / num_kept  # per-sample mean over all kept samples
+                    share = len(adv) / num_kept  # per-sample mean over all kept samples, all ranks
                     (loss * share).backward()
                     total += loss.item() * share
                     clip_high += clip["clip_frac_high"] * share
                     clip_low += clip["clip_frac_low"] * share
+                all_reduce_gradients(model)  # the sum of the ranks' shares: the whole step's gradient
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
-                stats = {"policy_loss": total, "clip_frac_high": clip_high, "clip_frac_low": clip_low}
+                stats = {"policy_loss": all_reduce_sum(total), "clip_frac_high": all_reduce_sum(clip_high),
+                         "clip_frac_low": all_reduce_sum(clip_low)}
             engine.sync_weights(model)  # the next rollouts come from the updated policy
 
-        all_results = [r for _, _, _, results in chunks for r in results]
-        all_rewards = torch.cat([rewards for _, _, rewards, _ in chunks])
+        all_rewards = torch.tensor([r for o in groups for r in o.rewards], dtype=torch.float32)
         by_domain: dict[str, list[float]] = {}
-        for ex, group in groups:
-            by_domain.setdefault(ex.domain, []).extend(group.tolist())
+        for o in groups:
+            by_domain.setdefault(o.domain, []).extend(o.rewards)
         metrics = {
             "reward_mean": all_rewards.mean().item(),
             "reward_std": all_rewards.std(unbiased=False).item(),
-            "format_ok_share": statistics.fmean(float(r.format_ok) for r in all_results),
+            "format_ok_share": statistics.fmean(float(f) for o in groups for f in o.format_ok),
             "effective_group_share": statistics.fmean(float(valid[i]) for i in kept_ids),
-            "forced_answer_share": statistics.fmean(float(f) for _, ro, _, _ in chunks for f in ro.forced),
+            "forced_answer_share": statistics.fmean(float(f) for o in groups for f in o.forced),
             "sampled_prompts": float(len(picked)),
-            "response_length": statistics.fmean(float(ro.response_mask.sum(dim=1).float().mean())
-                                                for _, ro, _, _ in chunks),
+            "response_length": statistics.fmean(float(n) for o in groups for n in o.response_lengths),
             "rollouts_total": float(total_rollouts),
             **{f"reward_mean/{d}": statistics.fmean(v) for d, v in by_domain.items()},
             **{f"reward_std/{d}": statistics.pstdev(v) for d, v in by_domain.items()},
@@ -209,7 +262,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             **stats,
             **curriculum.update(observed, valid),
         }
-        if metrics["expansion_cap_hit"] and cfg.curriculum:  # the uniform ablation does not expand
+        if metrics["expansion_cap_hit"] and cfg.curriculum and rank == 0:  # the uniform ablation does not expand
             tqdm.write(f"rlcs: iteration {iteration}: expansion ratio {1 / max(1e-9, 1 - metrics['not_valid_rate']):.1f} "
                        f"capped at rlcs.max_expansion_ratio={cfg.max_expansion_ratio}")
         log(metrics, iteration)
@@ -217,7 +270,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         if cfg.max_rollouts and total_rollouts >= cfg.max_rollouts:
             break
         done = iteration + 1
-        if checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_iterations:
+        if (checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_iterations
+                and rank == 0):  # every rank holds the same weights, optimizer and sampler state
             save_checkpoint(checkpoint_dir, done, model, optimizer, None,
                             {**(checkpoint_meta or {}), "curriculum": curriculum.state_dict(), "history": history,
                              "total_rollouts": total_rollouts}, extra_state={"sampler_rng": rng.getstate()})

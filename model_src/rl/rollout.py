@@ -37,20 +37,23 @@ from pathlib import Path
 import torch
 
 from model_src.model.build import stop_token_ids
-from model_src.model.generate import (Rollouts, _decode, generate, response_mask_from, rows_to_force,
-                                      splice_forced, suppressed_token_ids)
+from model_src.model.generate import (Rollouts, _decode, derived_seed, generate, response_mask_from,
+                                      rows_to_force, splice_forced, suppressed_token_ids)
 from model_src.model.inputs import Example, collate
 
 ENGINES = ("auto", "transformers", "vllm")
 
 
 class RolloutEngine:
-    """Generates `n` rollouts per example, rows prompt-major: example 0's n rollouts, then example 1's."""
+    """Generates `n` rollouts per example, rows prompt-major: example 0's n rollouts, then example 1's.
+    With `seeds` (one per example) an example's rollouts depend on its seed alone, not on the other
+    examples of the call: RL seeds each prompt group, so splitting groups over processes changes nothing."""
 
     name = "base"
 
     def generate(self, examples: list[Example], *, n: int = 1, max_new_tokens: int, do_sample: bool,
-                 temperature: float = 1.0, top_p: float = 1.0, force_answer_tokens: int = 0) -> Rollouts:
+                 temperature: float = 1.0, top_p: float = 1.0, force_answer_tokens: int = 0,
+                 seeds: list[int] | None = None) -> Rollouts:
         raise NotImplementedError
 
     def sync_weights(self, model) -> None:
@@ -69,10 +72,12 @@ class TransformersEngine(RolloutEngine):
         self.model, self.processor = model, processor
 
     def generate(self, examples, *, n=1, max_new_tokens, do_sample, temperature=1.0, top_p=1.0,
-                 force_answer_tokens=0):
+                 force_answer_tokens=0, seeds=None):
         rows = [ex for ex in examples for _ in range(n)]
+        row_seeds = None if seeds is None else [derived_seed(s, k) for s in seeds for k in range(n)]
         return generate(self.model, self.processor, rows, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                        temperature=temperature, top_p=top_p, force_answer_tokens=force_answer_tokens)
+                        temperature=temperature, top_p=top_p, force_answer_tokens=force_answer_tokens,
+                        seeds=row_seeds)
 
     def sync_weights(self, model) -> None:
         self.model = model  # the same module: its weights are the policy's
@@ -143,12 +148,13 @@ class VLLMEngine(RolloutEngine):
         self.last_sync_s = 0.0
 
     # ----------------------------------------------------------------------------------- sampling
-    def _params(self, *, n: int, max_tokens: int, do_sample: bool, temperature: float, top_p: float):
+    def _params(self, *, n: int, max_tokens: int, do_sample: bool, temperature: float, top_p: float,
+                seed: int | None = None):
         from vllm import SamplingParams
 
-        # a per-request seed from torch's global generator: seeded runs and resumed runs (whose
-        # checkpoint restores that generator) draw the same rollouts
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        # the caller's per-request seed, else one from torch's global generator: seeded runs and
+        # resumed runs (whose checkpoint restores that generator) draw the same rollouts
+        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed % (2**31 - 1)
         return SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature if do_sample else 0.0,
                               top_p=top_p if do_sample else 1.0, top_k=0, seed=seed,
                               stop_token_ids=self.stops, allowed_token_ids=self.allowed_token_ids,
@@ -169,12 +175,12 @@ class VLLMEngine(RolloutEngine):
         return out
 
     def generate(self, examples, *, n=1, max_new_tokens, do_sample, temperature=1.0, top_p=1.0,
-                 force_answer_tokens=0):
+                 force_answer_tokens=0, seeds=None):
         if n > 1 and not do_sample:
             raise ValueError("greedy decoding with n > 1 gives n copies of one rollout: use do_sample=True")
         prompts = [{"prompt": ex.prompt, **self._mm(ex)} for ex in examples]
         params = [self._params(n=n, max_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                               top_p=top_p) for _ in examples]
+                               top_p=top_p, seed=None if seeds is None else seeds[i]) for i in range(len(examples))]
         outputs = self._run(prompts, params)
         rows = [ex for ex in examples for _ in range(n)]
         batch = collate(self.processor, rows, with_targets=False, padding_side="left")
@@ -201,7 +207,8 @@ class VLLMEngine(RolloutEngine):
         requests = [{"prompt_token_ids": self._collapse_images(head), **self._mm(rows[r])}
                     for head, r in zip(heads, out_of_budget)]
         params = [self._params(n=1, max_tokens=force_answer_tokens, do_sample=do_sample, temperature=temperature,
-                               top_p=top_p) for _ in out_of_budget]
+                               top_p=top_p, seed=None if seeds is None else derived_seed(seeds[r // n], r % n, "forced"))
+                  for r in out_of_budget]
         continued = self._run(requests, params)
         for head, r, out in zip(heads, out_of_budget, continued):
             if list(out.prompt_token_ids) != head:

@@ -103,6 +103,54 @@ def release_zero3(model) -> None:
             hooks.clear()
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world) of this process, joining the job's process group first when it has more than
+    one process (torchrun's environment; NCCL on GPUs, gloo on CPUs). A plain process is (0, 1)."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = rank_and_world()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return rank, world
+
+
+def all_gather_objects(value) -> list:
+    """Every rank's `value` (picklable), in rank order; [value] in a world of one."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def all_reduce_gradients(model) -> None:
+    """Sum every parameter's gradient over the ranks, in one flat buffer (a rank whose share of a
+    step was empty contributes zeros): plain data parallelism without a DDP wrapper, whose
+    every-rank-runs-the-same-forwards contract RL's uneven per-rank batches do not keep."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    if dist.get_backend() == "nccl" and flat.device.type != "cuda":
+        raise RuntimeError("NCCL reduces CUDA tensors: place the model by the device policy first")
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+
+
 def all_reduce_sum(value: float) -> float:
     import torch
     import torch.distributed as dist

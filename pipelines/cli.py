@@ -171,7 +171,10 @@ def _cluster_params(args: argparse.Namespace, pipeline: str):
     from model_src.lineage import dvc_pin, git_commit
     from model_src.secret_scan import find_secrets
 
+    from model_src.memory_plan import require_fits
+
     cfg = load_config(args.profile, args.set or [])
+    require_fits(cfg, args.profile)  # before anything is uploaded or a GPU is held
     root = repo_root()
     commit = git_commit(root)
     params = {"config_json": cfg.to_json(), "git_commit": commit, "image": BASE_IMAGE, "use_cache": not args.no_cache}
@@ -308,14 +311,15 @@ def cmd_stages(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Per-stage, per-GPU memory of a profile, before any GPU is held (model_src/memory_plan.py)."""
     from model_src.config import load_config
-    from model_src.memory_plan import GIB, plan, render
+    from model_src.memory_plan import plan, render, shortfalls
 
     cfg = load_config(args.profile, args.set or [])
+    gpu_gib = args.gpu_memory or cfg.cluster.gpu_memory_gib
     shape, plans = plan(cfg, prompt_tokens=args.prompt_tokens)
-    print(render(shape, plans, args.gpu_memory))
-    short = [p.stage for p in plans if p.total > args.gpu_memory * GIB]
+    print(render(shape, plans, gpu_gib))
+    short = shortfalls(plans, gpu_gib)
     if short and args.check:
-        print(f"thinkpipe: {', '.join(short)} would not fit in {args.gpu_memory:g} GiB per GPU", file=sys.stderr)
+        print("thinkpipe: does not fit:\n  " + "\n  ".join(short), file=sys.stderr)
         return 1
     return 0
 
@@ -463,9 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     pln = sub.add_parser("plan", help="per-stage, per-GPU memory of a profile (weights, states, activations, KV cache)")
     pln.add_argument("--profile", default=DEFAULT_CLUSTER_PROFILE, help=f"config profile (default: {DEFAULT_CLUSTER_PROFILE})")
     pln.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.zero_stage=3")
-    pln.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default: 80, an H100)")
+    pln.add_argument("--gpu-memory", type=float, default=0.0,
+                     help="GiB per GPU (default: the profile's cluster.gpu_memory_gib, 80 for an H100)")
     pln.add_argument("--prompt-tokens", type=int, default=1024, help="assumed prompt length of rollouts and evaluation")
-    pln.add_argument("--check", action="store_true", help="exit 1 when a stage does not fit")
+    pln.add_argument("--check", action="store_true",
+                     help="exit 1 when a stage the cluster layout gives GPUs does not fit (what compile and submit refuse)")
     pln.set_defaults(fn=cmd_plan)
 
     stg = sub.add_parser("stages", help="list the pipeline's stages: config sections, inputs, caching")

@@ -13,8 +13,11 @@ PIPELINES = ("training", "retraining")
 def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE):
     """The pipeline function `pipeline` carrying `profile`'s cluster settings."""
     from model_src.config import load_config
+    from model_src.memory_plan import require_fits
 
-    cluster = load_config(profile).cluster
+    cfg = load_config(profile)
+    require_fits(cfg, profile)  # no DAG for a layout whose stages would not fit their GPUs
+    cluster = cfg.cluster
     if pipeline == "training":
         from pipelines.training import build_training_pipeline
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -16,16 +15,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from tests.loopback import LoopbackServer
+from model_src.train.distributed import free_port
 
 JOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -53,7 +47,7 @@ def _operate(state: ClusterState, name: str, cwd: Path) -> None:
     container = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     env = {**state.base_env, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
            "PET_NPROC_PER_NODE": spec["nprocPerNode"], "PET_NNODES": "1", "PET_NODE_RANK": "0",
-           "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(_free_port())}
+           "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port())}
     replica = state.pods[f"{name}-master-0"]
     replica.phase = "Running"
     job["status"] = {"conditions": [{"type": "Running", "status": "True"}]}

@@ -4,7 +4,6 @@ log to a real MLflow server."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import yaml
 from model_src.config import load_config
 from pipelines.compile import PIPELINES, compile_pipeline
 from tests.conftest import ROOT, THINKPIPE
+from model_src.train.distributed import free_port
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -50,14 +50,8 @@ def test_retraining_dag_runs_training_only_when_the_check_says_so():
     assert set(stages) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     proc = subprocess.run([*THINKPIPE, "run", "--profile", "tiny", "--tracking-uri", uri,
                            "--state-dir", str(tmp_path / "state")], cwd=ROOT, capture_output=True, text=True)
@@ -70,7 +64,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),

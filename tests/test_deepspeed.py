@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,19 +15,14 @@ import torch
 
 from model_src.data.generate import GeneratorConfig, generate_corpus
 from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from model_src.train.distributed import free_port
 
 
 def _train(nproc: int, data, out, zero_stage: int, pack_length: int = 0, *extra: str,
            expect_code: int = 0, micro_batch: int = 0) -> tuple[dict, dict] | None:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            str(ROOT / "tests" / "ds_driver.py"), str(data), str(out), str(zero_stage), str(pack_length), *extra]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "DS_DRIVER_MICRO_BATCH": str(micro_batch)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

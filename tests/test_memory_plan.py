@@ -60,13 +60,40 @@ def test_plan_names_the_stages_that_do_not_fit():
                           capture_output=True, text=True)
     assert tiny.returncode == 0, tiny.stderr
     assert [line.split()[0] for line in tiny.stdout.splitlines()[2:]] == ["pretrain", "sft", "rlcs", "evaluate"]
+    assert "no GPU in the cluster layout" in tiny.stdout  # a local profile: printed, never refused
     big = subprocess.run([*THINKPIPE, "plan", "--profile", "glm4v-9b", "--check"], cwd=ROOT, capture_output=True,
                          text=True)
-    # the 9B profile as committed: packed, accumulated, checkpointed training fits an 80 GiB GPU;
-    # one fp32 AdamW process cannot hold RLCS's 10.3B-parameter states
-    assert big.returncode == 1 and "rlcs" in big.stderr and "pretrain" not in big.stderr
+    # the 9B profile as committed: packed, accumulated, checkpointed training and data-parallel
+    # ZeRO-2 RLCS (one rollout per forward) fit an 80 GiB GPU on 4 x 8 GPUs
+    assert big.returncode == 0, big.stdout + big.stderr
     for stage in ("pretrain", "sft"):
         line = next(line for line in big.stdout.splitlines() if line.startswith(stage))
         assert " yes " in line and "1 x 8192 tokens" in line, line
     rlcs = next(line for line in big.stdout.splitlines() if line.startswith("rlcs"))
+    assert rlcs.split()[1] == "32" and " yes " in rlcs and "ZeRO-2, 1 x (1024 + 2048) tokens" in rlcs, rlcs
+    # RLCS as one fp32 AdamW state per process cannot hold 10.3B parameters' states on any GPU
+    plain = subprocess.run([*THINKPIPE, "plan", "--profile", "glm4v-9b", "--set", "rlcs.deepspeed=false",
+                            "--set", "rlcs.zero_stage=0", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert plain.returncode == 1 and "rlcs needs" in plain.stderr and "pretrain" not in plain.stderr
+    rlcs = next(line for line in plain.stdout.splitlines() if line.startswith("rlcs"))
     assert "153.4G" in rlcs and "NO (short" in rlcs  # 16 bytes x 10.29e9 parameters
+
+
+def test_compile_and_submit_refuse_a_layout_that_does_not_fit():
+    """Refused before anything is compiled or uploaded, naming the stage and the shortfall."""
+    from model_src.config import ConfigError
+    from model_src.memory_plan import PlanDoesNotFit, require_fits
+
+    require_fits(load_config("glm4v-9b"))  # the committed layout fits
+    with pytest.raises(PlanDoesNotFit, match=r"pretrain needs 35.1 GiB per GPU, 5.1 GiB more than the 30 GiB") as no:
+        require_fits(load_config("glm4v-9b", ["cluster.gpu_memory_gib=30"]))
+    assert "rlcs needs 32.3 GiB" in str(no.value) and "evaluate" not in str(no.value)
+    assert issubclass(PlanDoesNotFit, ConfigError)  # the CLI reports it as a config error (exit 2)
+    # submit refuses before it reaches any KFP server (nothing listens on port 9)
+    submit = subprocess.run([*THINKPIPE, "submit", "--profile", "glm4v-9b", "--set", "cluster.gpu_memory_gib=24",
+                             "--host", "http://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 2, submit.stdout + submit.stderr
+    assert "does not fit its cluster layout" in submit.stderr and "pretrain needs" in submit.stderr
+    from pipelines.compile import build_pipeline
+
+    assert build_pipeline("training", "glm4v-9b") is not None  # compiles where it fits

@@ -4,13 +4,13 @@ transformers' greedy generation of the same prompt and image in this (the traini
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from model_src import serving
 from tests.conftest import ROOT, TinyPipeline
+from model_src.train.distributed import free_port
 
 SERVE_VENV = ROOT / serving.DEFAULT_VENV
 # The tiny profile's attention heads are 16 wide, which vLLM's CPU kernels do not run (32 is the
@@ -23,12 +23,6 @@ MAX_TOKENS = 24
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (SERVE_VENV / ".installed").is_file(),
                                  reason=f"{SERVE_VENV} not built: run `make serve-venv`")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _image(digit: str = "7", flip: bool = False):
@@ -76,7 +70,7 @@ def test_vllm_serves_the_last_export_like_transformers(exported, tmp_path):
     model = serving.resolve_model(None, exported.tracking_uri)  # the newest exported version
     assert model.name == "thinkpipe-glm4v-tiny" and model.source.startswith("thinkpipe-glm4v-tiny/1 ")
     serving.check_servable(model.path, SERVE_VENV)
-    port = _free_port()
+    port = free_port()
     command = serving.server_command(SERVE_VENV, model, "127.0.0.1", port)
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "--dtype" in command
     image = _image()

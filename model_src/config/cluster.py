@@ -141,6 +141,9 @@ class ClusterConfig:
     secret_env: tuple[SecretEnv, ...] = ()
     stages: StageSettings = field(default_factory=StageSettings)
     training_job: TrainingJobConfig = field(default_factory=TrainingJobConfig)
+    # memory of one GPU of the cluster's GPU nodes: `thinkpipe compile` and `submit` refuse a layout
+    # whose memory plan (model_src/memory_plan.py) does not fit it
+    gpu_memory_gib: float = 80.0
 
     def validate(self, prefix: str) -> None:
         _require(bool(_DNS_NAME.match(self.namespace)), f"{prefix}.namespace", f"not a namespace name: {self.namespace!r}")
@@ -156,6 +159,7 @@ class ClusterConfig:
         names = [v.name for v in self.env] + [v.env for v in self.secret_env]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         _require(not duplicated, f"{prefix}.env", f"variables set twice: {', '.join(duplicated)}")
+        _require(self.gpu_memory_gib > 0, f"{prefix}.gpu_memory_gib", "must be > 0")
         self.stages.validate(f"{prefix}.stages")
         self.training_job.validate(f"{prefix}.training_job")
         _require(not self.training_job.enabled or bool(self.checkpoint_pvc), f"{prefix}.checkpoint_pvc",

@@ -178,9 +178,23 @@ class RLConfig:
     # who generates rollouts (model_src/rl/rollout.py): "auto" = vLLM when it imports and CUDA is
     # available, else transformers `generate`; "transformers"; "vllm" (the RLCS stage fails at its start if vLLM is missing)
     rollout_engine: str = "auto"
+    # the update's layout (the GRPO loop is data-parallel over the job's processes, model_src/rl/loop.py):
+    # rows per policy forward in an update (0 = all of a process's kept rollouts in one forward),
+    # recomputed activations, and DeepSpeed's ZeRO-2 for the policy (bf16 weights replicated for the
+    # rollouts, gradients and fp32 optimizer states sharded over the processes)
+    micro_batch_size: int = 0
+    activation_checkpointing: bool = False
+    deepspeed: bool = False
+    zero_stage: int = 0
 
     def validate(self, prefix: str) -> None:
         _require(self.num_iterations > 0, f"{prefix}.num_iterations", "must be > 0")
+        _require(self.micro_batch_size >= 0, f"{prefix}.micro_batch_size", "must be >= 0 (0 = one forward)")
+        # ZeRO-3 partitions the weights: every forward, each decoding step of a rollout included,
+        # would become a collective all ranks must join in step; the rollouts need whole weights
+        _require(self.zero_stage in (0, 1, 2), f"{prefix}.zero_stage",
+                 "must be 0, 1 or 2 for RLCS (rollouts decode locally with whole weights; ZeRO-3 shards them)")
+        _require(self.deepspeed or self.zero_stage == 0, f"{prefix}.zero_stage", "needs rlcs.deepspeed=true")
         _require(self.prompts_per_iteration > 0, f"{prefix}.prompts_per_iteration", "must be > 0")
         _require(self.group_size >= 2, f"{prefix}.group_size", "must be >= 2 (advantages are group-relative)")
         _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")

@@ -160,7 +160,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     the model is wherever the stage placed it."""
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from model_src.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                                            set_rng_state)
 
     if not rows:
         raise ValueError("rlcs: no RL prompts")
@@ -169,14 +170,30 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     rng = random.Random(seed)
     examples = [prompt_example(processor, row) for row in rows]
     by_id = {ex.row_id: ex for ex in examples}
+    if world > cfg.prompts_per_iteration:
+        raise ValueError(f"rlcs: {world} processes but rlcs.prompts_per_iteration={cfg.prompts_per_iteration}: "
+                         "every process needs at least one prompt group per iteration")
+    if cfg.activation_checkpointing:  # transformers renamed it; older releases have the old name
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ds = None
+    if cfg.deepspeed:  # ZeRO-1/2: weights whole on every rank, gradients and optimizer states sharded
+        from model_src.train.distributed import init_engine
+
+        ds = init_engine(model, optimizer, None, micro_batch=1, zero_stage=cfg.zero_stage, max_grad_norm=1.0)
     engine = engine or TransformersEngine(model, processor)
-    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and ds is not None else None
+    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir and ds is None else None
     history: list[dict[str, float]] = []
     total_rollouts = 0
     first_iteration = 0
-    if resumed is not None:  # the offline grading is in the saved curriculum: not redone
+    if ds_dir is not None and (ds_dir / "latest").exists():  # every rank loads its own optimizer shard
+        _, meta = ds.load_checkpoint(str(ds_dir))
+        set_rng_state(meta["rng"])
+        resumed = ds_dir
+    elif resumed is not None:
         meta = load_checkpoint(resumed, model, optimizer, None)
+    if resumed is not None:  # the offline grading is in the saved curriculum: not redone
         engine.sync_weights(model)
         curriculum = build_curriculum(model, processor, rows, examples, derive(cfg, "rlcs", offline_k=0))
         curriculum.load_state_dict(meta["curriculum"])
@@ -208,36 +225,55 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         # keep the most balanced groups, up to the batch size (expansion oversampled the rest)
         keep = set(most_balanced([spread[ex.row_id] for ex in picked], cfg.prompts_per_iteration))
         kept_ids = {picked[i].row_id for i in keep}
-        selected: list[tuple[Rollouts, torch.Tensor]] = []  # this rank's kept groups
+        # this rank's kept rollouts with their (group-relative) advantages, in micro-batches of
+        # `rlcs.micro_batch_size` rows, each one forward
+        micro: list[tuple[Rollouts, torch.Tensor]] = []
         for chunk, rollouts, rewards, _ in chunks:
             rows_kept = [g * cfg.group_size + k for g, ex in enumerate(chunk) if ex.row_id in kept_ids
                          for k in range(cfg.group_size)]
             if rows_kept:
                 advantages = group_advantages(rewards[rows_kept], cfg.group_size)
-                selected.append((rollouts.select(rows_kept), advantages))
+                size = cfg.micro_batch_size or len(rows_kept)
+                micro += [(rollouts.select(rows_kept[i:i + size]), advantages[i:i + size])
+                          for i in range(0, len(rows_kept), size)]
         num_kept = len(kept_ids) * cfg.group_size  # over all ranks
+        if ds is not None:
+            # DeepSpeed's gradient reduction is a collective in every backward: every rank runs as
+            # many as the busiest one, the extra ones on a rollout of its own with zero weight
+            real = len(micro)
+            steps = max(all_gather_objects(real))
+            micro += [(chunks[0][1].select([0]), torch.zeros(1))] * (steps - real)
+            weights = [1.0] * real + [0.0] * (steps - real)
+        else:
+            weights = [1.0] * len(micro)
 
         model.train()
         with torch.no_grad(), autocast():
-            old_logprobs = [response_logprobs(model, ro) for ro, _ in selected]
+            old_logprobs = [response_logprobs(model, ro) for ro, _ in micro]
         stats = {"policy_loss": 0.0, "clip_frac_high": 0.0, "clip_frac_low": 0.0}
         if any(spread[i] > 0 for i in kept_ids):  # else every kept group is uniform: no advantage anywhere
             for _ in range(cfg.updates_per_iteration):
                 optimizer.zero_grad(set_to_none=True)
                 total = clip_high = clip_low = 0.0
-                for (ro, adv), old in zip(selected, old_logprobs):
+                for index, ((ro, adv), old, weight) in enumerate(zip(micro, old_logprobs, weights)):
                     with autocast():
                         logprobs = response_logprobs(model, ro)
                     loss, clip = clipped_policy_loss(logprobs, old, adv.to(logprobs.device),
                                                      ro.loss_mask.to(logprobs.device), cfg.clip_low, cfg.clip_high)
-                    share = len(adv) / num_kept  # per-sample mean over all kept samples, all ranks
-                    (loss * share).backward()
+                    share = weight * len(adv) / num_kept  # per-sample mean over all kept samples, all ranks
+                    if ds is None:
+                        (loss * share).backward()
+                    else:  # DeepSpeed averages over ranks: scale back up to the sum
+                        ds.set_gradient_accumulation_boundary(index == len(micro) - 1)
+                        ds.backward(loss * share * world)
+                        ds.step()  # the optimizer steps (clipped) at the boundary only
                     total += loss.item() * share
                     clip_high += clip["clip_frac_high"] * share
                     clip_low += clip["clip_frac_low"] * share
-                all_reduce_gradients(model)  # the sum of the ranks' shares: the whole step's gradient
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                if ds is None:
+                    all_reduce_gradients(model)  # the sum of the ranks' shares: the whole step's gradient
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
                 stats = {"policy_loss": all_reduce_sum(total), "clip_frac_high": all_reduce_sum(clip_high),
                          "clip_frac_low": all_reduce_sum(clip_low)}
             engine.sync_weights(model)  # the next rollouts come from the updated policy
@@ -270,11 +306,16 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         if cfg.max_rollouts and total_rollouts >= cfg.max_rollouts:
             break
         done = iteration + 1
-        if (checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_iterations
-                and rank == 0):  # every rank holds the same weights, optimizer and sampler state
-            save_checkpoint(checkpoint_dir, done, model, optimizer, None,
-                            {**(checkpoint_meta or {}), "curriculum": curriculum.state_dict(), "history": history,
-                             "total_rollouts": total_rollouts}, extra_state={"sampler_rng": rng.getstate()})
+        if checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.num_iterations:
+            meta = {**(checkpoint_meta or {}), "curriculum": curriculum.state_dict(), "history": history,
+                    "total_rollouts": total_rollouts}
+            if ds is not None:  # every rank writes its optimizer shard
+                ds.save_checkpoint(str(ds_dir), tag=f"step-{done:08d}",
+                                   client_state={**meta, "step": done, "rng": rng_state(),
+                                                 "extra_state": {"sampler_rng": rng.getstate()}})
+            elif rank == 0:  # every rank holds the same weights, optimizer and sampler state
+                save_checkpoint(checkpoint_dir, done, model, optimizer, None, meta,
+                                extra_state={"sampler_rng": rng.getstate()})
     summary = {
         "first_reward_mean": history[0]["reward_mean"],
         "final_reward_mean": history[-1]["reward_mean"],

@@ -210,8 +210,8 @@ def run_training_job(ctx) -> dict[str, float]:
     (handover / METRICS_FILE).unlink(missing_ok=True)
     (handover / SPEC_FILE).write_text(json.dumps(spec, indent=2))
     tj = cluster.training_job
-    # RL rollouts and updates run in one process (the GRPO loop is not data-parallel yet)
-    nodes, per_node = (1, 1) if ctx.stage == "rlcs" else (tj.nodes, tj.processes_per_node or max(tj.gpus_per_node, 1))
+    # every training stage, RLCS's data-parallel GRPO loop included, runs on the whole job
+    nodes, per_node = tj.nodes, tj.processes_per_node or max(tj.gpus_per_node, 1)
     job = render_training_job(cluster, name=job_name(ctx.stage, ctx.checkpoint_dir.name),
                               namespace=os.environ.get(NAMESPACE_ENV, cluster.namespace),
                               image=ctx.lineage.image, stage=ctx.stage, spec_path=str(handover / SPEC_FILE),

@@ -3,13 +3,10 @@ real model has them, and a plan that says which stages of a profile do not fit."
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from model_src.config import load_config
 from model_src.memory_plan import ModelShape, model_states_bytes
-from tests.conftest import ROOT, THINKPIPE
 
 
 @pytest.fixture(scope="module")
@@ -55,31 +52,38 @@ def test_model_states_match_deepspeeds_zero_estimators(tiny_model, world):
     assert zero3 <= zero2 <= 20 * params
 
 
-def test_plan_names_the_stages_that_do_not_fit():
-    tiny = subprocess.run([*THINKPIPE, "plan", "--profile", "tiny", "--gpu-memory", "24", "--check"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert tiny.returncode == 0, tiny.stderr
-    assert [line.split()[0] for line in tiny.stdout.splitlines()[2:]] == ["pretrain", "sft", "rlcs", "evaluate"]
-    assert "no GPU in the cluster layout" in tiny.stdout  # a local profile: printed, never refused
-    big = subprocess.run([*THINKPIPE, "plan", "--profile", "glm4v-9b", "--check"], cwd=ROOT, capture_output=True,
-                         text=True)
+def _thinkpipe(capsys, *argv: str) -> tuple[int, str, str]:
+    """`thinkpipe ARGV` in this process (the CLI's own main): exit code, stdout, stderr."""
+    from pipelines.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plan_names_the_stages_that_do_not_fit(capsys):
+    code, out, err = _thinkpipe(capsys, "plan", "--profile", "tiny", "--gpu-memory", "24", "--check")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["pretrain", "sft", "rlcs", "evaluate"]
+    assert "no GPU in the cluster layout" in out  # a local profile: printed, never refused
+    code, out, err = _thinkpipe(capsys, "plan", "--profile", "glm4v-9b", "--check")
     # the 9B profile as committed: packed, accumulated, checkpointed training and data-parallel
     # ZeRO-2 RLCS (one rollout per forward) fit an 80 GiB GPU on 4 x 8 GPUs
-    assert big.returncode == 0, big.stdout + big.stderr
+    assert code == 0, out + err
     for stage in ("pretrain", "sft"):
-        line = next(line for line in big.stdout.splitlines() if line.startswith(stage))
+        line = next(line for line in out.splitlines() if line.startswith(stage))
         assert " yes " in line and "1 x 8192 tokens" in line, line
-    rlcs = next(line for line in big.stdout.splitlines() if line.startswith("rlcs"))
+    rlcs = next(line for line in out.splitlines() if line.startswith("rlcs"))
     assert rlcs.split()[1] == "32" and " yes " in rlcs and "ZeRO-2, 1 x (1024 + 2048) tokens" in rlcs, rlcs
     # RLCS as one fp32 AdamW state per process cannot hold 10.3B parameters' states on any GPU
-    plain = subprocess.run([*THINKPIPE, "plan", "--profile", "glm4v-9b", "--set", "rlcs.deepspeed=false",
-                            "--set", "rlcs.zero_stage=0", "--check"], cwd=ROOT, capture_output=True, text=True)
-    assert plain.returncode == 1 and "rlcs needs" in plain.stderr and "pretrain" not in plain.stderr
-    rlcs = next(line for line in plain.stdout.splitlines() if line.startswith("rlcs"))
+    code, out, err = _thinkpipe(capsys, "plan", "--profile", "glm4v-9b", "--set", "rlcs.deepspeed=false",
+                                "--set", "rlcs.zero_stage=0", "--check")
+    assert code == 1 and "rlcs needs" in err and "pretrain" not in err
+    rlcs = next(line for line in out.splitlines() if line.startswith("rlcs"))
     assert "153.4G" in rlcs and "NO (short" in rlcs  # 16 bytes x 10.29e9 parameters
 
 
-def test_compile_and_submit_refuse_a_layout_that_does_not_fit():
+def test_compile_and_submit_refuse_a_layout_that_does_not_fit(capsys):
     """Refused before anything is compiled or uploaded, naming the stage and the shortfall."""
     from model_src.config import ConfigError
     from model_src.memory_plan import PlanDoesNotFit, require_fits
@@ -90,10 +94,10 @@ def test_compile_and_submit_refuse_a_layout_that_does_not_fit():
     assert "rlcs needs 32.3 GiB" in str(no.value) and "evaluate" not in str(no.value)
     assert issubclass(PlanDoesNotFit, ConfigError)  # the CLI reports it as a config error (exit 2)
     # submit refuses before it reaches any KFP server (nothing listens on port 9)
-    submit = subprocess.run([*THINKPIPE, "submit", "--profile", "glm4v-9b", "--set", "cluster.gpu_memory_gib=24",
-                             "--host", "http://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert submit.returncode == 2, submit.stdout + submit.stderr
-    assert "does not fit its cluster layout" in submit.stderr and "pretrain needs" in submit.stderr
+    code, out, err = _thinkpipe(capsys, "submit", "--profile", "glm4v-9b", "--set", "cluster.gpu_memory_gib=24",
+                                "--host", "http://127.0.0.1:9")
+    assert code == 2, out + err
+    assert "does not fit its cluster layout" in err and "pretrain needs" in err
     from pipelines.compile import build_pipeline
 
     assert build_pipeline("training", "glm4v-9b") is not None  # compiles where it fits

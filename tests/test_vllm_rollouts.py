@@ -67,3 +67,60 @@ def test_vllm_engine_matches_transformers_and_syncs_weights(exported, tmp_path):
     assert not all(report["sync"]["perturbed_equals_before"].values())
     print(f"\nvLLM {report['vllm']} / transformers {report['transformers']}: driver {wall:.0f} s; timings (s): "
           + json.dumps({k: round(v, 3) for k, v in report["timings_s"].items()}), file=sys.stderr)
+
+
+def _servable_policy():
+    """A random tiny Glm4v whose attention heads vLLM's CPU kernels take, its processor, and image prompts."""
+    from model_src.config import load_config
+    from model_src.data.generate import GeneratorConfig, domain_rows
+    from model_src.model.build import build_model, build_processor, train_tokenizer
+    from model_src.model.inputs import prompt_example
+
+    cfg = load_config("tiny", [s for s in SERVABLE_TINY if s != "--set"])
+    rows = domain_rows(GeneratorConfig(rows={"digits": 12}), "digits", "train")
+    processor = build_processor(train_tokenizer([t for r in rows for t in (r["question"], r["reasoning"])], 300),
+                                cfg.model)
+    model = build_model(cfg.model, processor.tokenizer, seed=3)
+    return cfg, model, processor, rows, [prompt_example(processor, r) for r in rows[:4]]
+
+
+def test_rl_loop_against_a_rollout_server_in_the_serving_venv():
+    """The rollout server (vLLM in .venv-serve, on loopback) gives transformers' greedy rollouts,
+    forced answers included; the GRPO loop runs against it, pushing its weights after each update,
+    and the server's greedy rollouts equal transformers' on the updated policy too."""
+    from model_src.rl.loop import train_grpo
+    from model_src.rl.rollout import TransformersEngine, VLLMServerEngine
+    from tests.conftest import digit_share
+
+    cfg, model, processor, rows, prompts = _servable_policy()
+    local = TransformersEngine(model, processor)
+    greedy = dict(max_new_tokens=12, do_sample=False, force_answer_tokens=4)
+    with VLLMServerEngine(model, processor, venv=ROOT / ".venv-serve") as server:
+        before = server.generate(prompts, **greedy)
+        expected = local.generate(prompts, **greedy)
+        assert torch_equal(before.sequences, expected.sequences) and before.texts == expected.texts
+        assert before.forced == expected.forced
+        sampled = server.generate(prompts[:2], n=3, max_new_tokens=8, do_sample=True, seeds=[5, 6])
+        assert sampled.texts == server.generate(prompts[:2], n=3, max_new_tokens=8, do_sample=True,
+                                                seeds=[5, 6]).texts  # per-group seeds reproduce
+        history = []
+        rl = load_rl_config(cfg)
+        train_grpo(model, processor, rows, rl, 0, lambda m, i: history.append(m), reward_fn=digit_share,
+                   engine=server)
+        assert server.last_sync_s > 0 and any(h["policy_loss"] != 0 for h in history)
+        after = server.generate(prompts, **greedy)
+        assert torch_equal(after.sequences, local.generate(prompts, **greedy).sequences)
+        assert not torch_equal(after.sequences, before.sequences)  # the pushed weights were used
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def load_rl_config(cfg):
+    from model_src.config import derive
+
+    return derive(cfg.rlcs, "rlcs", num_iterations=3, prompts_per_iteration=4, group_size=4, max_new_tokens=8,
+                  lr=3e-3, checkpoint_every=0, force_answer_tokens=3)

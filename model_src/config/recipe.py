@@ -176,8 +176,11 @@ class RLConfig:
     force_answer_tokens: int = 16       # answer budget after `</think><answer>` is forced at max_new_tokens; 0 = off
     checkpoint_every: int = 5           # iterations between resumable checkpoints (with curriculum state); 0 = none
     # who generates rollouts (model_src/rl/rollout.py): "auto" = vLLM when it imports and CUDA is
-    # available, else transformers `generate`; "transformers"; "vllm" (the RLCS stage fails at its start if vLLM is missing)
+    # available, else transformers `generate`; "transformers"; "vllm" (the RLCS stage fails at its
+    # start if vLLM is missing); "vllm-server" (vLLM in its own venv or pod, over HTTP)
     rollout_engine: str = "auto"
+    # rollout_engine=vllm-server: the rollout server's URL; "" = start one from .venv-serve on 127.0.0.1
+    rollout_server_url: str = ""
     # the update's layout (the GRPO loop is data-parallel over the job's processes, model_src/rl/loop.py):
     # rows per policy forward in an update (0 = all of a process's kept rollouts in one forward),
     # recomputed activations, and DeepSpeed's ZeRO-2 for the policy (bf16 weights replicated for the
@@ -215,8 +218,8 @@ class RLConfig:
         _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
-        _require(self.rollout_engine in ("auto", "transformers", "vllm"), f"{prefix}.rollout_engine",
-                 f"must be auto, transformers or vllm, got {self.rollout_engine!r}")
+        _require(self.rollout_engine in ("auto", "transformers", "vllm", "vllm-server"), f"{prefix}.rollout_engine",
+                 f"must be auto, transformers, vllm or vllm-server, got {self.rollout_engine!r}")
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,14 @@ know which engine produced a batch.
   so the tensors are handed over without serialisation; only the one-time start writes the policy
   to a folder (`save_pretrained`) for vLLM to build its model from.
 
+- `VLLMServerEngine`: the same requests sent over HTTP to a rollout server
+  (`model_src/serving/rollout_server.py`) that runs vLLM in its own venv, since vLLM's pins cannot
+  share training's; the engine starts one from `.venv-serve` on 127.0.0.1 or uses
+  `rlcs.rollout_server_url`. After each update the policy's weights go to it as a safetensors file.
+
 `make_engine(cfg, model, processor)` picks one from `rlcs.rollout_engine`: "auto" (vLLM when it
-imports and CUDA is available, else transformers), "transformers", or "vllm" (fails clearly when
-vLLM is missing).
+imports and CUDA is available, else transformers), "transformers", "vllm" (fails clearly when
+vLLM is missing) or "vllm-server".
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from model_src.model.generate import (Rollouts, _decode, derived_seed, generate,
                                       rows_to_force, splice_forced, suppressed_token_ids)
 from model_src.model.inputs import Example, collate
 
-ENGINES = ("auto", "transformers", "vllm")
+ENGINES = ("auto", "transformers", "vllm", "vllm-server")
 
 
 class RolloutEngine:
@@ -61,6 +66,12 @@ class RolloutEngine:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> "RolloutEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class TransformersEngine(RolloutEngine):
@@ -98,74 +109,42 @@ def make_engine(cfg, model, processor, seed: int = 0) -> RolloutEngine:
         raise ValueError(f"rlcs.rollout_engine must be one of {ENGINES}, got {choice!r}")
     if choice == "transformers" or (choice == "auto" and not (torch.cuda.is_available() and vllm_available())):
         return TransformersEngine(model, processor)
+    if choice == "vllm-server":
+        return VLLMServerEngine(model, processor, seed=seed, url=getattr(cfg, "rollout_server_url", ""))
     if not vllm_available():
         raise RuntimeError("rlcs.rollout_engine='vllm' but `import vllm` fails in this environment: install vLLM "
-                           "(a CUDA build on GPU machines) or set rlcs.rollout_engine=transformers or auto")
+                           "(a CUDA build on GPU machines), use rlcs.rollout_engine=vllm-server (vLLM in its own "
+                           "venv, `make serve-venv`), or transformers or auto")
     return VLLMEngine(model, processor, seed=seed)
 
 
-class VLLMEngine(RolloutEngine):
-    """vLLM's offline `LLM` holding a copy of the policy's weights.
+class _VLLMRollouts(RolloutEngine):
+    """What both vLLM engines share: requests from examples, the prompt check, force answering and
+    `Rollouts` from token ids. Subclasses run the requests (`_run`) and push weights (`sync_weights`)."""
 
-    folder: an HF folder with the same weights, processor and tokenizer (e.g. an export); without
-    it the policy and processor are saved to a temporary folder that lives as long as the engine.
-    """
-
-    name = "vllm"
-
-    def __init__(self, model, processor, *, seed: int = 0, folder: str | Path | None = None,
-                 enforce_eager: bool = False, gpu_memory_utilization: float = 0.3,
-                 max_model_len: int | None = None, **llm_kwargs):
-        # in-process engine core and worker: `sync_weights` hands tensors over directly, and
-        # `collective_rpc` can run without pickling the weights. Set before vLLM builds its engine.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from vllm import LLM
-
-        from model_src.serving import hf_overrides, model_dtype
-
+    def __init__(self, model, processor):
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self._tmp = None
-        started = time.monotonic()
-        if folder is None:
-            self._tmp = tempfile.mkdtemp(prefix="thinkpipe-vllm-policy-")
-            model.save_pretrained(self._tmp)
-            processor.save_pretrained(self._tmp)
-            folder = self._tmp
-        folder = Path(folder)
-        self.folder = folder
         self.vocab_size = model.config.get_text_config().vocab_size
         suppress = set(suppressed_token_ids(model, self.tokenizer))
         self.allowed_token_ids = [t for t in range(self.vocab_size) if t not in suppress]
         self.stops = stop_token_ids(self.tokenizer)
         self.image_token_id = model.config.image_token_id
-        overrides = hf_overrides(folder)  # q/k/v biases vLLM's Glm4 would otherwise drop (see serving)
-        self.llm = LLM(model=str(folder), dtype=model_dtype(folder), seed=seed, enforce_eager=enforce_eager,
-                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                       generation_config="vllm", distributed_executor_backend="uni",
-                       **({"hf_overrides": overrides} if overrides else {}), **llm_kwargs)
-        self.start_s = time.monotonic() - started
         self.last_sync_s = 0.0
+
+    def _run(self, requests: list[dict]) -> list[dict]:
+        """Generate for `requests` (`model_src.serving.rollout_server.run_requests`'s format)."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------------- sampling
     def _params(self, *, n: int, max_tokens: int, do_sample: bool, temperature: float, top_p: float,
-                seed: int | None = None):
-        from vllm import SamplingParams
-
+                seed: int | None = None) -> dict:
         # the caller's per-request seed, else one from torch's global generator: seeded runs and
         # resumed runs (whose checkpoint restores that generator) draw the same rollouts
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed % (2**31 - 1)
-        return SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature if do_sample else 0.0,
-                              top_p=top_p if do_sample else 1.0, top_k=0, seed=seed,
-                              stop_token_ids=self.stops, allowed_token_ids=self.allowed_token_ids,
-                              detokenize=False, skip_special_tokens=False)
-
-    @staticmethod
-    def _mm(example: Example) -> dict:
-        return {"multi_modal_data": {"image": list(example.images)}} if example.images else {}
-
-    def _run(self, prompts: list[dict], params: list) -> list:
-        return self.llm.generate(prompts, params, use_tqdm=False)
+        return dict(n=n, max_tokens=max_tokens, temperature=temperature if do_sample else 0.0,
+                    top_p=top_p if do_sample else 1.0, top_k=0, seed=seed, stop_token_ids=self.stops,
+                    allowed_token_ids=self.allowed_token_ids)
 
     def _padded(self, token_lists: list[list[int]]) -> torch.Tensor:
         width = max(1, max(len(t) for t in token_lists))
@@ -178,19 +157,20 @@ class VLLMEngine(RolloutEngine):
                  force_answer_tokens=0, seeds=None):
         if n > 1 and not do_sample:
             raise ValueError("greedy decoding with n > 1 gives n copies of one rollout: use do_sample=True")
-        prompts = [{"prompt": ex.prompt, **self._mm(ex)} for ex in examples]
-        params = [self._params(n=n, max_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                               top_p=top_p, seed=None if seeds is None else seeds[i]) for i in range(len(examples))]
-        outputs = self._run(prompts, params)
+        outputs = self._run([{"prompt": ex.prompt, "images": list(ex.images),
+                              "params": self._params(n=n, max_tokens=max_new_tokens, do_sample=do_sample,
+                                                     temperature=temperature, top_p=top_p,
+                                                     seed=None if seeds is None else seeds[i])}
+                             for i, ex in enumerate(examples)])
         rows = [ex for ex in examples for _ in range(n)]
         batch = collate(self.processor, rows, with_targets=False, padding_side="left")
-        prompt_ids = [list(out.prompt_token_ids) for out in outputs for _ in range(n)]
+        prompt_ids = [out["prompt_token_ids"] for out in outputs for _ in range(n)]
         for i, ids in enumerate(prompt_ids):  # the policy must score the prompt vLLM generated from
             ours = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
             if ours != ids:
                 raise RuntimeError(f"vLLM tokenised prompt {i} ({rows[i].row_id}) differently from the processor "
                                    f"({len(ids)} vs {len(ours)} tokens): rollouts would be scored on another prompt")
-        responses = self._padded([list(c.token_ids) for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)])
+        responses = self._padded([c for out in outputs for c in out["completions"]])
         mask = response_mask_from(responses, self.stops)
         rollouts = Rollouts(batch=dict(batch), sequences=torch.cat([batch["input_ids"], responses], dim=1),
                             response_mask=mask, texts=_decode(self.tokenizer, responses, mask),
@@ -204,17 +184,17 @@ class VLLMEngine(RolloutEngine):
         # a token prompt with images must hold one `<|image|>` per image, which vLLM expands again
         # (an already expanded prompt would be expanded twice): collapse, then check what it built
         heads = [prompt_ids[r] + responses[r].tolist() + inserted for r in out_of_budget]
-        requests = [{"prompt_token_ids": self._collapse_images(head), **self._mm(rows[r])}
-                    for head, r in zip(heads, out_of_budget)]
-        params = [self._params(n=1, max_tokens=force_answer_tokens, do_sample=do_sample, temperature=temperature,
-                               top_p=top_p, seed=None if seeds is None else derived_seed(seeds[r // n], r % n, "forced"))
-                  for r in out_of_budget]
-        continued = self._run(requests, params)
+        continued = self._run([{"prompt_token_ids": self._collapse_images(head), "images": list(rows[r].images),
+                                "params": self._params(n=1, max_tokens=force_answer_tokens, do_sample=do_sample,
+                                                       temperature=temperature, top_p=top_p,
+                                                       seed=None if seeds is None else
+                                                       derived_seed(seeds[r // n], r % n, "forced"))}
+                               for head, r in zip(heads, out_of_budget)])
         for head, r, out in zip(heads, out_of_budget, continued):
-            if list(out.prompt_token_ids) != head:
+            if out["prompt_token_ids"] != head:
                 raise RuntimeError(f"vLLM built the force-answer prompt of row {r} differently "
-                                   f"({len(out.prompt_token_ids)} vs {len(head)} tokens)")
-        tail = self._padded([list(out.outputs[0].token_ids) for out in continued])
+                                   f"({len(out['prompt_token_ids'])} vs {len(head)} tokens)")
+        tail = self._padded([out["completions"][0] for out in continued])
         return splice_forced(self.tokenizer, rollouts, out_of_budget, torch.tensor(inserted), tail, self.stops)
 
     def _collapse_images(self, ids: list[int]) -> list[int]:
@@ -225,20 +205,47 @@ class VLLMEngine(RolloutEngine):
                 out.append(token)
         return out
 
-    # ---------------------------------------------------------------------------------- weights
-    def sync_weights(self, model) -> None:
-        """Load `model`'s current state dict into vLLM's model in place (its own checkpoint-name
-        mapping), then drop the prefix cache, whose KV came from the old weights."""
+
+class VLLMEngine(_VLLMRollouts):
+    """vLLM's offline `LLM` in this process, holding a copy of the policy's weights (where vLLM is
+    installed beside training, e.g. a CUDA image built with both).
+
+    folder: an HF folder with the same weights, processor and tokenizer (e.g. an export); without
+    it the policy and processor are saved to a temporary folder that lives as long as the engine.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model, processor, *, seed: int = 0, folder: str | Path | None = None,
+                 enforce_eager: bool = False, gpu_memory_utilization: float = 0.3,
+                 max_model_len: int | None = None, **llm_kwargs):
+        from model_src.serving.rollout_server import build_llm
+
+        super().__init__(model, processor)
+        self._tmp = None
         started = time.monotonic()
-        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
-        # what was computed with the old weights: KV blocks (prefix cache) and vision embeddings
-        # (the scheduler's encoder-cache bookkeeping too, or it would point at cleared entries);
-        # the processed-image cache is reset on both sides, since the worker dropped its copy
-        if not self.llm.reset_prefix_cache():
-            raise RuntimeError("vLLM did not reset its prefix cache after the weight sync")
-        self.llm.llm_engine.reset_encoder_cache()
-        self.llm.reset_mm_cache()
+        if folder is None:
+            self._tmp = tempfile.mkdtemp(prefix="thinkpipe-vllm-policy-")
+            model.save_pretrained(self._tmp)
+            processor.save_pretrained(self._tmp)
+            folder = self._tmp
+        self.folder = Path(folder)
+        # in-process engine core and worker: `sync_weights` hands tensors over directly
+        self.llm = build_llm(self.folder, seed=seed, enforce_eager=enforce_eager,
+                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, **llm_kwargs)
+        self.start_s = time.monotonic() - started
+
+    def _run(self, requests: list[dict]) -> list[dict]:
+        from model_src.serving.rollout_server import run_requests
+
+        return run_requests(self.llm, requests)
+
+    def sync_weights(self, model) -> None:
+        """Load `model`'s current state dict into vLLM's model in place."""
+        from model_src.serving.rollout_server import reload_weights
+
+        started = time.monotonic()
+        reload_weights(self.llm, [(name, tensor.detach()) for name, tensor in model.state_dict().items()])
         self.last_sync_s = time.monotonic() - started
 
     def close(self) -> None:
@@ -249,6 +256,85 @@ class VLLMEngine(RolloutEngine):
             except Exception:
                 pass
             del llm
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+class VLLMServerEngine(_VLLMRollouts):
+    """Rollouts from a vLLM rollout server (`model_src/serving/rollout_server.py`) over HTTP: one
+    this engine starts from the serving venv on 127.0.0.1, or one already running at `url`. After
+    each update the policy's weights are written to a safetensors file the server reads
+    (`weights_dir`: a temporary folder here; on a cluster a volume both pods mount)."""
+
+    name = "vllm-server"
+
+    def __init__(self, model, processor, *, seed: int = 0, url: str = "", venv: str | Path = "",
+                 weights_dir: str | Path | None = None, timeout_s: float = 600.0):
+        from model_src.serving import DEFAULT_VENV
+        from model_src.serving.server import VllmServer, rollout_server_command, server_env
+        from model_src.train.distributed import free_port
+
+        super().__init__(model, processor)
+        self._tmp = tempfile.mkdtemp(prefix="thinkpipe-rollout-server-")
+        self.weights_dir = Path(weights_dir or self._tmp)
+        self.server = None
+        started = time.monotonic()
+        if url:
+            self.url = url.rstrip("/")
+        else:
+            folder = Path(self._tmp) / "policy"
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
+            port = free_port()
+            self.server = VllmServer(rollout_server_command(venv or DEFAULT_VENV, folder, "127.0.0.1", port, seed),
+                                     "127.0.0.1", port, log_path=Path(self._tmp) / "rollout_server.log",
+                                     env=server_env())
+            self.server.start()
+            try:
+                self.server.wait_healthy(timeout_s)
+            except BaseException:
+                self.close()
+                raise
+            self.url = self.server.root_url
+        self.start_s = time.monotonic() - started
+
+    def _post(self, path: str, body: dict) -> dict:
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=3600) as reply:
+                return json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"rollout server {self.url}{path}: {json.loads(exc.read()).get('error', exc)}") from exc
+
+    def _run(self, requests: list[dict]) -> list[dict]:
+        from model_src.serving.rollout_server import encode_image
+
+        return self._post("/generate", {"requests": [{**r, "images": [encode_image(i) for i in r["images"]]}
+                                                     for r in requests]})["outputs"]
+
+    def sync_weights(self, model) -> None:
+        """Write the policy's weights to `weights_dir` and have the server load them in place."""
+        from safetensors.torch import save_file
+
+        started = time.monotonic()
+        path = self.weights_dir / "policy.safetensors"
+        tmp = path.with_suffix(".tmp")
+        # contiguous host copies: what safetensors writes; tied tensors are saved once per name
+        save_file({name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}, tmp)
+        tmp.rename(path)  # the server never reads a half-written file
+        self._post("/load_weights", {"path": str(path)})
+        self.last_sync_s = time.monotonic() - started
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

@@ -40,6 +40,16 @@ def server_command(venv: str | Path, model: ServedModel, host: str = DEFAULT_HOS
             *extra_args]
 
 
+def rollout_server_command(venv: str | Path, folder: str | Path, host: str, port: int, seed: int = 0) -> list[str]:
+    """The RL rollout server (model_src/serving/rollout_server.py) under the serving venv's python;
+    it runs from the repository root (`VllmServer.cwd`) so that `model_src` imports."""
+    return [str(venv_python(venv)), "-m", "model_src.serving.rollout_server", "--model", str(folder),
+            "--host", host, "--port", str(port), "--seed", str(seed)]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     # vLLM CPU sizes its KV cache from this (GiB); left unset it takes a share of the NUMA node's memory,
@@ -63,6 +73,7 @@ class VllmServer:
     env: dict[str, str] = field(default_factory=server_env)
     process: subprocess.Popen | None = None
     started_at: float = 0.0
+    cwd: Path = REPO_ROOT  # the rollout server imports model_src from here
 
     @property
     def root_url(self) -> str:
@@ -82,7 +93,7 @@ class VllmServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env, start_new_session=True)
+                                            env=self.env, cwd=self.cwd, start_new_session=True)
         self.started_at = time.monotonic()
         return self
 

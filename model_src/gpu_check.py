@@ -77,7 +77,7 @@ class DeviceWatch:
             handle.remove()
 
 
-def parameter_snapshot(model) -> dict[str, "torch.Tensor"]:
+def parameter_snapshot(model) -> dict:
     return {name: p.detach().float().cpu().clone() for name, p in model.named_parameters()}
 
 

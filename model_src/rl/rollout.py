@@ -33,7 +33,6 @@ vLLM is missing) or "vllm-server".
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time

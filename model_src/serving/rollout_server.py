@@ -96,15 +96,20 @@ def reload_weights(llm, weights) -> None:
     llm.reset_mm_cache()
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body) -> None:
+    """Reply to an http.server request with `body` as JSON."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def make_handler(llm):
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             if self.path == "/health":

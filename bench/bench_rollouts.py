@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--profile", default="small")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per engine (after one warm-up)")
     parser.add_argument("--max-new-tokens", type=int, default=0, help="default: the profile's rlcs.max_new_tokens")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. model.text_hidden_size=512 (a larger model)")
     args = parser.parse_args()
 
     import torch
@@ -39,7 +41,7 @@ def main() -> None:
     from model_src.model.inputs import prompt_example
     from model_src.rl.rollout import TransformersEngine, VLLMServerEngine
 
-    cfg = load_config(args.profile)
+    cfg = load_config(args.profile, args.set)
     rl = cfg.rlcs
     max_new = args.max_new_tokens or rl.max_new_tokens
     gen = GeneratorConfig(rows={"digits": 40, "chart": 40})
@@ -49,7 +51,7 @@ def main() -> None:
     model = build_model(cfg.model, processor.tokenizer, seed=0)
     prompts = [prompt_example(processor, r) for r in rows[:rl.prompts_per_iteration]]  # digits and charts
     print(f"{len(prompts)} prompts x {rl.group_size} samples, <= {max_new} new tokens, model "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters ({args.profile}), "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters ({args.profile} {' '.join(args.set)}), "
           f"{torch.get_num_threads()} threads", flush=True)
 
     def timed(engine, label: str) -> tuple[float, int]:

@@ -62,6 +62,11 @@ def build_llm(folder: str | Path, *, seed: int = 0, **llm_kwargs):
 
     folder = Path(folder)
     overrides = hf_overrides(folder)  # q/k/v biases vLLM's Glm4 would otherwise drop (see vllm_compat)
+    # No chunked prefill: a prompt split over engine steps has its first sampled token discarded,
+    # and for a seeded request vLLM then rewinds the request's generator, which only CUDA
+    # generators support ("CPU Generator does not use offset" on the CPU build, seen here with
+    # force answering's long continuation prompts). Whole prompts per step sample the same tokens.
+    llm_kwargs.setdefault("enable_chunked_prefill", False)
     return LLM(model=str(folder), dtype=model_dtype(folder), seed=seed, generation_config="vllm",
                distributed_executor_backend="uni", **({"hf_overrides": overrides} if overrides else {}), **llm_kwargs)
 

@@ -87,7 +87,9 @@ def _servable_policy():
 def test_rl_loop_against_a_rollout_server_in_the_serving_venv():
     """The rollout server (vLLM in .venv-serve, on loopback) gives transformers' greedy rollouts,
     forced answers included; the GRPO loop runs against it, pushing its weights after each update,
-    and the server's greedy rollouts equal transformers' on the updated policy too."""
+    and the server's greedy rollouts, and a greedy evaluation through it, equal transformers' on the
+    updated policy too."""
+    from model_src.config import derive
     from model_src.rl.loop import train_grpo
     from model_src.rl.rollout import TransformersEngine, VLLMServerEngine
     from tests.conftest import digit_share
@@ -111,6 +113,15 @@ def test_rl_loop_against_a_rollout_server_in_the_serving_venv():
         after = server.generate(prompts, **greedy)
         assert torch_equal(after.sequences, local.generate(prompts, **greedy).sequences)
         assert not torch_equal(after.sequences, before.sequences)  # the pushed weights were used
+        # evaluation served the same way: the same greedy records as transformers'
+        from model_src.eval.evaluate import evaluate_model
+
+        few = derive(cfg.evaluate, "evaluate", max_samples_per_domain=6, checkpoint_samples_per_domain=0,
+                     max_new_tokens=12, pass_k=0)
+        served, served_records = evaluate_model(model, processor, rows, few, engine=server)
+        local_metrics, local_records = evaluate_model(model, processor, rows, few)
+        assert [r["response"] for r in served_records] == [r["response"] for r in local_records]
+        assert served == local_metrics and len(served_records) == 6
 
 
 def torch_equal(a, b) -> bool:

@@ -150,6 +150,10 @@ class TrainConfig:
                  f"{prefix}.micro_batch_size", "must be 0 (no accumulation) or divide batch_size")
 
 
+# who decodes rollouts and evaluation (model_src/rl/rollout.py: make_engine)
+ROLLOUT_ENGINES = ("auto", "transformers", "vllm", "vllm-server")
+
+
 @dataclass(frozen=True)
 class RLConfig:
     """GRPO with clip-higher, no KL and no entropy term (docs/recipe.md section 4)."""
@@ -218,8 +222,8 @@ class RLConfig:
         _require(self.max_rollouts >= 0, f"{prefix}.max_rollouts", "must be >= 0 (0 = no budget)")
         _require(self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "must be >= 0 (0 = no checkpoints)")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
-        _require(self.rollout_engine in ("auto", "transformers", "vllm", "vllm-server"), f"{prefix}.rollout_engine",
-                 f"must be auto, transformers, vllm or vllm-server, got {self.rollout_engine!r}")
+        _require(self.rollout_engine in ROLLOUT_ENGINES, f"{prefix}.rollout_engine",
+                 f"must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.rollout_engine!r}")
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,9 @@ class EvalConfig:
     batch_size: int = 16
     force_answer_tokens: int = 16  # as in RL: answer budget once thinking hits max_new_tokens; 0 = off
     pass_k: int = 0  # sampled pass@k (temperature 1, top-p 1) besides greedy pass@1; 0 = greedy only
+    # who decodes (model_src/rl/rollout.py, as rlcs.rollout_engine): auto, transformers, vllm, vllm-server
+    rollout_engine: str = "auto"
+    rollout_server_url: str = ""  # vllm-server: "" = start one from .venv-serve on 127.0.0.1
     worst_examples: int = 3  # per domain, in the reviewer's worst-examples page
     # the pretrained and SFT checkpoints are also scored, on the first this-many samples per domain
     # (the same samples for every stage), so MLflow shows each stage's gain; 0 = final model only
@@ -243,6 +250,8 @@ class EvalConfig:
         _require(self.max_samples_per_domain > 0, f"{prefix}.max_samples_per_domain", "must be > 0")
         _require(self.batch_size > 0, f"{prefix}.batch_size", "must be > 0")
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
+        _require(self.rollout_engine in ROLLOUT_ENGINES, f"{prefix}.rollout_engine",
+                 f"must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.rollout_engine!r}")
 
 
 @dataclass(frozen=True)

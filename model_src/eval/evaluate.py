@@ -8,17 +8,22 @@ from collections import defaultdict
 
 from model_src.config import EvalConfig
 from model_src.data.schema import reward_domain
-from model_src.model.generate import generate
 from model_src.model.inputs import prompt_example
 from model_src.rewards import score
 
 
-def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple[dict[str, float], list[dict]]:
+def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
+                   engine=None) -> tuple[dict[str, float], list[dict]]:
     """Returns (metrics, per-sample records). Metrics: `accuracy/<domain>` (greedy), `format_ok/<domain>`,
     `accuracy_mean` (mean over domains) and `num_samples`; with `cfg.pass_k`, also
     `pass_at_<k>/<domain>` and `sampled_accuracy/<domain>` (mean reward of k samples at temperature 1)
-    and their means."""
+    and their means. Responses come from `engine` (a rollout engine: transformers `generate` on
+    `model` when None, or vLLM in-process or as a server, `evaluate.rollout_engine`)."""
     from tqdm import tqdm
+
+    from model_src.rl.rollout import TransformersEngine
+
+    engine = engine or TransformersEngine(model, processor)
 
     by_domain: dict[str, list[dict]] = defaultdict(list)
     # a deterministic but task-mixed pick: ids sort by task ("chart-diff-..." before "chart-peak-...")
@@ -32,8 +37,8 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
     for start in tqdm(range(0, len(selected), cfg.batch_size), desc="evaluate", unit="batch"):
         chunk = selected[start:start + cfg.batch_size]
         examples = [prompt_example(processor, row) for row in chunk]
-        out = generate(model, processor, examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
-                       force_answer_tokens=cfg.force_answer_tokens)
+        out = engine.generate(examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
+                              force_answer_tokens=cfg.force_answer_tokens)
         lengths = out.response_mask.sum(dim=1).tolist()
         for row, text, forced, length in zip(chunk, out.texts, out.forced, lengths):
             result = score(reward_domain(row), text, row["answer"], question=row["question"])
@@ -49,7 +54,7 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig) -> tuple
         metrics[f"forced_answer/{domain}"] = statistics.fmean(float(r["forced"]) for r in mine)
         metrics[f"response_tokens/{domain}"] = statistics.fmean(r["response_tokens"] for r in mine)
     if cfg.pass_k:
-        sampled = sampled_rewards(model, processor, selected, cfg)
+        sampled = sampled_rewards(engine, processor, selected, cfg)
         sampled_metrics, passed = aggregate_sampled(
             {domain: [r["id"] for r in rows_of] for domain, rows_of in by_domain.items()}, sampled, cfg.pass_k)
         metrics.update(sampled_metrics)
@@ -85,8 +90,9 @@ def aggregate_sampled(ids_by_domain: dict[str, list[str]], sampled: dict[str, li
     return metrics, passed
 
 
-def sampled_rewards(model, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, list[float]]:
-    """For every row: the rewards of `cfg.pass_k` samples (temperature 1, top-p 1, as RL rollouts)."""
+def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, list[float]]:
+    """For every row: the rewards of `cfg.pass_k` samples from `engine` (temperature 1, top-p 1, as
+    RL rollouts)."""
     import torch
 
     rewards: dict[str, list[float]] = {row["id"]: [] for row in rows}
@@ -95,9 +101,9 @@ def sampled_rewards(model, processor, rows: list[dict], cfg: EvalConfig) -> dict
     try:
         for start in range(0, len(rows), cfg.batch_size):
             chunk = rows[start:start + cfg.batch_size]
-            examples = [prompt_example(processor, row) for row in chunk for _ in range(cfg.pass_k)]
-            out = generate(model, processor, examples, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                           force_answer_tokens=cfg.force_answer_tokens)
+            examples = [prompt_example(processor, row) for row in chunk]
+            out = engine.generate(examples, n=cfg.pass_k, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                                  force_answer_tokens=cfg.force_answer_tokens)
             for k, text in enumerate(out.texts):
                 row = chunk[k // cfg.pass_k]
                 rewards[row["id"]].append(score(reward_domain(row), text, row["answer"], question=row["question"]).reward)

@@ -248,16 +248,20 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             weights = [1.0] * len(micro)
 
         model.train()
-        with torch.no_grad(), autocast():
-            old_logprobs = [response_logprobs(model, ro) for ro, _ in micro]
+        # the behaviour policy's log-probs: the first update's forward runs at the weights that rolled
+        # out, so its detached log-probs are them (as TRL does); no separate no-grad forward
+        old_logprobs: list[torch.Tensor | None] = [None] * len(micro)
         stats = {"policy_loss": 0.0, "clip_frac_high": 0.0, "clip_frac_low": 0.0}
         if any(spread[i] > 0 for i in kept_ids):  # else every kept group is uniform: no advantage anywhere
             for _ in range(cfg.updates_per_iteration):
                 optimizer.zero_grad(set_to_none=True)
                 total = clip_high = clip_low = 0.0
-                for index, ((ro, adv), old, weight) in enumerate(zip(micro, old_logprobs, weights)):
+                for index, ((ro, adv), weight) in enumerate(zip(micro, weights)):
                     with autocast():
                         logprobs = response_logprobs(model, ro)
+                    if old_logprobs[index] is None:
+                        old_logprobs[index] = logprobs.detach()
+                    old = old_logprobs[index]
                     loss, clip = clipped_policy_loss(logprobs, old, adv.to(logprobs.device),
                                                      ro.loss_mask.to(logprobs.device), cfg.clip_low, cfg.clip_high)
                     share = weight * len(adv) / num_kept  # per-sample mean over all kept samples, all ranks

@@ -45,7 +45,7 @@ from model_src.model.generate import (Rollouts, _decode, derived_seed, generate,
                                       rows_to_force, splice_forced, suppressed_token_ids)
 from model_src.model.inputs import Example, collate
 
-ENGINES = ("auto", "transformers", "vllm", "vllm-server")
+from model_src.config.recipe import ROLLOUT_ENGINES as ENGINES  # named once, in the config
 
 
 class RolloutEngine:
@@ -102,10 +102,10 @@ def vllm_available() -> bool:
 
 
 def make_engine(cfg, model, processor, seed: int = 0) -> RolloutEngine:
-    """The engine `cfg.rollout_engine` asks for (an `RLConfig`)."""
+    """The engine `cfg.rollout_engine` asks for (an `RLConfig` or `EvalConfig`)."""
     choice = getattr(cfg, "rollout_engine", "auto")
     if choice not in ENGINES:
-        raise ValueError(f"rlcs.rollout_engine must be one of {ENGINES}, got {choice!r}")
+        raise ValueError(f"rollout_engine must be one of {ENGINES}, got {choice!r}")
     if choice == "transformers" or (choice == "auto" and not (torch.cuda.is_available() and vllm_available())):
         return TransformersEngine(model, processor)
     if choice == "vllm-server":

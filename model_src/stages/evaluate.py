@@ -20,9 +20,12 @@ CHECKPOINT_INPUTS = ("pretrain", "sft")  # earlier checkpoints scored on the sub
 
 
 def work(ctx: StageContext) -> dict[str, float]:
+    from contextlib import closing
+
     import mlflow
 
     from model_src.data.schema import read_split
+    from model_src.rl.rollout import make_engine
     from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, stage_gain_plot,
                                          subset_accuracy, worst_examples_html)
 
@@ -30,8 +33,10 @@ def work(ctx: StageContext) -> dict[str, float]:
     policy = device_policy(ctx)
     loaded, processor = load_model(ctx.inputs["model"], policy)
     rows = read_split(ctx.inputs["eval_data"])
-    with policy.autocast():
-        metrics, records = evaluate_model(loaded, processor, rows, cfg)
+    # transformers `generate`, or vLLM (in-process or a rollout server) as evaluate.rollout_engine says;
+    # the few-sample checkpoint comparisons below decode greedily with transformers (the same tokens)
+    with closing(make_engine(cfg, loaded, processor, ctx.cfg.seed)) as engine, policy.autocast():
+        metrics, records = evaluate_model(loaded, processor, rows, cfg, engine=engine)
     out = ctx.outputs["report"]
     stages = [name for name in CHECKPOINT_INPUTS if name in ctx.inputs]
     if stages and cfg.checkpoint_samples_per_domain:

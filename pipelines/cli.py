@@ -216,7 +216,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params["pipeline_run_name"] = job_name
     done = submit_run(_kfp_client(args), pipeline=args.pipeline, profile=args.profile,
                       experiment=args.experiment or cfg.experiment, namespace=args.namespace, job_name=job_name,
-                      params=params, git_commit=commit, service_account=cfg.cluster.service_account)
+                      params=params, git_commit=commit, service_account=cfg.cluster.service_account,
+                      kfp_caching=not args.no_cache)
     print(f"thinkpipe: submitted {job_name}: pipeline version {done.version_name} ({done.version_id}), run {done.run_id}")
     return 0
 
@@ -229,7 +230,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     params["pipeline_run_name"] = args.name
     done = schedule_retraining(_kfp_client(args), profile=args.profile, experiment=args.experiment or cfg.experiment,
                                namespace=args.namespace, job_name=args.name, cron=args.cron, params=params,
-                               git_commit=commit, service_account=cfg.cluster.service_account)
+                               git_commit=commit, service_account=cfg.cluster.service_account,
+                               kfp_caching=not args.no_cache)
     print(f"thinkpipe: scheduled {args.name} ({cron}): retraining pipeline version {done.version_name}, "
           f"recurring run {done.recurring_run_id}")
     return 0
@@ -440,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.lr=3e-4")
     cluster.add_argument("--data-repo", help="retraining: git URL holding data.dvc (default: this checkout's origin)")
     cluster.add_argument("--data-branch", default="main", help="retraining: branch whose data.dvc is the latest data")
-    cluster.add_argument("--no-cache", action="store_true", help="recompute every stage")
+    cluster.add_argument("--no-cache", action="store_true",
+                         help="recompute every stage: a pipeline version without KFP caching (VERSION-nocache), "
+                              "and no reuse by thinkpipe's content keys")
     submit = sub.add_parser("submit", parents=[cluster], help="upload the DAG as a new pipeline version and start a run")
     submit.add_argument("--pipeline", choices=("training", "retraining"), default="training")
     submit.add_argument("--run-name", help="KFP run name (default: PROFILE-TIMESTAMP)")

@@ -10,8 +10,9 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 PIPELINES = ("training", "retraining")
 
 
-def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE):
-    """The pipeline function `pipeline` carrying `profile`'s cluster settings."""
+def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE, kfp_caching: bool = True):
+    """The pipeline function `pipeline` carrying `profile`'s cluster settings (and no KFP caching
+    with `kfp_caching=False`)."""
     from model_src.config import load_config
     from model_src.memory_plan import require_fits
 
@@ -21,17 +22,18 @@ def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE):
     if pipeline == "training":
         from pipelines.training import build_training_pipeline
 
-        return build_training_pipeline(cluster)
+        return build_training_pipeline(cluster, kfp_caching)
     if pipeline == "retraining":
         from pipelines.retraining import build_retraining_pipeline
 
-        return build_retraining_pipeline(cluster)
+        return build_retraining_pipeline(cluster, kfp_caching)
     raise ValueError(f"unknown pipeline {pipeline!r} (known: {', '.join(PIPELINES)})")
 
 
-def compile_pipeline(output: Path, profile: str = DEFAULT_CLUSTER_PROFILE, pipeline: str = "training") -> Path:
+def compile_pipeline(output: Path, profile: str = DEFAULT_CLUSTER_PROFILE, pipeline: str = "training",
+                     kfp_caching: bool = True) -> Path:
     from kfp import compiler
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(pipeline, profile), package_path=str(output))
+    compiler.Compiler().compile(build_pipeline(pipeline, profile, kfp_caching), package_path=str(output))
     return output

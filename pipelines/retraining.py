@@ -16,8 +16,8 @@ from pipelines.training import build_training_pipeline
 RETRAINING_PIPELINE_NAME = "thinkpipe-retraining"
 
 
-def build_retraining_pipeline(cluster: ClusterConfig | None = None):
-    training = build_training_pipeline(cluster)
+def build_retraining_pipeline(cluster: ClusterConfig | None = None, kfp_caching: bool = True):
+    training = build_training_pipeline(cluster, kfp_caching)
 
     @dsl.pipeline(name=RETRAINING_PIPELINE_NAME,
                   description="Retrain when the DVC data pin changed since the champion; promote only if better")

@@ -72,17 +72,19 @@ def _find_version(client, pipeline_id: str, name: str) -> str | None:
     return None
 
 
-def upload_version(client, pipeline: str, profile: str, git_commit: str) -> tuple[str, str, str]:
+def upload_version(client, pipeline: str, profile: str, git_commit: str,
+                   kfp_caching: bool = True) -> tuple[str, str, str]:
     """Compile `pipeline` with `profile`'s cluster settings and upload it as the version named
-    after the code version (reused when that version exists). -> (pipeline id, version id, name)."""
+    after the code version (reused when that version exists); without KFP caching, as that name
+    plus `-nocache` (another IR: caching is set per task in it). -> (pipeline id, version id, name)."""
     from pipelines.compile import compile_pipeline  # kfp: imported only when submitting
     from pipelines.retraining import RETRAINING_PIPELINE_NAME
     from pipelines.training import PIPELINE_NAME
 
     name = {"training": PIPELINE_NAME, "retraining": RETRAINING_PIPELINE_NAME}[pipeline]
-    version_name = pipeline_version_name(git_commit)
+    version_name = pipeline_version_name(git_commit) + ("" if kfp_caching else "-nocache")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / f"{pipeline}.yaml", profile, pipeline)
+        package = compile_pipeline(Path(tmp) / f"{pipeline}.yaml", profile, pipeline, kfp_caching)
         pipeline_id = client.get_pipeline_id(name)
         if pipeline_id is None:
             pipeline_id = client.upload_pipeline(str(package), pipeline_name=name,
@@ -95,8 +97,8 @@ def upload_version(client, pipeline: str, profile: str, git_commit: str) -> tupl
 
 
 def submit_run(client, *, pipeline: str, profile: str, experiment: str, namespace: str | None, job_name: str,
-               params: dict, git_commit: str, service_account: str) -> Submitted:
-    pipeline_id, version_id, version_name = upload_version(client, pipeline, profile, git_commit)
+               params: dict, git_commit: str, service_account: str, kfp_caching: bool = True) -> Submitted:
+    pipeline_id, version_id, version_name = upload_version(client, pipeline, profile, git_commit, kfp_caching)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     run = client.run_pipeline(experiment_id, job_name, params=params, pipeline_id=pipeline_id,
                               version_id=version_id, service_account=service_account)
@@ -104,8 +106,9 @@ def submit_run(client, *, pipeline: str, profile: str, experiment: str, namespac
 
 
 def schedule_retraining(client, *, profile: str, experiment: str, namespace: str | None, job_name: str,
-                        cron: str, params: dict, git_commit: str, service_account: str) -> Submitted:
-    pipeline_id, version_id, version_name = upload_version(client, "retraining", profile, git_commit)
+                        cron: str, params: dict, git_commit: str, service_account: str,
+                        kfp_caching: bool = True) -> Submitted:
+    pipeline_id, version_id, version_name = upload_version(client, "retraining", profile, git_commit, kfp_caching)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     recurring = client.create_recurring_run(
         experiment_id, job_name, description="retrain when the DVC data pin changes; promote only if better",

@@ -26,11 +26,13 @@ from pipelines.cluster import apply_cluster_settings
 PIPELINE_NAME = "thinkpipe-training"
 
 
-def build_training_pipeline(cluster: ClusterConfig | None = None):
-    """The DAG; with `cluster`, every task carries that profile's Kubernetes settings."""
+def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: bool = True):
+    """The DAG; with `cluster`, every task carries that profile's Kubernetes settings. KFP caches a
+    task as the registry says, or none at all with `kfp_caching=False` (`submit --no-cache`: KFP's
+    caching lives in the IR, per task, so a run without it needs an IR without it)."""
 
     def configure(task, stage: str, settings_of: str | None = None):
-        task.set_caching_options(registry_stage(stage).kfp_caching if stage != "finish" else False)
+        task.set_caching_options(stage != "finish" and kfp_caching and registry_stage(stage).kfp_caching)
         if cluster is not None:
             apply_cluster_settings(task, settings_of or stage, cluster)
         return task

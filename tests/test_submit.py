@@ -85,3 +85,31 @@ def test_bad_requests_fail_before_anything_is_sent(kfp_api, tmp_path, args, mess
     proc = thinkpipe(tmp_path, args[0], "--host", kfp_api.url, *args[1:])
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not [r for r in kfp_api.state.requests if r[0] == "POST"]
+
+
+def _cached_tasks(package: str) -> dict[str, bool]:
+    """{task: KFP caching on} over every DAG of a compiled pipeline (the root and the exit handler's)."""
+    spec = next(yaml.safe_load_all(package))
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {name: bool(task.get("cachingOptions", {}).get("enableCache")) for dag in dags
+            for name, task in dag["tasks"].items()}
+
+
+def test_submit_no_cache_runs_a_pipeline_version_without_kfp_caching(kfp_api, tmp_path):
+    """KFP caching is a per-task IR setting (a run's inputs cannot turn it off): --no-cache runs a
+    `-nocache` version of the same code in which no task is cached; a second one is not a cache hit."""
+    for name in ("plain", "fresh-1", "fresh-2"):
+        proc = thinkpipe(tmp_path, "submit", "--host", kfp_api.url, "--run-name", name,
+                         *(["--no-cache"] if name.startswith("fresh") else []))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    state = kfp_api.state
+    versions = {v["pipeline_version_id"]: v for v in state.versions.values() if v["display_name"] != "thinkpipe-training"}
+    runs = {r["display_name"]: versions[r["pipeline_version_reference"]["pipeline_version_id"]] for r in state.runs}
+    base = pipeline_version_name(git_commit(ROOT))
+    assert runs["plain"]["display_name"] == base
+    assert runs["fresh-1"]["display_name"] == runs["fresh-2"]["display_name"] == f"{base}-nocache"  # reused
+    cached = _cached_tasks(runs["plain"]["package"])
+    assert cached["curate"] and cached["export"] and not cached["init"]  # the registry's choice
+    uncached = _cached_tasks(runs["fresh-1"]["package"])
+    assert set(uncached) == set(cached) and not any(uncached.values())
+    assert all(r["runtime_config"]["parameters"]["use_cache"] is False for r in state.runs if r["display_name"] != "plain")

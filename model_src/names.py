@@ -84,3 +84,9 @@ def read_tag(tags: dict[str, str], name: str, default: str = "") -> str:
         if old in tags:
             return tags[old]
     return default
+
+# Kubernetes: the labels the namespace's network policies admit (manifests/base/networkpolicy.yaml),
+# carried by every compiled KFP pod and every training-job pod, and the non-root identity the
+# image runs as (Dockerfile: USER 1000:1000), which the `restricted` pod security standard asks for
+POD_LABELS = {"thinkpipe.io/role": "pipeline", "app.kubernetes.io/part-of": "thinkpipe"}
+IMAGE_UID = 1000

@@ -12,11 +12,16 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 from model_src.config import ClusterConfig
-from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, NAMESPACE_ENV, PIPELINE_RUN_ENV
+from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, IMAGE_UID, NAMESPACE_ENV, PIPELINE_RUN_ENV, POD_LABELS
 
 
 def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfig) -> None:
     res = getattr(cluster.stages, stage)
+    # admitted by the namespace: the labels its network policies select, and a non-root identity
+    # for `restricted` (KFP's compiler adds no privilege escalation, drop ALL, RuntimeDefault seccomp)
+    for key, value in POD_LABELS.items():
+        kubernetes.add_pod_label(task, label_key=key, label_value=value)
+    kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
     for setter, value in ((task.set_cpu_request, res.cpu_request), (task.set_cpu_limit, res.cpu_limit),
                           (task.set_memory_request, res.memory_request), (task.set_memory_limit, res.memory_limit)):
         if value:

@@ -57,6 +57,32 @@ def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
     assert "accelerator" not in containers["curate"]["resources"]
 
 
+def test_every_pod_carries_what_the_namespace_admits(tmp_path):
+    """The network policies let in pods by label, and the namespace enforces `restricted`: each
+    compiled stage pod and each training-job pod carries the labels the MLflow and MinIO policies
+    select and runs as the image's non-root user (KFP's compiler adds the rest of `restricted`:
+    no privilege escalation, all capabilities dropped, RuntimeDefault seccomp)."""
+    from tests.conftest import ROOT
+
+    policies = list(yaml.safe_load_all((ROOT / "manifests" / "base" / "networkpolicy.yaml").read_text()))
+    selected = [peer["podSelector"]["matchLabels"] for p in policies if p and p["metadata"]["name"] in
+                ("mlflow-from-pipeline", "minio-from-clients") for rule in p["spec"]["ingress"] for peer in rule["from"]
+                if "thinkpipe.io/role" in peer.get("podSelector", {}).get("matchLabels", {})]
+    assert len(selected) == 2
+    uid = int(next(line.split()[1].split(":")[0] for line in (ROOT / "Dockerfile").read_text().splitlines()
+                   if line.startswith("USER ")))
+    _, executors = compile_ir(tmp_path, "glm4v-9b")
+    assert len(executors) == len(STAGE_NAMES) + 1  # every stage and finish
+    for name, k8s in executors.items():
+        labels = k8s["podMetadata"]["labels"]
+        assert all(labels.items() >= wanted.items() for wanted in selected), name
+        assert k8s["securityContext"] == {"runAsUser": str(uid), "runAsGroup": str(uid), "runAsNonRoot": True}, name
+    job = yaml.safe_load((ROOT / "manifests" / "templates" / "pytorchjob.yaml").read_text())
+    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    assert all(pod["metadata"]["labels"].items() >= wanted.items() for wanted in selected)
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] and pod["spec"]["securityContext"]["runAsUser"] == uid
+
+
 def test_caching_follows_the_registry_and_the_wiring_its_upstream_links(tmp_path):
     spec, executors = compile_ir(tmp_path, "glm4v-9b")
     tasks = stage_tasks(spec)
@@ -88,8 +114,9 @@ def test_secret_names_are_configuration(tmp_path):
 
 def test_local_profiles_compile_without_cluster_settings(tmp_path):
     spec, executors = compile_ir(tmp_path, "tiny")
-    assert set(executors) == {f"exec-{s}" for s in (*STAGE_NAMES, "finish")}  # only the namespace env
-    assert all(set(ex) == {"fieldPathAsEnv"} for ex in executors.values())
+    assert set(executors) == {f"exec-{s}" for s in (*STAGE_NAMES, "finish")}
+    # only the namespace env and what any namespace admits (labels, non-root): no profile settings
+    assert all(set(ex) == {"fieldPathAsEnv", "podMetadata", "securityContext"} for ex in executors.values())
     assert all("resources" not in ex["container"] for ex in spec["deploymentSpec"]["executors"].values())
 
 

@@ -1,6 +1,8 @@
 """A loopback stand-in for the Kubeflow Pipelines v2beta1 REST API, for tests of the requests
 `thinkpipe submit` / `schedule` send through the real kfp.Client (no cluster here). It keeps
-pipelines, versions, experiments and runs in memory and records every request."""
+pipelines, versions, experiments and runs in memory and records every request. Request bodies are
+checked against the API's own models (kfp-server-api's v2beta1 classes, nested ones included): a
+field the API does not have is rejected with 400, naming it, so a misspelt field cannot pass."""
 
 from __future__ import annotations
 
@@ -25,6 +27,26 @@ class KfpState:
     experiments: dict[str, dict] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
     recurring_runs: list[dict] = field(default_factory=list)
+
+
+def unknown_fields(body, model: str, path: str = "") -> list[str]:
+    """Fields of `body` that the v2beta1 model `model` (e.g. "V2beta1Run") and its nested models lack."""
+    import kfp_server_api.models as models
+
+    cls = getattr(models, model, None)
+    if cls is None or not isinstance(body, dict):  # a scalar, a map or a free-form object
+        return []
+    problems = []
+    for key, value in body.items():
+        if key not in cls.attribute_map:
+            problems.append(f"{path}{key} (not a field of {model})")
+        else:
+            problems += unknown_fields(value, cls.openapi_types[key], f"{path}{key}.")
+    return problems
+
+
+BODY_MODELS = {f"{API}/experiments": "V2beta1Experiment", f"{API}/runs": "V2beta1Run",
+               f"{API}/recurringruns": "V2beta1RecurringRun"}
 
 
 def _name_filter(query: dict) -> str | None:
@@ -88,6 +110,9 @@ def make_handler(state: KfpState):
                     k: v for k, v in state.versions[vid].items() if k != "package"}
                 return self._send(body)
             body = json.loads(self._body() or b"{}")
+            unknown = unknown_fields(body, BODY_MODELS.get(url.path, ""))
+            if unknown:  # what a server with strict field validation answers
+                return self._send({"error": f"unknown field(s): {', '.join(unknown)}", "code": 3}, 400)
             if url.path == f"{API}/experiments":
                 eid = f"experiment-{len(state.experiments) + 1}"
                 state.experiments[eid] = {**body, "experiment_id": eid}

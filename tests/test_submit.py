@@ -113,3 +113,28 @@ def test_submit_no_cache_runs_a_pipeline_version_without_kfp_caching(kfp_api, tm
     uncached = _cached_tasks(runs["fresh-1"]["package"])
     assert set(uncached) == set(cached) and not any(uncached.values())
     assert all(r["runtime_config"]["parameters"]["use_cache"] is False for r in state.runs if r["display_name"] != "plain")
+
+
+def test_the_kfp_stand_in_rejects_a_field_the_api_does_not_have(kfp_api):
+    """The stand-in bites: a misspelt field (top level or nested) is a 400 naming it, as the real
+    API with strict validation answers; the fields kfp.Client sends pass (the tests above)."""
+    import urllib.error
+    import urllib.request
+
+    def post(path: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(f"{kfp_api.url}/apis/v2beta1{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    good = {"display_name": "r", "service_account": "sa", "runtime_config": {"parameters": {"x": 1}},
+            "pipeline_version_reference": {"pipeline_id": "p", "pipeline_version_id": "v"}}
+    assert post("/runs", good)[0] == 200
+    code, reply = post("/runs", {**good, "service_acount": "sa"})
+    assert code == 400 and "service_acount (not a field of V2beta1Run)" in reply["error"]
+    code, reply = post("/recurringruns", {"display_name": "n", "trigger": {"cron_schedule": {"crontab": "0 3 * * *"}}})
+    assert code == 400 and "trigger.cron_schedule.crontab (not a field of V2beta1CronSchedule)" in reply["error"]
+    assert len(kfp_api.state.runs) == 1 and not kfp_api.state.recurring_runs  # nothing kept from a rejected call

@@ -1,7 +1,11 @@
 """A loopback stand-in for the bits of the Kubernetes API the training-job launcher uses
 (PyTorchJob create/get/delete, pod list, pod log), with a one-node "training operator": a created
 job's Master replica runs for real, here, as a subprocess with the container's command and plain
-env plus the PET_* variables the real operator gives torchrun. No cluster is reachable here."""
+env plus the PET_* variables the real operator gives torchrun. No cluster is reachable here.
+
+A created job's pod templates are validated against Kubernetes' own OpenAPI schema
+(`kubernetes-validate`, strict: unknown fields are errors), as an API server with strict field
+validation would; a template that fails is answered 422 naming the field, and nothing is created."""
 
 from __future__ import annotations
 
@@ -16,6 +20,26 @@ from urllib.parse import parse_qs, urlparse
 
 from tests.loopback import LoopbackServer
 from model_src.train.distributed import free_port
+
+def invalid_pod_templates(job: dict) -> list[str]:
+    """Why each replica's pod template would be refused (kubernetes-validate has no schema for the
+    PyTorchJob CRD itself: its pods are what it can check)."""
+    import kubernetes_validate
+
+    problems = []
+    for role, replica in job.get("spec", {}).get("pytorchReplicaSpecs", {}).items():
+        template = replica.get("template", {})
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{role.lower()}-template",
+                                                                **{k: v for k, v in template.get("metadata", {}).items()
+                                                                   if k != "name"}},
+               "spec": template.get("spec", {})}
+        try:
+            kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            problems.append(f"{role} pod template at {where or '(root)'}: {exc.message}")
+    return problems
+
 
 JOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
@@ -83,6 +107,10 @@ def make_handler(state: ClusterState, cwd: Path):
             if not match:
                 return self._not_found()
             job = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            invalid = invalid_pod_templates(job)
+            if invalid:  # what a server with strict field validation answers
+                return self._send({"kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
+                                   "message": "; ".join(invalid)}, 422)
             state.created.append(job)
             name = job["metadata"]["name"]
             if name in state.jobs:

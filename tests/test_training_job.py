@@ -130,3 +130,21 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
     config = json.loads((tmp_path / "job-model" / "config.json").read_text())
     assert config["architectures"] == ["Glm4vForConditionalGeneration"]
     assert not (tmp_path / "pvc" / "pretrain").exists() or not list((tmp_path / "pvc" / "pretrain").rglob("spec.json"))
+
+
+def test_the_kubernetes_stand_in_rejects_a_pod_field_kubernetes_does_not_have(k8s):
+    """The stand-in bites: a job whose pod template has a misspelt field is answered 422 naming it
+    (Kubernetes' schema, strict), and nothing is created; the launcher's real jobs pass (above)."""
+    import urllib.error
+    import urllib.request
+
+    job = render("tiny", nodes=1, per_node=1)
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    request = urllib.request.Request(f"{k8s.url}/apis/kubeflow.org/v1/namespaces/thinkpipe/pytorchjobs",
+                                     data=json.dumps(job).encode(), headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    status = json.loads(refused.value.read())
+    assert refused.value.code == 422 and status["reason"] == "Invalid"
+    assert "Master pod template at spec.containers.0" in status["message"] and "'imagePullPolicyy'" in status["message"]
+    assert not k8s.state.created and not k8s.state.jobs

@@ -18,7 +18,9 @@ import json
 import math
 from pathlib import Path
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden"
+from model_src import REPO_ROOT
+
+GOLDEN_DIR = REPO_ROOT / "tests" / "golden"
 
 
 def is_timing(metric: str) -> bool:

@@ -86,7 +86,8 @@ def unchanged_parameters(model, before: dict) -> list[str]:
 
 
 def digit_share(domain: str, response: str, reference: str) -> float:
-    """A graded reward a random model can move: the share of digits in its response."""
+    """A graded RL reward a random model can move (the GPU check's and the tests'): the share of
+    digits in its response, so rollout groups spread (have an advantage) from the first iteration."""
     return sum(ch.isdigit() for ch in response) / max(1, len(response))
 
 

@@ -12,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from model_src.gpu_check import digit_share  # noqa: F401 (the tests' graded RL reward)
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests talk to MLflow in-process too
 
 ROOT = Path(__file__).resolve().parent.parent
 THINKPIPE = [sys.executable, "-m", "pipelines.cli"]
 TINY_MODEL = "thinkpipe-glm4v-tiny"
 TINY_EXPERIMENT = "thinkpipe-tiny"
-
-
-def digit_share(domain: str, response: str, reference: str) -> float:
-    """An RL reward a random tiny model can climb: the share of digits in its response. Graded, so
-    rollout groups spread (have an advantage) from the first iteration."""
-    return sum(ch.isdigit() for ch in response) / max(1, len(response))
 
 
 @dataclass

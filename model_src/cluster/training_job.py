@@ -18,15 +18,14 @@ import os
 import shutil
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable
 
 import yaml
 
+from model_src import REPO_ROOT
 from model_src.config import ClusterConfig
 from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, NAMESPACE_ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 JOB_LABEL = "training.kubeflow.org/job-name"
 REPLICA_LABEL = "training.kubeflow.org/replica-type"

@@ -10,18 +10,18 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from model_src import REPO_ROOT
 from model_src.config.base import ConfigError
 from model_src.config.base import require as _require
 from model_src.config.cluster import ClusterConfig
 from model_src.config.recipe import (CurateConfig, EvalConfig, ExportConfig, ModelConfig, RLConfig, TokenizerConfig,
                                      TrainConfig)
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs"
+PROFILE_DIR = REPO_ROOT / "configs"
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,12 @@ def glm4v_config(cfg: ModelConfig, tokenizer):
     )
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward pass. transformers renamed the switch; older releases
+    (5.17 on the GPU hosts) only have the old name."""
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+
 def stop_token_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids("<|user|>")]
 

@@ -37,6 +37,7 @@ import torch
 
 from model_src.config import RLConfig, derive
 from model_src.device import model_device, to_device
+from model_src.model.build import enable_activation_checkpointing
 from model_src.model.generate import Rollouts, derived_seed
 from model_src.model.inputs import Example, prompt_example
 from model_src.rewards import score
@@ -72,9 +73,10 @@ class GroupOutcome:
     response_lengths: tuple[int, ...]
 
     @classmethod
-    def of(cls, ex: Example, rewards: torch.Tensor, results, rollouts: Rollouts, g: int, size: int) -> "GroupOutcome":
+    def of(cls, ex: Example, g: int, size: int, rollouts: Rollouts, rewards: torch.Tensor, results) -> "GroupOutcome":
+        """Group `g` (rows g*size .. (g+1)*size) of one generate call's rollouts, rewards and results."""
         rows = range(g * size, (g + 1) * size)
-        return cls(ex.row_id, ex.domain, tuple(rewards.tolist()), tuple(r.format_ok for r in results),
+        return cls(ex.row_id, ex.domain, tuple(rewards[r].item() for r in rows), tuple(results[r].format_ok for r in rows),
                    tuple(rollouts.forced[r] for r in rows),
                    tuple(int(rollouts.response_mask[r].sum()) for r in rows))
 
@@ -173,8 +175,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     if world > cfg.prompts_per_iteration:
         raise ValueError(f"rlcs: {world} processes but rlcs.prompts_per_iteration={cfg.prompts_per_iteration}: "
                          "every process needs at least one prompt group per iteration")
-    if cfg.activation_checkpointing:  # transformers renamed it; older releases have the old name
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ds = None
     if cfg.deepspeed:  # ZeRO-1/2: weights whole on every rank, gradients and optimizer states sharded
@@ -214,8 +216,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         total_rollouts += len(picked) * cfg.group_size
         # every group's outcome, from every rank, in the draw's order: what selection, curriculum and
         # metrics see does not depend on the split
-        mine = [GroupOutcome.of(ex, rewards[g * cfg.group_size:(g + 1) * cfg.group_size],
-                                results[g * cfg.group_size:(g + 1) * cfg.group_size], ro, g, cfg.group_size)
+        mine = [GroupOutcome.of(ex, g, cfg.group_size, ro, rewards, results)
                 for chunk, ro, rewards, results in chunks for g, ex in enumerate(chunk)]
         outcomes = {o.row_id: o for part in all_gather_objects(mine) for o in part}
         groups = [outcomes[ex.row_id] for ex in picked]

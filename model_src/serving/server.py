@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_src import REPO_ROOT
 from model_src.serving.base import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_VENV, ServedModel, ServingError
 from model_src.serving.client import api_url
 from model_src.serving.vllm_compat import check_servable, hf_overrides, model_dtype
@@ -45,9 +46,6 @@ def rollout_server_command(venv: str | Path, folder: str | Path, host: str, port
     it runs from the repository root (`VllmServer.cwd`) so that `model_src` imports."""
     return [str(venv_python(venv)), "-m", "model_src.serving.rollout_server", "--model", str(folder),
             "--host", host, "--port", str(port), "--seed", str(seed)]
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import ContextManager
 
 from model_src.config import TrainConfig
 from model_src.device import model_device, to_device
+from model_src.model.build import enable_activation_checkpointing
 from model_src.model.inputs import Example, collate
 from model_src.train.flops import TokenFlops, causal_pairs, device_peak_tflops, steady_window
 from model_src.train.packing import EncodedCache, collate_packed, plan_steps
@@ -97,8 +98,8 @@ def train_supervised(
         raise ValueError(f"{desc}: no training examples")
     seed_everything(seed)
     model.train()
-    if cfg.activation_checkpointing:  # transformers renamed it; older releases (5.17 on GPU hosts) have the old name
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     if cfg.pack_length:  # batch_size rows of pack_length tokens, each holding several whole samples

@@ -11,7 +11,7 @@ PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-packing bench-rlcs bench-trl lint clean lock serve-venv serve gpu-check
+.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-packing bench-rlcs bench-trl bench-rollouts lint clean lock serve-venv serve gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT 
 
 bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)
 	$(BIN)/python bench/bench_trl.py
+
+bench-rollouts: $(STAMP) $(SERVE_STAMP) ## rollout tokens/s: vLLM rollout server (.venv-serve) vs transformers generate, one RL step (minutes)
+	$(BIN)/python bench/bench_rollouts.py
 
 lint: $(STAMP) ## compile every module (no extra linters pinned)
 	$(BIN)/python -m compileall -q model_src components pipelines tests bench

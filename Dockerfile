@@ -46,8 +46,6 @@ COPY model_src /opt/thinkpipe/model_src
 COPY components /opt/thinkpipe/components
 COPY pipelines /opt/thinkpipe/pipelines
 COPY configs /opt/thinkpipe/configs
-# the training-job launcher renders its PyTorchJob from this template (model_src/cluster)
-COPY manifests/templates /opt/thinkpipe/manifests/templates
 RUN --mount=type=bind,source=image/wheels,target=/wheels \
     set -eux; \
     python3.11 -m venv /opt/venv; \

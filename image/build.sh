@@ -71,7 +71,7 @@ image_label() { bah inspect --type image --format "{{index .OCIv1.Config.Labels 
 # pin of the image's own digest, written after the build: an image cannot hold its own digest, so
 # pinning and recompiling must not make it stale).
 inputs_sha256() {
-  find Dockerfile .dockerignore requirements.lock pyproject.toml model_src components pipelines configs manifests/templates \
+  find Dockerfile .dockerignore requirements.lock pyproject.toml model_src components pipelines configs \
        -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path components/image.py ! -path 'pipelines/compiled/*' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
 }

@@ -1,11 +1,17 @@
 """A loopback stand-in for the bits of the Kubernetes API the training-job launcher uses
-(PyTorchJob create/get/delete, pod list, pod log), with a one-node "training operator": a created
-job's Master replica runs for real, here, as a subprocess with the container's command and plain
-env plus the PET_* variables the real operator gives torchrun. No cluster is reachable here.
+(TrainJob and PyTorchJob create/get/delete, pod list, pod log), with a one-node operator: a
+created job's first node runs for real, here, as a subprocess with the trainer's command and plain
+env plus the PET_* variables the real operators give torchrun. No cluster is reachable here.
 
-A created job's pod templates are validated against Kubernetes' own OpenAPI schema
-(`kubernetes-validate`, strict: unknown fields are errors), as an API server with strict field
-validation would; a template that fails is answered 422 naming the field, and nothing is created."""
+Created objects are validated as an API server with strict field validation would, and a job
+that fails is answered 422 naming the field, with nothing created:
+- a TrainJob against Kubeflow Trainer's API models (kubeflow-trainer-api 2.3, unknown fields are
+  errors), and against the one ClusterTrainingRuntime installed here, `torch-distributed` (a
+  replicated job and a container named `node`): a patch naming another is refused, as the
+  trainer's webhook refuses it;
+- a PyTorchJob's pod templates against Kubernetes' own OpenAPI schema (`kubernetes-validate`,
+  strict), the CRD itself having no published schema to check.
+A failed job stays until deleted, so a relaunch finds it (409 on create)."""
 
 from __future__ import annotations
 
@@ -41,7 +47,34 @@ def invalid_pod_templates(job: dict) -> list[str]:
     return problems
 
 
-JOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?$")
+# the ClusterTrainingRuntimes installed on this stand-in "cluster": replicated jobs -> containers
+RUNTIMES = {"torch-distributed": {"node": {"node"}}}
+
+
+def invalid_train_job(job: dict) -> list[str]:
+    """Why the trainer's API (models, webhook) would refuse this TrainJob."""
+    from model_src.cluster.trainjob_schema import train_job_problems
+
+    problems = train_job_problems(job)
+    spec = job.get("spec") or {}
+    runtime = RUNTIMES.get((spec.get("runtimeRef") or {}).get("name"))
+    if runtime is None:
+        return [*problems, f"ClusterTrainingRuntime {(spec.get('runtimeRef') or {}).get('name')!r} not found"]
+    for patch in spec.get("runtimePatches") or []:
+        for rjob in (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get(
+                "replicatedJobs") or []:
+            if rjob.get("name") not in runtime:
+                problems.append(f"runtimePatches: the runtime has no replicated job {rjob.get('name')!r}")
+                continue
+            pod = ((rjob.get("template") or {}).get("spec") or {}).get("template") or {}
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                if c.get("name") not in runtime[rjob["name"]]:
+                    problems.append(f"runtimePatches: the runtime has no container {c.get('name')!r}")
+    return problems
+
+
+JOBS = re.compile(r"^/apis/(kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs|"
+                  r"trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs)(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 
@@ -50,6 +83,7 @@ LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 class Replica:
     pod: str
     job: str
+    labels: dict[str, str]
     phase: str = "Pending"
     log: str = ""
     done: threading.Event = field(default_factory=threading.Event)
@@ -65,21 +99,41 @@ class ClusterState:
     base_env: dict[str, str] = field(default_factory=dict)
 
 
+def _first_node(job: dict) -> tuple[str, dict[str, str], list[str], list[dict], str, int]:
+    """(pod name, pod labels, command, env, processes per node, nodes) of node 0, as the operators make it."""
+    name, spec = job["metadata"]["name"], job["spec"]
+    if job["kind"] == "TrainJob":
+        trainer = spec["trainer"]
+        labels = {"jobset.sigs.k8s.io/jobset-name": name, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                  "batch.kubernetes.io/job-completion-index": "0"}
+        return (f"{name}-node-0-0", labels, trainer["command"], trainer.get("env", []),
+                str(trainer.get("numProcPerNode", 1)), trainer.get("numNodes", 1))
+    [container] = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    labels = {"training.kubeflow.org/job-name": name, "training.kubeflow.org/replica-type": "master"}
+    workers = spec["pytorchReplicaSpecs"].get("Worker", {}).get("replicas", 0)
+    return f"{name}-master-0", labels, container["command"], container.get("env", []), spec["nprocPerNode"], 1 + workers
+
+
 def _operate(state: ClusterState, name: str, cwd: Path) -> None:
     job = state.jobs[name]
-    spec = job["spec"]
-    container = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-    env = {**state.base_env, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
-           "PET_NPROC_PER_NODE": spec["nprocPerNode"], "PET_NNODES": "1", "PET_NODE_RANK": "0",
+    pod, _, command, env_list, per_node, nodes = _first_node(job)
+    replica = state.pods[pod]
+    succeeded = "Complete" if job["kind"] == "TrainJob" else "Succeeded"
+    job["status"] = {"conditions": [{"type": "Created", "status": "True"}]}
+    if nodes != 1:  # one node is all this stand-in has
+        replica.phase, replica.log = "Failed", f"stand-in: {nodes} nodes asked for, it runs one\n"
+        job["status"]["conditions"].append({"type": "Failed", "status": "True", "message": replica.log.strip()})
+        replica.done.set()
+        return
+    env = {**state.base_env, **{e["name"]: e["value"] for e in env_list if "value" in e},
+           "PET_NPROC_PER_NODE": per_node, "PET_NNODES": "1", "PET_NODE_RANK": "0",
            "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port())}
-    replica = state.pods[f"{name}-master-0"]
     replica.phase = "Running"
-    job["status"] = {"conditions": [{"type": "Running", "status": "True"}]}
-    proc = subprocess.run(container["command"], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     replica.log = proc.stdout + proc.stderr
     replica.phase = "Succeeded" if proc.returncode == 0 else "Failed"
-    outcome = {"type": "Succeeded", "status": "True"} if proc.returncode == 0 else {
-        "type": "Failed", "status": "True", "message": f"PyTorchJob {name} is failed because 1 Master replica(s) failed."}
+    outcome = {"type": succeeded, "status": "True"} if proc.returncode == 0 else {
+        "type": "Failed", "status": "True", "message": f"{job['kind']} {name} failed: node 0 exited {proc.returncode}"}
     job["status"]["conditions"].append(outcome)
     replica.done.set()
 
@@ -107,7 +161,7 @@ def make_handler(state: ClusterState, cwd: Path):
             if not match:
                 return self._not_found()
             job = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            invalid = invalid_pod_templates(job)
+            invalid = invalid_train_job(job) if "trainjobs" in url.path else invalid_pod_templates(job)
             if invalid:  # what a server with strict field validation answers
                 return self._send({"kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
                                    "message": "; ".join(invalid)}, 422)
@@ -116,7 +170,8 @@ def make_handler(state: ClusterState, cwd: Path):
             if name in state.jobs:
                 return self._send({"kind": "Status", "status": "Failure", "reason": "AlreadyExists", "code": 409}, 409)
             state.jobs[name] = job
-            state.pods[f"{name}-master-0"] = Replica(f"{name}-master-0", name)
+            pod, labels, *_ = _first_node(job)
+            state.pods[pod] = Replica(pod, name, labels)
             threading.Thread(target=_operate, args=(state, name, cwd), daemon=True).start()
             self._send(job, 201)
 
@@ -124,15 +179,13 @@ def make_handler(state: ClusterState, cwd: Path):
             url = urlparse(self.path)
             query = parse_qs(url.query)
             state.requests.append(("GET", url.path))
-            if (match := JOBS.match(url.path)) and match.group(2):
-                job = state.jobs.get(match.group(2))
+            if (match := JOBS.match(url.path)) and match.group(4):
+                job = state.jobs.get(match.group(4))
                 return self._send(job) if job else self._not_found()
             if PODS.match(url.path):
                 selector = dict(kv.split("=") for kv in query.get("labelSelector", [""])[0].split(",") if kv)
-                job = selector.get("training.kubeflow.org/job-name")
-                items = [{"metadata": {"name": r.pod, "labels": {"training.kubeflow.org/job-name": r.job,
-                                                                  "training.kubeflow.org/replica-type": "master"}},
-                          "status": {"phase": r.phase}} for r in state.pods.values() if r.job == job]
+                items = [{"metadata": {"name": r.pod, "labels": r.labels}, "status": {"phase": r.phase}}
+                         for r in state.pods.values() if selector and selector.items() <= r.labels.items()]
                 return self._send({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
             if match := LOG.match(url.path):
                 replica = state.pods.get(match.group(2))
@@ -147,10 +200,10 @@ def make_handler(state: ClusterState, cwd: Path):
             url = urlparse(self.path)
             state.requests.append(("DELETE", url.path))
             match = JOBS.match(url.path)
-            if not match or match.group(2) not in state.jobs:
+            if not match or match.group(4) not in state.jobs:
                 return self._not_found()
-            state.deleted.append(match.group(2))
-            del state.jobs[match.group(2)]
+            state.deleted.append(match.group(4))
+            del state.jobs[match.group(4)]
             self._send({"kind": "Status", "status": "Success"})
 
     return Handler

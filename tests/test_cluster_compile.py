@@ -10,6 +10,7 @@ from kfp import compiler
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from model_src.cluster.training_job import render_training_job
 from model_src.config import ConfigError, load_config
 from model_src.stages.registry import STAGE_NAMES, STAGES
 from pipelines.training import build_training_pipeline
@@ -77,10 +78,14 @@ def test_every_pod_carries_what_the_namespace_admits(tmp_path):
         labels = k8s["podMetadata"]["labels"]
         assert all(labels.items() >= wanted.items() for wanted in selected), name
         assert k8s["securityContext"] == {"runAsUser": str(uid), "runAsGroup": str(uid), "runAsNonRoot": True}, name
-    job = yaml.safe_load((ROOT / "manifests" / "templates" / "pytorchjob.yaml").read_text())
-    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
-    assert all(pod["metadata"]["labels"].items() >= wanted.items() for wanted in selected)
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] and pod["spec"]["securityContext"]["runAsUser"] == uid
+    for kind in ("TrainJob", "PyTorchJob"):  # and the training jobs' pods
+        cluster = load_config("glm4v-9b", [f"cluster.training_job.kind={kind}"]).cluster
+        job = render_training_job(cluster, name="thinkpipe-sft-0", namespace="thinkpipe", image="i", stage="sft",
+                                  spec_path="/s", processes_per_node=8, nodes=2)
+        pod = (job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+               ["template"]["spec"]["template"] if kind == "TrainJob" else job["spec"]["pytorchReplicaSpecs"]["Master"]["template"])
+        assert all(pod["metadata"]["labels"].items() >= wanted.items() for wanted in selected), kind
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] and pod["spec"]["securityContext"]["runAsUser"] == uid
 
 
 def test_caching_follows_the_registry_and_the_wiring_its_upstream_links(tmp_path):

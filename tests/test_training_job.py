@@ -1,59 +1,109 @@
-"""Training stages as Kubeflow Training Operator PyTorchJobs, launched with the real kubernetes
-client. The job object is validated offline; its lifecycle runs against a loopback stand-in of the
-Kubernetes API whose one-node "operator" runs the Master replica's command here, for real: a
-DeepSpeed pretrain with two torchrun processes, handed over through a folder like the PVC."""
+"""Training stages as distributed training jobs (Kubeflow Trainer v2 TrainJobs by default,
+Training Operator v1 PyTorchJobs on request), launched with the real kubernetes client. The job
+objects are validated offline (the trainer's API models; Kubernetes' schema for the pods); their
+lifecycle runs against a loopback stand-in of the Kubernetes API whose one-node operator runs the
+first node's command here, for real: a DeepSpeed pretrain with two torchrun processes, handed
+over through a folder like the PVC."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from model_src.cluster.training_job import TrainingJobFailed, job_name, render_training_job, run_job
+from model_src.cluster.training_job import (PATCH_MANAGER, TrainingJobFailed, check_training_job, job_name,
+                                            kubernetes_api_client, render_training_job, run_job)
+from model_src.cluster.trainjob_schema import train_job_problems
 from model_src.config import load_config
 from tests.conftest import ROOT
 from tests.k8s_api_server import KubernetesApiServer
 from tests.test_manifests import _check_pod, _validate
 
 CLUSTER_OVERRIDES = ["cluster.training_job.enabled=true", "cluster.checkpoint_pvc=thinkpipe-checkpoints"]
+IMAGE = "registry.example.com/thinkpipe@sha256:" + "a" * 64
+SPEC = "/checkpoints/sft/key/job/spec.json"
 
 
 def render(profile="glm4v-9b", *overrides, nodes=4, per_node=8):
     cluster = load_config(profile, [*CLUSTER_OVERRIDES, *overrides]).cluster
-    return render_training_job(cluster, name="thinkpipe-sft-0123456789ab", namespace="thinkpipe",
-                               image="registry.example.com/thinkpipe@sha256:" + "a" * 64, stage="sft",
-                               spec_path="/checkpoints/sft/key/job/spec.json", processes_per_node=per_node, nodes=nodes)
+    return render_training_job(cluster, name="thinkpipe-sft-0123456789ab", namespace="thinkpipe", image=IMAGE,
+                               stage="sft", spec_path=SPEC, processes_per_node=per_node, nodes=nodes)
 
 
-def test_rendered_job_has_the_profiles_replicas_gpus_and_secret_references(tmp_path):
+def node_pod(job: dict) -> dict:
+    """The pod the trainer makes from a TrainJob on torch-distributed: the runtime's `node`
+    container with spec.trainer's image, command, env and resources, and the runtime patch."""
+    trainer = job["spec"]["trainer"]
+    [patch] = job["spec"]["runtimePatches"]
+    [rjob] = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    template = rjob["template"]["spec"]["template"]
+    spec = {k: v for k, v in template["spec"].items() if k != "containers"}
+    [container_patch] = template["spec"]["containers"]
+    container = {**container_patch, "image": trainer["image"], "command": trainer["command"], "env": trainer["env"],
+                 "resources": trainer["resourcesPerNode"]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "node-0", "labels": template["metadata"]["labels"]},
+            "spec": {**spec, "containers": [container]}}
+
+
+def test_rendered_trainjob_passes_the_trainer_api_and_gives_admitted_pods(tmp_path):
     job = render()
-    assert job["spec"]["nprocPerNode"] == "8" and job["metadata"]["labels"]["thinkpipe.io/stage"] == "sft"
+    assert job["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and job["kind"] == "TrainJob"
+    assert train_job_problems(job) == []  # every field is one Kubeflow Trainer 2.3's models have
+    spec = job["spec"]
+    assert spec["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                  "name": "torch-distributed"}
+    assert spec["trainer"]["numNodes"] == 4 and spec["trainer"]["numProcPerNode"] == 8
+    assert spec["trainer"]["command"] == ["torchrun", "-m", "model_src.cluster.job_main", SPEC]
+    assert spec["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
+    assert spec["activeDeadlineSeconds"] == 168 * 3600  # a default deadline: a hung job ends
+    assert spec["runtimePatches"][0]["manager"] == PATCH_MANAGER
+    assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+    pod = node_pod(job)
+    _validate([pod], tmp_path)  # the pod the trainer would make is a valid, strict Kubernetes Pod
+    _check_pod("TrainJob/node", pod["spec"])  # non-root, read-only root, limits, secret references only
+    assert pod["metadata"]["labels"]["thinkpipe.io/role"] == "pipeline"  # what the network policies admit
+    assert pod["spec"]["serviceAccountName"] == "thinkpipe-trainer"  # no API rights, no token (manifests)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "thinkpipe-s3", "key": "secret_access_key"}}
+    assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://mlflow.thinkpipe.svc")
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["spec"]["volumes"]}
+    assert claims["checkpoints"] == "thinkpipe-checkpoints" and claims["cache"] == "thinkpipe-model-cache"
+    queued = render("glm4v-9b", "cluster.training_job.queue=gpu-queue")
+    assert queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    cpu_only = node_pod(render("glm4v-9b", "cluster.training_job.gpus_per_node=0"))
+    assert "nvidia.com/gpu" not in cpu_only["spec"]["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in cpu_only["spec"]
+    assert job_name("sft", "0123456789abcdef") == "thinkpipe-sft-0123456789ab"
+
+
+def test_the_launcher_refuses_a_trainjob_the_trainer_api_would_not_take():
+    job = render()
+    job["spec"]["trainer"]["numProcsPerNode"] = 8  # misspelt: the models would silently drop it
+    job["spec"]["trainer"]["numNodes"] = "4"       # a string where the API wants an integer
+    with pytest.raises(TrainingJobFailed, match=r"unknown field spec\.trainer\.numProcsPerNode; TrainerV1alpha1Trainer\.numNodes: Input should be a valid integer"):
+        check_training_job(job)
+
+
+def test_pytorchjob_kind_keeps_v1_clusters_working(tmp_path):
+    job = render("glm4v-9b", "cluster.training_job.kind=PyTorchJob")
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["spec"]["nprocPerNode"] == "8"
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert {role: r["replicas"] for role, r in replicas.items()} == {"Master": 1, "Worker": 3}
     pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"sft-{role.lower()}"}, "spec": r["template"]["spec"]}
             for role, r in replicas.items()]
-    _validate(pods, tmp_path)  # every field of the pod template is a real Kubernetes field
+    _validate(pods, tmp_path)
     for pod in pods:
-        _check_pod(pod["metadata"]["name"], pod["spec"])  # non-root, read-only root, limits, secret refs only
-        [container] = pod["spec"]["containers"]
-        assert container["command"] == ["torchrun", "-m", "model_src.cluster.job_main", "/checkpoints/sft/key/job/spec.json"]
-        assert container["image"].endswith("@sha256:" + "a" * 64)
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
-        env = {e["name"]: e for e in container["env"]}
-        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "thinkpipe-s3", "key": "secret_access_key"}}
-        assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://mlflow.thinkpipe.svc")
-        claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["spec"]["volumes"]}
-        assert claims["checkpoints"] == "thinkpipe-checkpoints" and claims["cache"] == "thinkpipe-model-cache"
-    single = render(nodes=1, per_node=2)["spec"]["pytorchReplicaSpecs"]
-    assert set(single) == {"Master"}
-    cpu_only = render("glm4v-9b", "cluster.training_job.gpus_per_node=0")["spec"]["pytorchReplicaSpecs"]["Master"]
-    assert "nvidia.com/gpu" not in cpu_only["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert "tolerations" not in cpu_only["template"]["spec"]
-    assert job_name("sft", "0123456789abcdef") == "thinkpipe-sft-0123456789ab"
+        _check_pod(pod["metadata"]["name"], pod["spec"])
+        assert pod["spec"]["automountServiceAccountToken"] is False
+    single = render("glm4v-9b", "cluster.training_job.kind=PyTorchJob", nodes=1, per_node=2)
+    assert set(single["spec"]["pytorchReplicaSpecs"]) == {"Master"}
 
 
 @pytest.fixture()
@@ -66,18 +116,66 @@ def k8s(tmp_path, monkeypatch):
         yield server
 
 
-def test_failed_job_raises_with_the_log_tail_and_is_deleted(k8s):
-    from model_src.cluster.training_job import kubernetes_api_client
+def _with_command(job: dict, command: list[str]) -> dict:
+    if job["kind"] == "TrainJob":
+        job["spec"]["trainer"]["command"] = command
+    else:
+        job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"] = command
+    return job
 
-    job = render("tiny", nodes=1, per_node=1)
-    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"] = [
-        "python", "-c", "print('step 1 loss 2.5'); print('CUDA out of memory'); raise SystemExit(3)"]
+
+def _job(kind: str, command: list[str]) -> dict:
+    return _with_command(render("tiny", f"cluster.training_job.kind={kind}", nodes=1, per_node=1), command)
+
+
+FAILING = ["python", "-c", "print('step 1 loss 2.5'); print('CUDA out of memory'); raise SystemExit(3)"]
+SUCCEEDING = ["python", "-c", "print('step 1 loss 2.5'); print('done')"]
+
+
+@pytest.mark.parametrize("kind,path", [("TrainJob", "/apis/trainer.kubeflow.org/v1alpha1/namespaces/thinkpipe/trainjobs"),
+                                       ("PyTorchJob", "/apis/kubeflow.org/v1/namespaces/thinkpipe/pytorchjobs")])
+def test_failed_job_raises_with_the_log_tail_and_is_deleted(k8s, kind, path):
     lines = []
-    with pytest.raises(TrainingJobFailed, match="(?s)1 Master replica.*CUDA out of memory"):
-        run_job(kubernetes_api_client(), job, poll_seconds=0.1, log=lines.append)
-    assert "[thinkpipe-sft-0123456789ab] step 1 loss 2.5" in lines  # the master's log was streamed
+    with pytest.raises(TrainingJobFailed, match="(?s)node 0 exited 3.*CUDA out of memory"):
+        run_job(kubernetes_api_client(), _job(kind, FAILING), poll_seconds=0.1, timeout_s=60, log=lines.append)
+    assert "[thinkpipe-sft-0123456789ab] step 1 loss 2.5" in lines  # node 0's log was streamed
     assert k8s.state.deleted == ["thinkpipe-sft-0123456789ab"]
-    assert ("POST", "/apis/kubeflow.org/v1/namespaces/thinkpipe/pytorchjobs") in k8s.state.requests
+    assert ("POST", path) in k8s.state.requests
+
+
+def test_a_retry_replaces_a_failed_job_and_attaches_to_a_complete_one(k8s):
+    """A KFP retry of the stage finds the job of its earlier attempt by name: a failed one (kept for
+    debugging) is replaced, not failed on again; a complete one is attached to, not rerun."""
+    with pytest.raises(TrainingJobFailed):
+        run_job(kubernetes_api_client(), _job("TrainJob", FAILING), poll_seconds=0.1, timeout_s=60,
+                keep_failed=True, log=lambda _: None)
+    name = "thinkpipe-sft-0123456789ab"
+    assert name in k8s.state.jobs and not k8s.state.deleted  # kept
+    lines = []
+    run_job(kubernetes_api_client(), _job("TrainJob", SUCCEEDING), poll_seconds=0.1, timeout_s=60, log=lines.append)
+    assert any("earlier attempt's job failed; replacing it" in line for line in lines)
+    assert f"[{name}] done" in lines and k8s.state.deleted == [name, name]  # replaced, then cleaned up
+    runs_before = len(k8s.state.created)
+    # an attempt whose job already completed (the pod was lost after the job ended)
+    request = urllib.request.Request(f"{k8s.url}/apis/trainer.kubeflow.org/v1alpha1/namespaces/thinkpipe/trainjobs",
+                                     data=json.dumps(_job("TrainJob", SUCCEEDING)).encode(),
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request)
+    k8s.state.pods[f"{name}-node-0-0"].done.wait(60)
+    lines.clear()
+    run_job(kubernetes_api_client(), _job("TrainJob", FAILING), poll_seconds=0.1, timeout_s=60, log=lines.append)
+    assert any("earlier attempt's job is complete; attaching to it" in line for line in lines)
+    assert f"[{name}] done" in lines  # the complete job's log, not a new run of the failing command
+    assert len(k8s.state.created) == runs_before + 2  # the direct create and the refused (409) one
+
+
+def test_a_job_past_its_timeout_is_given_up_and_deleted(k8s):
+    started = time.monotonic()
+    with pytest.raises(TrainingJobFailed, match="still running after 1 s"):
+        run_job(kubernetes_api_client(), _job("TrainJob", ["python", "-c", "import time; time.sleep(20)"]),
+                poll_seconds=0.1, timeout_s=1, log=lambda _: None)
+    assert time.monotonic() - started < 15
+    assert k8s.state.deleted == ["thinkpipe-sft-0123456789ab"]
 
 
 @pytest.mark.slow  # two DeepSpeed trainings on CPU, minutes
@@ -115,9 +213,10 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
         os.environ.pop("THINKPIPE_PIPELINE_RUN", None)
 
     [created] = k8s.state.created
-    assert created["spec"]["nprocPerNode"] == "2" and set(created["spec"]["pytorchReplicaSpecs"]) == {"Master"}
+    assert created["kind"] == "TrainJob" and created["spec"]["trainer"]["numProcPerNode"] == 2
+    assert created["spec"]["trainer"]["numNodes"] == 1
     assert k8s.state.deleted == [created["metadata"]["name"]]  # cleaned up after success
-    log = k8s.state.pods[f"{created['metadata']['name']}-master-0"].log
+    log = k8s.state.pods[f"{created['metadata']['name']}-node-0-0"].log
     assert "job_main: rank 0/2 runs stage pretrain" in log and "job_main: rank 1/2 runs stage pretrain" in log
     # two DeepSpeed processes give the one-process result (same global batch)
     assert results["job"]["final_loss"] == pytest.approx(results["local"]["final_loss"], rel=1e-3)
@@ -132,19 +231,33 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
     assert not (tmp_path / "pvc" / "pretrain").exists() or not list((tmp_path / "pvc" / "pretrain").rglob("spec.json"))
 
 
-def test_the_kubernetes_stand_in_rejects_a_pod_field_kubernetes_does_not_have(k8s):
-    """The stand-in bites: a job whose pod template has a misspelt field is answered 422 naming it
-    (Kubernetes' schema, strict), and nothing is created; the launcher's real jobs pass (above)."""
-    import urllib.error
-    import urllib.request
+def _post(k8s, path: str, job: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{k8s.url}{path}", data=json.dumps(job).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
-    job = render("tiny", nodes=1, per_node=1)
+
+def test_the_kubernetes_stand_in_rejects_fields_the_real_apis_do_not_have(k8s):
+    """The stand-in bites, as a server with strict field validation would: a TrainJob with a field
+    the trainer API lacks, or a patch naming a container the runtime lacks, and a PyTorchJob whose
+    pod template has a misspelt field, are answered 422 naming them, and nothing is created."""
+    trainjobs = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/thinkpipe/trainjobs"
+    job = _job("TrainJob", SUCCEEDING)
+    job["spec"]["trainer"]["numProcsPerNode"] = 1
+    code, status = _post(k8s, trainjobs, job)
+    assert code == 422 and status["reason"] == "Invalid" and "spec.trainer.numProcsPerNode" in status["message"]
+    job = _job("TrainJob", SUCCEEDING)
+    job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"][
+        "spec"]["template"]["spec"]["containers"][0]["name"] = "trainer"
+    code, status = _post(k8s, trainjobs, job)
+    assert code == 422 and "the runtime has no container 'trainer'" in status["message"]
+    job = _job("PyTorchJob", SUCCEEDING)
     job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
-    request = urllib.request.Request(f"{k8s.url}/apis/kubeflow.org/v1/namespaces/thinkpipe/pytorchjobs",
-                                     data=json.dumps(job).encode(), headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request)
-    status = json.loads(refused.value.read())
-    assert refused.value.code == 422 and status["reason"] == "Invalid"
-    assert "Master pod template at spec.containers.0" in status["message"] and "'imagePullPolicyy'" in status["message"]
+    code, status = _post(k8s, "/apis/kubeflow.org/v1/namespaces/thinkpipe/pytorchjobs", job)
+    assert code == 422 and "Master pod template at spec.containers.0" in status["message"]
+    assert "'imagePullPolicyy'" in status["message"]
     assert not k8s.state.created and not k8s.state.jobs

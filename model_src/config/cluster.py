@@ -100,30 +100,46 @@ class SecretEnv:
         _require(bool(_ENV_NAME.match(self.env)), f"{prefix}.env", f"not an environment variable name: {self.env!r}")
 
 
+JOB_KINDS = ("TrainJob", "PyTorchJob")
+
+
 @dataclass(frozen=True)
 class TrainingJobConfig:
-    """pretrain / sft / rlcs as a Kubeflow Training Operator PyTorchJob instead of in the stage's pod."""
+    """pretrain / sft / rlcs as a distributed training job instead of in the stage's pod: a Kubeflow
+    Trainer v2 `TrainJob` (trainer.kubeflow.org/v1alpha1, Trainer v2.3) by default, or a Training
+    Operator v1 `PyTorchJob` for clusters that still run it."""
 
     enabled: bool = False
-    template: str = "manifests/templates/pytorchjob.yaml"  # relative to the repository / image root
+    kind: str = "TrainJob"             # TrainJob (Kubeflow Trainer v2.3+) | PyTorchJob (Training Operator v1)
+    runtime: str = "torch-distributed"  # the ClusterTrainingRuntime a TrainJob references
+    queue: str = ""                    # Kueue LocalQueue: the job waits for admission there ("" = no Kueue)
+    service_account: str = "thinkpipe-trainer"  # the job pods' identity: no API rights, no mounted token
     nodes: int = 1
     gpus_per_node: int = 8
     processes_per_node: int = 0  # torchrun processes per node; 0 = one per GPU (CPU-only jobs: set it)
     cpu_per_node: str = "32"
     memory_per_node: str = "512Gi"
+    shm_size: str = "64Gi"       # /dev/shm for NCCL and data-loader workers
     poll_seconds: float = 10.0
-    timeout_hours: float = 0.0  # 0 = wait as long as it runs
+    timeout_hours: float = 168.0  # the job's active deadline; the launcher gives up 10 minutes later
     keep_failed: bool = False   # leave a failed job (and its pods) for debugging instead of deleting it
 
     def validate(self, prefix: str) -> None:
+        _require(self.kind in JOB_KINDS, f"{prefix}.kind", f"must be one of {', '.join(JOB_KINDS)}, got {self.kind!r}")
+        for name in ("runtime", "service_account"):
+            value = getattr(self, name)
+            _require(bool(_DNS_NAME.match(value)), f"{prefix}.{name}", f"not a Kubernetes name: {value!r}")
+        _require(not self.queue or bool(_DNS_NAME.match(self.queue)), f"{prefix}.queue",
+                 f"not a Kueue LocalQueue name: {self.queue!r}")
         _require(self.nodes >= 1, f"{prefix}.nodes", "must be >= 1")
         _require(self.gpus_per_node >= 0, f"{prefix}.gpus_per_node", "must be >= 0 (0 = CPU processes)")
         _require(self.processes_per_node >= 0, f"{prefix}.processes_per_node", "must be >= 0 (0 = one per GPU)")
-        for name in ("cpu_per_node", "memory_per_node"):
+        for name in ("cpu_per_node", "memory_per_node", "shm_size"):
             value = getattr(self, name)
             _require(bool(_QUANTITY.match(value)), f"{prefix}.{name}", f"must be a Kubernetes quantity, got {value!r}")
         _require(self.poll_seconds > 0, f"{prefix}.poll_seconds", "must be > 0")
-        _require(self.timeout_hours >= 0, f"{prefix}.timeout_hours", "must be >= 0 (0 = no timeout)")
+        _require(self.timeout_hours > 0, f"{prefix}.timeout_hours",
+                 "must be > 0: a job that hangs (a lost NCCL peer) should end, not hold its GPUs forever")
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,10 @@ test-slow: $(STAMP) data ## the slow tests only
 compile: $(STAMP) ## compile the training and retraining DAGs (glm4v-9b cluster settings) to pipelines/compiled/
 	$(BIN)/thinkpipe compile
 
-image: ## build the component image (buildah, debootstrap base; root; slow) and print its digest
+IMAGE_ARGS ?= --pin
+image: ## build the component image (buildah, debootstrap base; root; slow), pin its digest and source hash
 	PYTHON=$(PYTHON) image/build.sh $(IMAGE_ARGS)
+	$(if $(findstring --pin,$(IMAGE_ARGS)),$(MAKE) compile)
 
 bench: $(STAMP) data ## stage-cache benchmark: first vs unchanged re-run, tiny and small DAGs (about 10 min)
 	$(BIN)/python bench/bench_cache.py --profile tiny --profile small

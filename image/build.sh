@@ -15,13 +15,19 @@
 #                Publish that very manifest with
 #                  skopeo copy --preserve-digests oci:image/out/oci:<version> docker://<repository>:<version>
 #
-# Usage: image/build.sh [--reuse] [--no-export] [--pin] [--wheels-only]
-#   --reuse        skip steps 1-3 when $THINKPIPE_IMAGE was built from the same inputs (its label
-#                  io.thinkpipe.inputs-sha256: Dockerfile, lock, pyproject and the sources the
-#                  Dockerfile copies); the slow test uses this
+# The image is the code: it is labelled io.thinkpipe.source-sha256 with the content hash of the
+# sources it carries (model_src/image_source.py: Dockerfile, lock, pyproject and the sources the
+# Dockerfile copies, less the pin and the compiled IR); `--pin` records that hash beside the digest,
+# and `thinkpipe submit` refuses a checkout whose sources hash otherwise.
+#
+# Usage: image/build.sh [--reuse] [--no-export] [--pin] [--wheels-only] [--source-hash]
+#   --reuse        skip steps 1-3 when $THINKPIPE_IMAGE was built from the same sources (its label
+#                  io.thinkpipe.source-sha256); the slow test uses this
 #   --no-export    skip step 4
-#   --pin          after step 4, write the digest into components/image.py (image/pin.py)
+#   --pin          after step 4, write the digest and the source hash into components/image.py
+#                  (image/pin.py)
 #   --wheels-only  only step 2 (for `docker build .` on a machine with a daemon)
+#   --source-hash  print the source hash of this checkout and exit
 # Environment: THINKPIPE_BASE, THINKPIPE_IMAGE, DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #   PYTHON (default python3.11), BUILDAH_STORAGE_DRIVER (default vfs), THINKPIPE_NO_APT=1 (never
 #   apt-get install missing tools; fail naming the package instead).
@@ -40,13 +46,14 @@ PYTHON=${PYTHON:-python3.11}
 DRIVER=${BUILDAH_STORAGE_DRIVER:-vfs}
 WHEELS=$ROOT/image/wheels
 OUT=$ROOT/image/out
-REUSE=0 EXPORT=1 PIN=0 WHEELS_ONLY=0
+REUSE=0 EXPORT=1 PIN=0 WHEELS_ONLY=0 SOURCE_HASH=0
 for arg in "$@"; do
   case $arg in
     --reuse) REUSE=1 ;;
     --no-export) EXPORT=0 ;;
     --pin) PIN=1 ;;
     --wheels-only) WHEELS_ONLY=1 ;;
+    --source-hash) SOURCE_HASH=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "image: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -66,15 +73,10 @@ need() {  # need COMMAND DEBIAN_PACKAGE
 }
 image_exists() { bah inspect --type image "$1" >/dev/null 2>&1; }
 image_label() { bah inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
-# What the Dockerfile reads from the context, less: the wheelhouse (pinned by the lock), README.md
-# (only the package's long description), components/image.py and pipelines/compiled/ (they hold the
-# pin of the image's own digest, written after the build: an image cannot hold its own digest, so
-# pinning and recompiling must not make it stale).
-inputs_sha256() {
-  find Dockerfile .dockerignore requirements.lock pyproject.toml model_src components pipelines configs \
-       -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path components/image.py ! -path 'pipelines/compiled/*' -print0 \
-    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
-}
+# the content hash of the sources the image carries, defined once in model_src/image_source.py
+# (standard library only, so the host's Python runs it)
+source_sha256() { "$PYTHON" -m model_src.image_source "$ROOT"; }
+if [[ $SOURCE_HASH == 1 ]]; then source_sha256; exit 0; fi
 
 # -------------------------------------------------------------------------------------- 2. wheels
 wheelhouse() {
@@ -104,13 +106,13 @@ if [[ $WHEELS_ONLY == 1 ]]; then wheelhouse; exit 0; fi
 [[ $EUID -eq 0 ]] || die "run as root (debootstrap and buildah's chroot isolation need it)"
 need buildah buildah
 
-BUILD=1 INPUTS=$(inputs_sha256)
+BUILD=1 SOURCES=$(source_sha256)
 if [[ $REUSE == 1 ]] && image_exists "$IMAGE"; then
-  if [[ $(image_label "$IMAGE" io.thinkpipe.inputs-sha256) == "$INPUTS" ]]; then
-    say "reusing $IMAGE: built from the same inputs ($INPUTS)"
+  if [[ $(image_label "$IMAGE" io.thinkpipe.source-sha256) == "$SOURCES" ]]; then
+    say "reusing $IMAGE: built from the same sources ($SOURCES)"
     BUILD=0
   else
-    say "$IMAGE was built from other inputs: rebuilding"
+    say "$IMAGE was built from other sources: rebuilding"
   fi
 fi
 
@@ -165,12 +167,13 @@ bah bud --isolation chroot --pull=never --layers=false \
   --build-arg VERSION="$VERSION" \
   --build-arg REVISION="$revision" \
   --build-arg LOCK_SHA256="$(sha256sum requirements.lock | cut -d' ' -f1)" \
-  --label io.thinkpipe.inputs-sha256="$INPUTS" \
+  --label io.thinkpipe.source-sha256="$SOURCES" \
   -f Dockerfile -t "$IMAGE" "$ROOT"
 say "built $IMAGE in $(( $(now) - t0 )) s"
 fi
 read -r image_id local_digest size < <(bah images --noheading --no-trunc --format '{{.ID}} {{.Digest}} {{.Size}}' "$IMAGE" | head -1)
 say "$IMAGE  (revision $(bah inspect --type image --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.revision"}}' "$IMAGE"))"
+say "  sources       : $(image_label "$IMAGE" io.thinkpipe.source-sha256)"
 say "  image id      : sha256:${image_id#sha256:}"
 say "  local digest  : $local_digest (uncompressed layers in local storage; not a registry digest)"
 say "  size          : $size; layers: $(bah inspect --type image --format '{{len .OCIv1.RootFS.DiffIDs}}' "$IMAGE")"
@@ -186,8 +189,8 @@ if [[ $EXPORT == 1 ]]; then
   say "  digest        : $digest"
   say "publish: skopeo copy --preserve-digests oci:image/out/oci:$VERSION docker://<repository>:$VERSION"
   if [[ $PIN == 1 ]]; then
-    "$PYTHON" image/pin.py --digest "$digest" --tag "$VERSION"
+    "$PYTHON" image/pin.py --digest "$digest" --tag "$VERSION" --source-sha256 "$(image_label "$IMAGE" io.thinkpipe.source-sha256)"
   else
-    say "pin it: $PYTHON image/pin.py --digest $digest --tag $VERSION   (then \`make compile\`)"
+    say "pin it: $PYTHON image/pin.py --digest $digest --tag $VERSION --source-sha256 $(image_label "$IMAGE" io.thinkpipe.source-sha256)   (then \`make compile\`)"
   fi
 fi

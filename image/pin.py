@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Pin a built image in components/image.py, the one place the component image is named.
 
-    python3 image/pin.py --digest sha256:<64 hex> [--tag 0.1.0] [--repository ghcr.io/thinkpipe/thinkpipe]
-    python3 image/pin.py --digest-file image/out/digest
+    python3 image/pin.py --digest sha256:<64 hex> [--tag 0.1.0] [--source-sha256 <64 hex>]
+                         [--repository ghcr.io/thinkpipe/thinkpipe]
+    python3 image/pin.py --digest-file image/out/digest --source-sha256 <64 hex>
 
 `image/build.sh` (`make image`) prints the digest of the image it exported to image/out/oci: the
 manifest digest a registry serves after `skopeo copy --preserve-digests oci:image/out/oci:<tag>
 docker://<repository>:<tag>`. After pinning, `make compile` writes the new reference into the IR.
-Standard library only; rewrites the REPOSITORY / TAG / DIGEST assignments and nothing else.
+`--source-sha256` is the image's `io.thinkpipe.source-sha256` label, the content hash of the sources
+it was built from (model_src/image_source.py); build.sh --pin passes it. Standard library only;
+rewrites the REPOSITORY / TAG / DIGEST / SOURCE_SHA256 assignments and nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 IMAGE_PY = Path(__file__).resolve().parent.parent / "components" / "image.py"
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+SOURCE_RE = re.compile(r"[0-9a-f]{64}")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+")
 
@@ -40,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--digest-file", type=Path, help="a file holding the digest (buildah push --digestfile)")
     parser.add_argument("--tag", help="the tag to name beside the digest (default: keep)")
     parser.add_argument("--repository", help="the image repository (default: keep)")
+    parser.add_argument("--source-sha256", help="the content hash of the sources the image was built from "
+                                                "(its io.thinkpipe.source-sha256 label)")
     parser.add_argument("--file", type=Path, default=IMAGE_PY, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -51,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         if not TAG_RE.fullmatch(args.tag):
             parser.error(f"not a valid image tag: {args.tag!r}")
         values["TAG"] = args.tag
+    if args.source_sha256 is not None:
+        if not SOURCE_RE.fullmatch(args.source_sha256):
+            parser.error(f"not a source hash: {args.source_sha256!r} (want 64 lowercase hex)")
+        values["SOURCE_SHA256"] = args.source_sha256
     if args.repository is not None:
         if not REPOSITORY_RE.fullmatch(args.repository):
             parser.error(f"not a valid image repository: {args.repository!r}")

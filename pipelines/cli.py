@@ -166,18 +166,22 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def _cluster_params(args: argparse.Namespace, pipeline: str):
     """(config, KFP run parameters, git commit) for a cluster run of `pipeline`; refuses params
     that look like they carry a secret value."""
-    from components.image import BASE_IMAGE
+    from components.image import SOURCE_SHA256, image_reference
     from model_src.config import load_config
+    from model_src.image_source import stale_image
     from model_src.lineage import dvc_pin, git_commit
-    from model_src.secret_scan import find_secrets
-
     from model_src.memory_plan import require_fits
+    from model_src.secret_scan import find_secrets
 
     cfg = load_config(args.profile, args.set or [])
     require_fits(cfg, args.profile)  # before anything is uploaded or a GPU is held
     root = repo_root()
+    image = image_reference(cfg.cluster.image_repository)
+    stale = stale_image(SOURCE_SHA256, image, root)
+    if stale:  # the run would record this checkout's commit as the code of pods that run other code
+        raise CliError(f"refusing to submit: {stale}")
     commit = git_commit(root)
-    params = {"config_json": cfg.to_json(), "git_commit": commit, "image": BASE_IMAGE, "use_cache": not args.no_cache}
+    params = {"config_json": cfg.to_json(), "git_commit": commit, "image": image, "use_cache": not args.no_cache}
     if pipeline == "training":
         data_hash, data_rev = dvc_pin(root)
         params.update(data_hash=data_hash, data_rev=data_rev, data_dir=args.data_dir or
@@ -217,7 +221,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     done = submit_run(_kfp_client(args), pipeline=args.pipeline, profile=args.profile,
                       experiment=args.experiment or cfg.experiment, namespace=args.namespace, job_name=job_name,
                       params=params, git_commit=commit, service_account=cfg.cluster.service_account,
-                      kfp_caching=not args.no_cache)
+                      kfp_caching=not args.no_cache, overrides=args.set or [])
     print(f"thinkpipe: submitted {job_name}: pipeline version {done.version_name} ({done.version_id}), run {done.run_id}")
     return 0
 
@@ -231,7 +235,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     done = schedule_retraining(_kfp_client(args), profile=args.profile, experiment=args.experiment or cfg.experiment,
                                namespace=args.namespace, job_name=args.name, cron=args.cron, params=params,
                                git_commit=commit, service_account=cfg.cluster.service_account,
-                               kfp_caching=not args.no_cache)
+                               kfp_caching=not args.no_cache, overrides=args.set or [])
     print(f"thinkpipe: scheduled {args.name} ({cron}): retraining pipeline version {done.version_name}, "
           f"recurring run {done.recurring_run_id}")
     return 0
@@ -282,8 +286,13 @@ def _print_summary(setup: LocalSetup, run_name: str, run_id: str, seconds: float
 
 # ---------------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
+    from components.image import BASE_IMAGE, SOURCE_SHA256
+    from model_src.image_source import stale_image
     from pipelines.compile import PIPELINES, compile_pipeline
 
+    stale = stale_image(SOURCE_SHA256, BASE_IMAGE, repo_root())
+    if stale:  # compiling is still useful (review, diff); submitting such an IR is refused
+        print(f"thinkpipe: warning: {stale}", file=sys.stderr)
     for name in PIPELINES:
         out = compile_pipeline(Path(args.out_dir) / f"{name}.yaml", args.profile, name)
         print(f"thinkpipe: wrote {out} (Kubernetes settings of profile {args.profile})")

@@ -11,12 +11,14 @@ from collections import defaultdict
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
+from components.image import image_reference
 from model_src.config import ClusterConfig
 from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, IMAGE_UID, NAMESPACE_ENV, PIPELINE_RUN_ENV, POD_LABELS
 
 
 def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfig) -> None:
     res = getattr(cluster.stages, stage)
+    task.container_spec.image = image_reference(cluster.image_repository)  # the pinned digest, in the profile's registry
     # admitted by the namespace: the labels its network policies select, and a non-root identity
     # for `restricted` (KFP's compiler adds no privilege escalation, drop ALL, RuntimeDefault seccomp)
     for key, value in POD_LABELS.items():

@@ -10,13 +10,14 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 PIPELINES = ("training", "retraining")
 
 
-def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE, kfp_caching: bool = True):
-    """The pipeline function `pipeline` carrying `profile`'s cluster settings (and no KFP caching
-    with `kfp_caching=False`)."""
+def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE, kfp_caching: bool = True,
+                   overrides: list[str] | tuple[str, ...] = ()):
+    """The pipeline function `pipeline` carrying `profile`'s cluster settings, with `overrides`
+    (`--set key=value`) applied (and no KFP caching with `kfp_caching=False`)."""
     from model_src.config import load_config
     from model_src.memory_plan import require_fits
 
-    cfg = load_config(profile)
+    cfg = load_config(profile, list(overrides))
     require_fits(cfg, profile)  # no DAG for a layout whose stages would not fit their GPUs
     cluster = cfg.cluster
     if pipeline == "training":
@@ -31,9 +32,9 @@ def build_pipeline(pipeline: str, profile: str = DEFAULT_CLUSTER_PROFILE, kfp_ca
 
 
 def compile_pipeline(output: Path, profile: str = DEFAULT_CLUSTER_PROFILE, pipeline: str = "training",
-                     kfp_caching: bool = True) -> Path:
+                     kfp_caching: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     from kfp import compiler
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(pipeline, profile, kfp_caching), package_path=str(output))
+    compiler.Compiler().compile(build_pipeline(pipeline, profile, kfp_caching, overrides), package_path=str(output))
     return output

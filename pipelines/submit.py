@@ -1,5 +1,5 @@
-"""Submit the DAGs to a Kubeflow Pipelines API server: a new pipeline version per code version,
-then a run (`thinkpipe submit`) or a recurring run of the retraining DAG (`thinkpipe schedule`).
+"""Submit the DAGs to a Kubeflow Pipelines API server: a new pipeline version per code version and
+compiled IR, then a run (`thinkpipe submit`) or a recurring run of the retraining DAG (`thinkpipe schedule`).
 
 Authentication is kfp.Client's own: the kube config / in-cluster service account token
 (`KF_PIPELINES_SA_TOKEN_PATH`), never a token on the command line or in code.
@@ -7,6 +7,7 @@ Authentication is kfp.Client's own: the kube config / in-cluster service account
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -28,14 +29,17 @@ def thinkpipe_version() -> str:
         return "0+unknown"
 
 
-def pipeline_version_name(git_commit: str) -> str:
-    """'0.1.0-<12 hex of the commit>[-dirty]': one KFP pipeline version per code version.
+def pipeline_version_name(git_commit: str, package: bytes, kfp_caching: bool = True) -> str:
+    """'0.1.0-<12 hex of the commit>[-dirty]-<8 hex of the IR>[-nocache]': one KFP pipeline version
+    per code version and compiled IR (the profile and its `--set` overrides change the IR, and a
+    reused name must never run another IR than the one it was given).
 
-    >>> pipeline_version_name("0123456789abcdef0123+dirty.77aa").endswith("-0123456789ab-dirty")
-    True
+    >>> pipeline_version_name("0123456789abcdef0123+dirty.77aa", b"ir", False).split("-", 1)[1]
+    '0123456789ab-dirty-0cb2bf34-nocache'
     """
     sha, _, dirty = git_commit.partition("+")
-    return f"{thinkpipe_version()}-{sha[:12]}" + ("-dirty" if dirty else "")
+    return (f"{thinkpipe_version()}-{sha[:12]}" + ("-dirty" if dirty else "")
+            + f"-{hashlib.sha256(package).hexdigest()[:8]}" + ("" if kfp_caching else "-nocache"))
 
 
 def kfp_cron(expression: str) -> str:
@@ -72,19 +76,20 @@ def _find_version(client, pipeline_id: str, name: str) -> str | None:
     return None
 
 
-def upload_version(client, pipeline: str, profile: str, git_commit: str,
-                   kfp_caching: bool = True) -> tuple[str, str, str]:
-    """Compile `pipeline` with `profile`'s cluster settings and upload it as the version named
-    after the code version (reused when that version exists); without KFP caching, as that name
-    plus `-nocache` (another IR: caching is set per task in it). -> (pipeline id, version id, name)."""
+def upload_version(client, pipeline: str, profile: str, git_commit: str, kfp_caching: bool = True,
+                   overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, str, str]:
+    """Compile `pipeline` with `profile`'s cluster settings and `overrides` and upload it as the
+    version named after the code version and the IR (reused when that version exists); without KFP
+    caching, another IR (caching is set per task in it), marked `-nocache`.
+    -> (pipeline id, version id, name)."""
     from pipelines.compile import compile_pipeline  # kfp: imported only when submitting
     from pipelines.retraining import RETRAINING_PIPELINE_NAME
     from pipelines.training import PIPELINE_NAME
 
     name = {"training": PIPELINE_NAME, "retraining": RETRAINING_PIPELINE_NAME}[pipeline]
-    version_name = pipeline_version_name(git_commit) + ("" if kfp_caching else "-nocache")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / f"{pipeline}.yaml", profile, pipeline, kfp_caching)
+        package = compile_pipeline(Path(tmp) / f"{pipeline}.yaml", profile, pipeline, kfp_caching, overrides)
+        version_name = pipeline_version_name(git_commit, package.read_bytes(), kfp_caching)
         pipeline_id = client.get_pipeline_id(name)
         if pipeline_id is None:
             pipeline_id = client.upload_pipeline(str(package), pipeline_name=name,
@@ -97,8 +102,10 @@ def upload_version(client, pipeline: str, profile: str, git_commit: str,
 
 
 def submit_run(client, *, pipeline: str, profile: str, experiment: str, namespace: str | None, job_name: str,
-               params: dict, git_commit: str, service_account: str, kfp_caching: bool = True) -> Submitted:
-    pipeline_id, version_id, version_name = upload_version(client, pipeline, profile, git_commit, kfp_caching)
+               params: dict, git_commit: str, service_account: str, kfp_caching: bool = True,
+               overrides: list[str] | tuple[str, ...] = ()) -> Submitted:
+    pipeline_id, version_id, version_name = upload_version(client, pipeline, profile, git_commit, kfp_caching,
+                                                           overrides)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     run = client.run_pipeline(experiment_id, job_name, params=params, pipeline_id=pipeline_id,
                               version_id=version_id, service_account=service_account)
@@ -107,8 +114,9 @@ def submit_run(client, *, pipeline: str, profile: str, experiment: str, namespac
 
 def schedule_retraining(client, *, profile: str, experiment: str, namespace: str | None, job_name: str,
                         cron: str, params: dict, git_commit: str, service_account: str,
-                        kfp_caching: bool = True) -> Submitted:
-    pipeline_id, version_id, version_name = upload_version(client, "retraining", profile, git_commit, kfp_caching)
+                        kfp_caching: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> Submitted:
+    pipeline_id, version_id, version_name = upload_version(client, "retraining", profile, git_commit, kfp_caching,
+                                                           overrides)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     recurring = client.create_recurring_run(
         experiment_id, job_name, description="retrain when the DVC data pin changes; promote only if better",

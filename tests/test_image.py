@@ -118,6 +118,46 @@ def test_pin_rewrites_the_digest_and_tag_and_nothing_else(tmp_path):
     with pytest.raises(SystemExit):
         pin.main(["--digest", "sha256:abc", "--file", str(target)])
     assert target.read_text() == changed
+    sources = "ab" * 32
+    assert pin.main(["--digest", digest, "--source-sha256", sources, "--file", str(target)]) == 0
+    assert [line for line in target.read_text().splitlines() if line not in changed.splitlines()] == \
+        [f'SOURCE_SHA256 = "{sources}"']
+    with pytest.raises(SystemExit):
+        pin.main(["--digest", digest, "--source-sha256", "HEAD", "--file", str(target)])
+
+
+def test_the_source_hash_is_tied_to_what_the_image_carries(tmp_path):
+    """The image is the code: the hash build.sh labels the image with is model_src.image_source's;
+    it covers every source the Dockerfile copies (README.md aside: only the package's description)
+    and changes with any of them, but not with the pin or the compiled IR (written after a build)."""
+    from model_src.image_source import SOURCES, source_files, source_sha256
+
+    shell = subprocess.run([str(ROOT / "image" / "build.sh"), "--source-hash"], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHON": "python3"})
+    assert shell.returncode == 0 and shell.stdout.strip() == source_sha256(ROOT), shell.stderr
+    copied = {src for word, rest in _instructions((ROOT / "Dockerfile").read_text()) if word == "COPY"
+              for src in rest.split()[:-1] if not src.startswith("--")}
+    assert copied - {"README.md"} <= set(SOURCES), copied
+    assert "model_src/train/supervised.py" in source_files(ROOT) and "components/image.py" not in source_files(ROOT)
+
+    tree = tmp_path / "tree"
+    for rel in [*source_files(ROOT), "components/image.py", "pipelines/compiled/training.yaml", "README.md"]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, tree / rel)
+    base = source_sha256(tree)
+    assert base == source_sha256(ROOT)
+    for rel in ("components/image.py", "pipelines/compiled/training.yaml", "README.md"):
+        (tree / rel).write_text((tree / rel).read_text() + "\n# changed\n")
+    (tree / "model_src" / "__pycache__").mkdir(exist_ok=True)
+    (tree / "model_src" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    assert source_sha256(tree) == base  # the pin, the IR, the description, bytecode: not the image's code
+    for rel in ("model_src/rl/loop.py", "configs/glm4v-9b.yaml", "requirements.lock", "Dockerfile"):
+        before = (tree / rel).read_bytes()
+        (tree / rel).write_bytes(before + b"\n")
+        assert source_sha256(tree) != base, rel
+        (tree / rel).write_bytes(before)
+    (tree / "model_src" / "new_module.py").write_text("x = 1\n")
+    assert source_sha256(tree) != base  # a new file is new code
 
 
 # ------------------------------------------------------------------------------------------- slow
@@ -128,7 +168,7 @@ def test_curate_runs_inside_the_built_image_as_a_non_root_user():
         pytest.skip("buildah is not installed (Debian package `buildah`; `make image` installs it when run as root)")
     image = f"localhost/thinkpipe:{_version()}"
     # builds the debootstrap base, the wheelhouse and the image, unless `make image` already built
-    # this very source tree (image/build.sh --reuse compares the image's io.thinkpipe.inputs-sha256)
+    # this very source tree (image/build.sh --reuse compares the image's io.thinkpipe.source-sha256)
     subprocess.run([str(ROOT / "image" / "build.sh"), "--reuse", "--no-export"], check=True, cwd=ROOT,
                    env={**os.environ, "THINKPIPE_IMAGE": image})
     buildah = ["buildah", "--storage-driver", os.environ.get("BUILDAH_STORAGE_DRIVER", "vfs")]
@@ -142,6 +182,12 @@ def test_curate_runs_inside_the_built_image_as_a_non_root_user():
         assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done.stdout
 
+    from model_src.image_source import LABEL, source_sha256
+
+    labels = json.loads(subprocess.run([*buildah, "inspect", "--type", "image", "--format",
+                                        "{{json .OCIv1.Config.Labels}}", image], check=True, capture_output=True,
+                                       text=True).stdout)
+    assert labels[LABEL] == source_sha256(ROOT), "the image records the sources it was built from"
     try:
         uid, gid, user, home, cwd = run("sh", "-c", 'id -u; id -g; id -un; echo "$HOME"; pwd').split()
         assert uid != "0" and int(uid) >= 1000 and gid != "0", f"the container runs as uid {uid} gid {gid}"

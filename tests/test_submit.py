@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
 
+from components import image
 from components.image import BASE_IMAGE
 from model_src.config import load_config
 from model_src.lineage import git_commit
 from model_src.secret_scan import find_secrets
 from pipelines.compile import compile_pipeline
 from pipelines.submit import pipeline_version_name
-from tests.conftest import ROOT, THINKPIPE
+from tests.conftest import ROOT
 from tests.kfp_api_server import KfpApiServer
 
 
@@ -25,9 +27,16 @@ def kfp_api():
         yield server
 
 
-def thinkpipe(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*THINKPIPE, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # no kube config, no tokens
+# `thinkpipe` with components/image.py's SOURCE_SHA256 set to `pinned_sources` ("here": this
+# checkout's hash, i.e. an image built from this very code was pinned; the committed pin may lag)
+PINNED_CLI = ("import sys, components.image as image; from model_src.image_source import source_sha256; "
+              "image.SOURCE_SHA256 = source_sha256() if sys.argv[1] == 'here' else sys.argv[1]; "
+              "from pipelines.cli import main; sys.exit(main(sys.argv[2:]))")
+
+
+def thinkpipe(tmp_path, *args: str, pinned_sources: str = "here") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PINNED_CLI, pinned_sources, *args], cwd=ROOT, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # no kube config, no tokens
 
 
 def test_submit_uploads_a_version_per_commit_and_starts_a_run(kfp_api, tmp_path):
@@ -36,9 +45,9 @@ def test_submit_uploads_a_version_per_commit_and_starts_a_run(kfp_api, tmp_path)
     state = kfp_api.state
     # KFP's upload of a new pipeline also makes a first version named after it; runs use ours
     [version] = [v for v in state.versions.values() if v["display_name"] != "thinkpipe-training"]
-    assert version["display_name"] == pipeline_version_name(git_commit(ROOT))
-    assert version["display_name"].startswith("0.1.0-")
     fresh = compile_pipeline(tmp_path / "training.yaml", "glm4v-9b", "training").read_text()
+    assert version["display_name"] == pipeline_version_name(git_commit(ROOT), fresh.encode())
+    assert version["display_name"].startswith("0.1.0-")
     assert yaml.safe_load_all(version["package"]) and version["package"] == fresh
     [run] = state.runs
     assert run["display_name"] == "nightly-1" and run["service_account"] == "thinkpipe-pipeline"
@@ -87,6 +96,38 @@ def test_bad_requests_fail_before_anything_is_sent(kfp_api, tmp_path, args, mess
     assert not [r for r in kfp_api.state.requests if r[0] == "POST"]
 
 
+def test_submit_refuses_an_image_built_from_other_sources_and_compile_warns(kfp_api, tmp_path):
+    """The image is the code: a pin whose recorded sources are not this checkout's would run other
+    code than the git commit the run records; submit and schedule refuse it, naming the fix."""
+    for command in (("submit",), ("schedule", "--cron", "0 3 * * *", "--data-repo", "https://git.example.com/t.git")):
+        proc = thinkpipe(tmp_path, command[0], "--host", kfp_api.url, *command[1:], pinned_sources="0" * 64)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "was built from sources 000000000000" in proc.stderr and "`make image`" in proc.stderr
+    assert not [r for r in kfp_api.state.requests if r[0] == "POST"]
+    compiled = thinkpipe(tmp_path, "compile", "--out-dir", str(tmp_path / "ir"), pinned_sources="0" * 64)
+    assert compiled.returncode == 0 and "warning: the pinned image" in compiled.stderr, compiled.stderr[-2000:]
+    quiet = thinkpipe(tmp_path, "compile", "--out-dir", str(tmp_path / "ir"))
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr[-2000:]
+
+
+def test_the_image_repository_is_configuration(kfp_api, tmp_path):
+    """A team that pushed the pinned image to its own registry names it in the profile: every pod
+    and the run's image parameter use it, with the pinned digest."""
+    repository = "registry.internal:5000/ml/thinkpipe"
+    proc = thinkpipe(tmp_path, "submit", "--host", kfp_api.url, "--set", f"cluster.image_repository={repository}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = kfp_api.state.runs
+    assert run["runtime_config"]["parameters"]["image"] == BASE_IMAGE.replace(image.REPOSITORY, repository)
+    [version] = [v for v in kfp_api.state.versions.values() if v["display_name"] != "thinkpipe-training"]
+    spec = next(yaml.safe_load_all(version["package"]))
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {run["runtime_config"]["parameters"]["image"]}
+    assert version["display_name"] != pipeline_version_name(  # another IR, another version
+        git_commit(ROOT), compile_pipeline(tmp_path / "t.yaml", "glm4v-9b", "training").read_bytes())
+    bad = thinkpipe(tmp_path, "submit", "--host", kfp_api.url, "--set", "cluster.image_repository=Not A Repo")
+    assert bad.returncode == 2 and "cluster.image_repository" in bad.stderr
+
+
 def _cached_tasks(package: str) -> dict[str, bool]:
     """{task: KFP caching on} over every DAG of a compiled pipeline (the root and the exit handler's)."""
     spec = next(yaml.safe_load_all(package))
@@ -105,9 +146,11 @@ def test_submit_no_cache_runs_a_pipeline_version_without_kfp_caching(kfp_api, tm
     state = kfp_api.state
     versions = {v["pipeline_version_id"]: v for v in state.versions.values() if v["display_name"] != "thinkpipe-training"}
     runs = {r["display_name"]: versions[r["pipeline_version_reference"]["pipeline_version_id"]] for r in state.runs}
-    base = pipeline_version_name(git_commit(ROOT))
-    assert runs["plain"]["display_name"] == base
-    assert runs["fresh-1"]["display_name"] == runs["fresh-2"]["display_name"] == f"{base}-nocache"  # reused
+    commit = git_commit(ROOT)
+    assert runs["plain"]["display_name"] == pipeline_version_name(commit, runs["plain"]["package"].encode())
+    assert runs["fresh-1"]["display_name"] == runs["fresh-2"]["display_name"] == pipeline_version_name(
+        commit, runs["fresh-1"]["package"].encode(), kfp_caching=False)  # reused
+    assert runs["fresh-1"]["display_name"].endswith("-nocache")
     cached = _cached_tasks(runs["plain"]["package"])
     assert cached["curate"] and cached["export"] and not cached["init"]  # the registry's choice
     uncached = _cached_tasks(runs["fresh-1"]["package"])

@@ -17,6 +17,8 @@ from model_src.stages.registry import STAGE_NAMES
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# an OCI image repository: registry host[:port] / path (image/pin.py checks the same form)
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+$")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,9 @@ class ClusterConfig:
 
     namespace: str = "thinkpipe"
     service_account: str = "thinkpipe-pipeline"
+    # where the pinned component image was pushed (same digest in any registry); "" = the pin's own
+    # repository (components/image.py)
+    image_repository: str = ""
     checkpoint_pvc: str = ""  # PVC for checkpoints and training-job hand-over; "" = none
     checkpoint_mount: str = "/checkpoints"
     cache_pvc: str = ""       # PVC for the HF / S3 download cache; "" = none
@@ -163,6 +168,8 @@ class ClusterConfig:
 
     def validate(self, prefix: str) -> None:
         _require(bool(_DNS_NAME.match(self.namespace)), f"{prefix}.namespace", f"not a namespace name: {self.namespace!r}")
+        _require(not self.image_repository or bool(_REPOSITORY.match(self.image_repository)),
+                 f"{prefix}.image_repository", f"not an image repository (registry/path): {self.image_repository!r}")
         for name in ("checkpoint_pvc", "cache_pvc"):
             value = getattr(self, name)
             _require(not value or bool(_DNS_NAME.match(value)), f"{prefix}.{name}", f"not a PVC name: {value!r}")

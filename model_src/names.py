@@ -67,6 +67,10 @@ CACHE_ENV = "THINKPIPE_CACHE"                      # S3 / model download cache (
 FAULT_ENV = "THINKPIPE_FAULT_STAGE"                # fault drills: the named stage fails after opening its run
 NAMESPACE_ENV = "THINKPIPE_NAMESPACE"              # the pod's namespace, for the training-job launcher
 IMAGE_ENV = "THINKPIPE_IMAGE"                      # the training-job launcher's image
+# the bearer token thinkpipe's clients send to vLLM's server and to the rollout server (from a
+# Secret, cluster.secret_env); the servers themselves read theirs from VLLM_API_KEY, as vLLM does
+VLLM_API_KEY_ENV = "THINKPIPE_VLLM_API_KEY"
+SERVER_API_KEY_ENV = "VLLM_API_KEY"
 
 
 def result_tag(key: str) -> str:

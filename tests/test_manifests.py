@@ -17,7 +17,8 @@ from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
 MANIFESTS = ROOT / "manifests"
-OUT_OF_BAND_SECRETS = {"thinkpipe-postgres", "thinkpipe-s3"}  # created by operators, see manifests/README.md
+OUT_OF_BAND_SECRETS = {"thinkpipe-postgres", "thinkpipe-s3", "thinkpipe-mlflow", "thinkpipe-mlflow-client",
+                       "thinkpipe-vllm"}  # created by operators, see manifests/README.md
 
 
 def _render(overlay: str) -> list[dict]:
@@ -52,10 +53,18 @@ def _check_pod(name: str, spec: dict) -> None:
         assert security.get("capabilities", {}).get("drop") == ["ALL"], where
         limits = container.get("resources", {}).get("limits", {})
         assert {"cpu", "memory"} <= set(limits), where
+        secret_vars = set()
         for env in container.get("env", []):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             assert ref is None or ref["name"] in OUT_OF_BAND_SECRETS, where
             assert "value" not in env or not find_secrets(f"{env['name']}={env['value']}"), where
+            if ref is not None:
+                secret_vars.add(env["name"])
+        # no secret on a command line (visible in /proc and `ps` to anyone on the node): a Secret's
+        # variable is read by the program from its environment, never expanded into its arguments
+        words = " ".join(container.get("command", []) + container.get("args", []))
+        for var in secret_vars:
+            assert not any(ref in words for ref in (f"$({var})", f"${{{var}}}", f"${var}")), f"{where}: {var}"
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
@@ -66,7 +75,7 @@ def test_overlay_renders_validates_and_follows_the_pod_rules(overlay, tmp_path):
     for expected in [("Namespace", "thinkpipe"), ("ServiceAccount", "thinkpipe-pipeline"), ("Role", "thinkpipe-pipeline"),
                      ("RoleBinding", "thinkpipe-pipeline"), ("Deployment", "mlflow"), ("StatefulSet", "postgres"),
                      ("Deployment", "minio"), ("Job", "minio-buckets"), ("Deployment", "vllm"),
-                     ("PersistentVolumeClaim", "thinkpipe-checkpoints"), ("NetworkPolicy", "default-deny-ingress")]:
+                     ("PersistentVolumeClaim", "thinkpipe-checkpoints"), ("NetworkPolicy", "default-deny")]:
         assert expected in kinds, expected
     assert not any(o["kind"] == "Secret" for o in objects)  # secrets never live in the repo
     assert all(o["metadata"].get("namespace") == "thinkpipe" for o in objects if o["kind"] != "Namespace")
@@ -92,6 +101,73 @@ def test_pipeline_role_is_least_privilege():
     assert accounts["thinkpipe-trainer"]["automountServiceAccountToken"] is False
     bound = {s["name"] for o in objects if o["kind"] == "RoleBinding" for s in o["subjects"]}
     assert "thinkpipe-trainer" not in bound
+
+
+NAMESPACE = "thinkpipe"
+PIPELINE = {"ns": NAMESPACE, "labels": {"thinkpipe.io/role": "pipeline", "app.kubernetes.io/part-of": "thinkpipe"}}
+EXTERNAL = {"ip": True}  # an address outside the cluster (a git host, an S3 endpoint, the API server)
+DNS = {"ns": "kube-system", "labels": {"k8s-app": "kube-dns"}}
+KFP = {"ns": "kubeflow", "labels": {"app": "ml-pipeline"}}
+
+
+def _app(name: str) -> dict:
+    return {"ns": NAMESPACE, "labels": {"app": name}}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def _peer_matches(peer: dict, end: dict) -> bool:
+    if "ipBlock" in peer:
+        return bool(end.get("ip"))
+    if end.get("ip"):
+        return False
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": end["ns"]}):
+            return False
+    elif end["ns"] != NAMESPACE:
+        return False
+    return _selects(peer.get("podSelector", {}), end["labels"])
+
+
+def _rule_allows(rule: dict, peers_key: str, end: dict, port: int, protocol: str) -> bool:
+    ports = rule.get("ports")
+    if ports and not any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports):
+        return False
+    return "to" not in rule and "from" not in rule or any(_peer_matches(p, end) for p in rule[peers_key])
+
+
+def _allowed(policies: list[dict], src: dict, dst: dict, port: int, protocol: str = "TCP") -> bool:
+    """Kubernetes' NetworkPolicy semantics (matchLabels only): a connection needs the source's
+    egress and the destination's ingress allowed, each by some policy once any policy isolates it."""
+    def side(direction: str, own: dict, other: dict, peers_key: str) -> bool:
+        if own.get("ip") or own["ns"] != NAMESPACE:
+            return True  # outside the namespace: not governed by these policies
+        isolating = [p for p in policies if direction in p["spec"].get("policyTypes", ["Ingress"])
+                     and _selects(p["spec"]["podSelector"], own["labels"])]
+        return not isolating or any(_rule_allows(rule, peers_key, other, port, protocol)
+                                    for p in isolating for rule in p["spec"].get(direction.lower(), []))
+    return side("Egress", src, dst, "to") and side("Ingress", dst, src, "from")
+
+
+def test_network_policies_allow_what_each_pod_needs_and_nothing_more():
+    policies = [o for o in _render("dev") if o["kind"] == "NetworkPolicy"]
+    needed = [(PIPELINE, _app("mlflow"), 5000), (PIPELINE, _app("minio"), 9000), (PIPELINE, _app("vllm"), 8000),
+              (PIPELINE, PIPELINE, 29500), (PIPELINE, KFP, 8887), (PIPELINE, EXTERNAL, 443), (PIPELINE, EXTERNAL, 6443),
+              (_app("mlflow"), _app("postgres"), 5432), (_app("mlflow"), _app("minio"), 9000),
+              (_app("minio-buckets"), _app("minio"), 9000)]
+    for src, dst, port in needed:
+        assert _allowed(policies, src, dst, port), (src, dst, port)
+    for pod in (PIPELINE, _app("mlflow"), _app("vllm"), _app("postgres"), _app("minio")):
+        assert _allowed(policies, pod, DNS, 53, "UDP"), pod
+    forbidden = [(PIPELINE, _app("postgres"), 5432), (PIPELINE, EXTERNAL, 80), (PIPELINE, _app("mlflow"), 22),
+                 (_app("vllm"), _app("mlflow"), 5000), (_app("vllm"), EXTERNAL, 443), (_app("mlflow"), EXTERNAL, 443),
+                 (_app("postgres"), EXTERNAL, 443), (_app("minio"), EXTERNAL, 443), (_app("minio"), _app("mlflow"), 5000),
+                 ({"ns": NAMESPACE, "labels": {"app": "debug"}}, _app("mlflow"), 5000), (_app("mlflow"), PIPELINE, 29500),
+                 ({"ns": "other", "labels": {"thinkpipe.io/role": "pipeline"}}, _app("mlflow"), 5000)]
+    for src, dst, port in forbidden:
+        assert not _allowed(policies, src, dst, port), (src, dst, port)
 
 
 def test_no_secret_values_in_manifests_compiled_pipeline_or_mlflow_params(tiny, first_run):

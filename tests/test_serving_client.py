@@ -15,10 +15,12 @@ from tests.loopback import LoopbackServer
 
 class OpenAIStandIn(BaseHTTPRequestHandler):
     seen: list[tuple[str, dict]] = []
+    authorization: list[str | None] = []
 
     def do_POST(self):  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         OpenAIStandIn.seen.append((self.path, body))
+        OpenAIStandIn.authorization.append(self.headers.get("Authorization"))
         if self.path != "/v1/chat/completions":
             self.send_response(404)
             self.end_headers()
@@ -54,3 +56,35 @@ def test_an_http_error_names_the_url_and_the_servers_answer():
     with LoopbackServer(OpenAIStandIn) as server:
         with pytest.raises(serving.ServingError, match=r"/api/v1: HTTP 404: \{\"detail\": \"Not Found\"\}"):
             serving.chat(server.url + "/api", "thinkpipe", Image.new("RGB", (28, 28)), "Which digit?")
+
+
+def test_clients_send_the_bearer_token_and_the_rollout_server_asks_for_it(monkeypatch):
+    """vLLM and the rollout server sit behind a bearer token on a cluster: thinkpipe's clients send
+    THINKPIPE_VLLM_API_KEY; the rollout server refuses a POST without its VLLM_API_KEY (health stays open)."""
+    import urllib.error
+    import urllib.request
+
+    from model_src.serving.rollout_server import make_handler
+
+    OpenAIStandIn.authorization.clear()
+    with LoopbackServer(OpenAIStandIn) as server:
+        serving.chat(server.url, "thinkpipe", Image.new("RGB", (28, 28)), "Which digit?")
+        monkeypatch.setenv("THINKPIPE_VLLM_API_KEY", "k-123")
+        serving.chat(server.url, "thinkpipe", Image.new("RGB", (28, 28)), "Which digit?")
+    assert OpenAIStandIn.authorization == [None, "Bearer k-123"]
+
+    monkeypatch.setenv("VLLM_API_KEY", "k-123")
+    with LoopbackServer(make_handler(llm=None)) as server:
+        def post(headers: dict) -> int:
+            request = urllib.request.Request(f"{server.url}/load_weights", data=b'{"path": "/nonexistent"}',
+                                             headers={"Content-Type": "application/json", **headers})
+            try:
+                with urllib.request.urlopen(request) as reply:
+                    return reply.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert post({}) == 401 and post({"Authorization": "Bearer wrong"}) == 401
+        assert post({"Authorization": "Bearer k-123"}) == 500  # let in: fails only on the missing file
+        with urllib.request.urlopen(f"{server.url}/health") as reply:
+            assert reply.status == 200

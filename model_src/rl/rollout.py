@@ -303,8 +303,10 @@ class VLLMServerEngine(_VLLMRollouts):
         import urllib.error
         import urllib.request
 
+        from model_src.serving.base import auth_headers
+
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **auth_headers()})
         try:
             with urllib.request.urlopen(request, timeout=3600) as reply:
                 return json.loads(reply.read())

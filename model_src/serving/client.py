@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from model_src.serving.base import ServingError
+from model_src.serving.base import ServingError, auth_headers
 
 
 def api_url(host: str, port: int) -> str:
@@ -68,7 +68,7 @@ def chat(url: str, model: str, image, question: str, *, max_tokens: int = 32, te
     body = {"model": model, "messages": chat_messages(image, question), "max_tokens": max_tokens,
             "temperature": temperature, "seed": seed, "return_token_ids": True, "logprobs": logprobs}
     request = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **auth_headers()})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             reply = json.load(resp)

@@ -9,7 +9,7 @@ The trainer's `VLLMServerEngine` (model_src/rl/rollout.py) starts it on 127.0.0.
 one given by URL), sends prompts with their images and per-request sampling parameters, and pushes
 the policy's weights after every update:
 
-    GET  /health
+    GET  /health        (open; every POST needs `Authorization: Bearer $VLLM_API_KEY` when it is set)
     POST /generate      {"requests": [{"prompt": str | "prompt_token_ids": [int], "images": [PNG, base64],
                                        "params": {n, max_tokens, temperature, top_p, top_k, seed, ...}}]}
                         -> {"outputs": [{"prompt_token_ids": [int], "completions": [[int], ...]}]}
@@ -123,6 +123,10 @@ def make_handler(llm):
                 self._reply(404, {"error": f"no GET {self.path}"})
 
         def do_POST(self):  # noqa: N802
+            from model_src.serving.base import authorized
+
+            if not authorized(self.headers.get("Authorization")):  # VLLM_API_KEY set: a bearer token is required
+                return self._reply(401, {"error": "missing or wrong bearer token"})
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 if self.path == "/generate":

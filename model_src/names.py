@@ -33,7 +33,7 @@ STAGE_CONFIG_HASH_TAG = f"{TAG_PREFIX}stage_config_hash"
 OUTPUTS_RUN_TAG = f"{TAG_PREFIX}outputs_run_id"  # the run whose artifacts hold this stage's outputs
 CACHED_FROM_TAG = f"{TAG_PREFIX}cached_from"     # set when the outputs were reused, not computed
 RESUMED_TAG = f"{TAG_PREFIX}resumed"
-ERROR_TAG = f"{TAG_PREFIX}error"                 # on a FAILED parent run: what failed
+ERROR_TAG = f"{TAG_PREFIX}error"                 # on a FAILED stage or parent run: what failed
 INPUT_TAG_PREFIX = f"{TAG_PREFIX}input."         # + input name: sha256 of the input artifact
 OUTPUT_TAG_PREFIX = f"{TAG_PREFIX}output."       # + output name: sha256 of the output artifact
 RESULT_TAG_PREFIX = f"{TAG_PREFIX}result."       # + key: a stage result a cache hit carries over
@@ -70,6 +70,11 @@ IMAGE_ENV = "THINKPIPE_IMAGE"                      # the training-job launcher's
 # the bearer token thinkpipe's clients send to vLLM's server and to the rollout server (from a
 # Secret, cluster.secret_env); the servers themselves read theirs from VLLM_API_KEY, as vLLM does
 VLLM_API_KEY_ENV = "THINKPIPE_VLLM_API_KEY"
+FAILURE_WEBHOOK_ENV = "THINKPIPE_FAILURE_WEBHOOK"
+# a rollout server the cluster launcher started beside an RLCS job, and the shared folder the
+# policy's weights go through to it (model_src/rl/rollout.py, model_src/cluster/rollout_server.py)
+ROLLOUT_SERVER_ENV = "THINKPIPE_ROLLOUT_SERVER_URL"
+ROLLOUT_WEIGHTS_ENV = "THINKPIPE_ROLLOUT_WEIGHTS_DIR"  # where a failed run is posted (a secret URL: model_src/notify.py)
 SERVER_API_KEY_ENV = "VLLM_API_KEY"
 
 

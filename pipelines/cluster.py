@@ -13,7 +13,8 @@ from kfp.dsl import PipelineTask
 
 from components.image import image_reference
 from model_src.config import ClusterConfig
-from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, IMAGE_UID, NAMESPACE_ENV, PIPELINE_RUN_ENV, POD_LABELS
+from model_src.names import (CACHE_ENV, CHECKPOINT_ROOT_ENV, FAILURE_WEBHOOK_ENV, IMAGE_UID, NAMESPACE_ENV,
+                             PIPELINE_RUN_ENV, POD_LABELS)
 
 
 def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfig) -> None:
@@ -56,3 +57,12 @@ def apply_cluster_settings(task: PipelineTask, stage: str, cluster: ClusterConfi
     # from the environment, so it is not part of the stage's cache key
     kubernetes.use_field_path_as_env(task, env_name=PIPELINE_RUN_ENV,
                                      field_path="metadata.labels['workflows.argoproj.io/workflow']")
+
+
+def apply_exit_handler_settings(task: PipelineTask, cluster: ClusterConfig) -> None:
+    """An exit handler's pod: an `init`-sized pod that also gets the failure webhook's URL from its
+    Secret (only the exit handlers post; the URL is a credential)."""
+    apply_cluster_settings(task, "init", cluster)
+    if cluster.failure_webhook_secret:
+        kubernetes.use_secret_as_env(task, secret_name=cluster.failure_webhook_secret,
+                                     secret_key_to_env={"url": FAILURE_WEBHOOK_ENV})

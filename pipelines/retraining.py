@@ -2,15 +2,17 @@
 
 The training DAG ends with the export stage's promotion gate, so a retrained model becomes
 `champion` only if it beats the current one on the same eval data. When the data pin is the
-champion's, the run ends after the check, with the reason in its output and in MLflow.
+champion's, the run ends after the check, with the reason in its output and in MLflow. A run that
+fails is posted to the failure webhook (`cluster.failure_webhook_secret`, model_src/notify.py).
 """
 
 from kfp import dsl
 
 from components.check_data import check_data
+from components.finish import notify_failure
 from components.image import BASE_IMAGE
 from model_src.config import ClusterConfig
-from pipelines.cluster import apply_cluster_settings
+from pipelines.cluster import apply_cluster_settings, apply_exit_handler_settings
 from pipelines.training import build_training_pipeline
 
 RETRAINING_PIPELINE_NAME = "thinkpipe-retraining"
@@ -31,14 +33,21 @@ def build_retraining_pipeline(cluster: ClusterConfig | None = None, kfp_caching:
         pipeline_run_name: str = "",
         use_cache: bool = True,
     ):
-        check = check_data(config_json=config_json, data_repo=data_repo, data_branch=data_branch,
-                           data_root=data_root, pipeline_run_name=pipeline_run_name)
-        check.set_caching_options(False)  # the answer depends on the registry and the branch, not the inputs
+        # a scheduled run that fails tells someone, whichever step failed (the training DAG's own
+        # exit handler posts a training failure; this one what failed before it, once)
+        notify = notify_failure(config_json=config_json)
+        notify.set_caching_options(False)
         if cluster is not None:
-            apply_cluster_settings(check, "init", cluster)  # a small pod, like init
-        with dsl.If(check.outputs["retrain"] == True, name="data-changed"):  # noqa: E712 - a KFP condition
-            training(config_json=config_json, data_dir=check.outputs["data_dir"], git_commit=git_commit,
-                     data_hash=check.outputs["data_hash"], data_rev=check.outputs["data_rev"], image=image,
-                     pipeline_run_name=pipeline_run_name, use_cache=use_cache)
+            apply_exit_handler_settings(notify, cluster)
+        with dsl.ExitHandler(notify, name="retraining"):
+            check = check_data(config_json=config_json, data_repo=data_repo, data_branch=data_branch,
+                               data_root=data_root, pipeline_run_name=pipeline_run_name)
+            check.set_caching_options(False)  # the answer depends on the registry and the branch, not the inputs
+            if cluster is not None:
+                apply_cluster_settings(check, "init", cluster)  # a small pod, like init
+            with dsl.If(check.outputs["retrain"] == True, name="data-changed"):  # noqa: E712 - a KFP condition
+                training(config_json=config_json, data_dir=check.outputs["data_dir"], git_commit=git_commit,
+                         data_hash=check.outputs["data_hash"], data_rev=check.outputs["data_rev"], image=image,
+                         pipeline_run_name=pipeline_run_name, use_cache=use_cache)
 
     return retraining_pipeline

@@ -21,7 +21,7 @@ from components.rlcs import rlcs
 from components.sft import sft
 from model_src.config import ClusterConfig
 from model_src.stages.registry import stage as registry_stage
-from pipelines.cluster import apply_cluster_settings
+from pipelines.cluster import apply_cluster_settings, apply_exit_handler_settings
 
 PIPELINE_NAME = "thinkpipe-training"
 
@@ -31,10 +31,11 @@ def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: b
     task as the registry says, or none at all with `kfp_caching=False` (`submit --no-cache`: KFP's
     caching lives in the IR, per task, so a run without it needs an IR without it)."""
 
-    def configure(task, stage: str, settings_of: str | None = None):
+    def configure(task, stage: str):
         task.set_caching_options(stage != "finish" and kfp_caching and registry_stage(stage).kfp_caching)
         if cluster is not None:
-            apply_cluster_settings(task, settings_of or stage, cluster)
+            (apply_exit_handler_settings(task, cluster) if stage == "finish" else
+             apply_cluster_settings(task, stage, cluster))
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="GLM-4.1V-Thinking recipe: curate, pretrain, SFT, RLCS, evaluate, export")
@@ -48,7 +49,7 @@ def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: b
         pipeline_run_name: str = "",
         use_cache: bool = True,
     ):
-        finish_task = configure(finish(config_json=config_json), "finish", settings_of="init")  # a small pod, like init
+        finish_task = configure(finish(config_json=config_json), "finish")  # a small pod, like init
         with dsl.ExitHandler(finish_task, name="stages"):
             init_task = configure(init(config_json=config_json, data_dir=data_dir, git_commit=git_commit,
                                        data_hash=data_hash, data_rev=data_rev, image=image,

@@ -76,6 +76,19 @@ def invalid_train_job(job: dict) -> list[str]:
 JOBS = re.compile(r"^/apis/(kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs|"
                   r"trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs)(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
+POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
+SERVICES = re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$")
+
+
+def invalid_object(obj: dict) -> list[str]:
+    """Why Kubernetes' schema (strict) refuses a core object (a Pod, a Service)."""
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{obj.get('kind')} at {'.'.join(str(p) for p in exc.path) or '(root)'}: {exc.message}"]
+    return []
 LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 
 
@@ -97,6 +110,11 @@ class ClusterState:
     deleted: list[str] = field(default_factory=list)
     pods: dict[str, Replica] = field(default_factory=dict)
     base_env: dict[str, str] = field(default_factory=dict)
+    # plain pods and services (the rollout server): not run here; a pod is Ready at once unless
+    # `pods_become_ready` is off, when it fails (a server that could not start)
+    objects: dict[tuple[str, str], dict] = field(default_factory=dict)
+    object_log: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, kind, name)
+    pods_become_ready: bool = True
 
 
 def _first_node(job: dict) -> tuple[str, dict[str, str], list[str], list[dict], str, int]:
@@ -154,9 +172,43 @@ def make_handler(state: ClusterState, cwd: Path):
         def _not_found(self):
             self._send({"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}, 404)
 
+        def _core_object(self, kind: str, name: str | None):
+            if self.command == "POST":
+                obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                invalid = invalid_object(obj)
+                if invalid:
+                    return self._send({"kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
+                                       "message": "; ".join(invalid)}, 422)
+                key = (kind, obj["metadata"]["name"])
+                if key in state.objects:
+                    return self._send({"kind": "Status", "status": "Failure", "reason": "AlreadyExists",
+                                       "code": 409}, 409)
+                if kind == "Pod":
+                    ready = state.pods_become_ready
+                    obj["status"] = {"phase": "Running" if ready else "Failed",
+                                     "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+                    state.pods[obj["metadata"]["name"]] = Replica(obj["metadata"]["name"], "", {},
+                                                                  "Running" if ready else "Failed",
+                                                                  "" if ready else "CUDA error: no device\n")
+                    state.pods[obj["metadata"]["name"]].done.set()
+                state.objects[key] = obj
+                state.object_log.append(("create", kind, key[1]))
+                return self._send(obj, 201)
+            if (kind, name) not in state.objects:
+                return self._not_found()
+            if self.command == "DELETE":
+                del state.objects[(kind, name)]
+                state.object_log.append(("delete", kind, name))
+                return self._send({"kind": "Status", "status": "Success"})
+            return self._send(state.objects[(kind, name)])
+
         def do_POST(self):  # noqa: N802
             url = urlparse(self.path)
             state.requests.append(("POST", url.path))
+            if PODS.match(url.path):
+                return self._core_object("Pod", None)
+            if SERVICES.match(url.path):
+                return self._core_object("Service", None)
             match = JOBS.match(url.path)
             if not match:
                 return self._not_found()
@@ -182,6 +234,8 @@ def make_handler(state: ClusterState, cwd: Path):
             if (match := JOBS.match(url.path)) and match.group(4):
                 job = state.jobs.get(match.group(4))
                 return self._send(job) if job else self._not_found()
+            if match := POD.match(url.path):
+                return self._core_object("Pod", match.group(2))
             if PODS.match(url.path):
                 selector = dict(kv.split("=") for kv in query.get("labelSelector", [""])[0].split(",") if kv)
                 items = [{"metadata": {"name": r.pod, "labels": r.labels}, "status": {"phase": r.phase}}
@@ -194,11 +248,17 @@ def make_handler(state: ClusterState, cwd: Path):
                 if query.get("follow", ["false"])[0].lower() == "true":  # the Python client sends "True"
                     replica.done.wait(600)  # following ends when the container does
                 return self._send(replica.log, content_type="text/plain")
+            if (match := SERVICES.match(url.path)) and match.group(2):
+                return self._core_object("Service", match.group(2))
             return self._not_found()
 
         def do_DELETE(self):  # noqa: N802
             url = urlparse(self.path)
             state.requests.append(("DELETE", url.path))
+            if match := POD.match(url.path):
+                return self._core_object("Pod", match.group(2))
+            if (match := SERVICES.match(url.path)) and match.group(2):
+                return self._core_object("Service", match.group(2))
             match = JOBS.match(url.path)
             if not match or match.group(4) not in state.jobs:
                 return self._not_found()

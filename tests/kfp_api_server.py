@@ -2,7 +2,8 @@
 `thinkpipe submit` / `schedule` send through the real kfp.Client (no cluster here). It keeps
 pipelines, versions, experiments and runs in memory and records every request. Request bodies are
 checked against the API's own models (kfp-server-api's v2beta1 classes, nested ones included): a
-field the API does not have is rejected with 400, naming it, so a misspelt field cannot pass."""
+field the API does not have is rejected with 400, naming it, so a misspelt field cannot pass; a list
+request's filter may only use the keys, predicate fields and operations the server knows."""
 
 from __future__ import annotations
 
@@ -49,12 +50,43 @@ BODY_MODELS = {f"{API}/experiments": "V2beta1Experiment", f"{API}/runs": "V2beta
                f"{API}/recurringruns": "V2beta1RecurringRun"}
 
 
-def _name_filter(query: dict) -> str | None:
+# The keys KFP's API server maps to its model's columns per listed resource (v2beta1 names and the
+# v1 names it still takes); any other key is refused with InvalidArgument, as the server does.
+FILTER_KEYS = {
+    "pipelines": {"pipeline_id", "id", "display_name", "name", "created_at", "description", "namespace"},
+    "versions": {"pipeline_version_id", "id", "display_name", "name", "created_at", "pipeline_id", "description"},
+    "experiments": {"experiment_id", "id", "display_name", "name", "created_at", "description", "namespace",
+                    "storage_state"},
+}
+# a Predicate's fields, in the proto's names and their JSON (lowerCamelCase) spelling, both of
+# which the server's JSON decoding accepts, and the operations it knows
+PREDICATE_FIELDS = {"key", "operation", "int_value", "intValue", "long_value", "longValue", "string_value",
+                    "stringValue", "timestamp_value", "timestampValue", "int_values", "intValues", "long_values",
+                    "longValues", "string_values", "stringValues"}
+OPERATIONS = {"EQUALS": 1, "NOT_EQUALS": 2, "GREATER_THAN": 3, "GREATER_THAN_EQUALS": 5, "LESS_THAN": 6,
+              "LESS_THAN_EQUALS": 7, "IN": 8, "IS_SUBSTRING": 9}  # by name or number, as JSON enums go
+
+
+class FilterError(ValueError):
+    pass
+
+
+def _name_filter(query: dict, resource: str) -> str | None:
+    """The display name a list request filters on, after checking the filter as the server would."""
     raw = query.get("filter", [""])[0]
     if not raw:
         return None
-    predicates = json.loads(raw).get("predicates", [])
-    return next((p.get("stringValue") or p.get("string_value") for p in predicates
+    parsed = json.loads(raw)
+    if set(parsed) - {"predicates"}:
+        raise FilterError(f"unknown filter field(s): {', '.join(sorted(set(parsed) - {'predicates'}))}")
+    for p in parsed.get("predicates", []):
+        if set(p) - PREDICATE_FIELDS:
+            raise FilterError(f"unknown predicate field(s): {', '.join(sorted(set(p) - PREDICATE_FIELDS))}")
+        if p.get("key") not in FILTER_KEYS[resource]:
+            raise FilterError(f"Invalid input error: {resource} cannot be filtered on key {p.get('key')!r}")
+        if p.get("operation") not in {*OPERATIONS, *OPERATIONS.values()}:
+            raise FilterError(f"unknown operation {p.get('operation')!r}")
+    return next((p.get("stringValue") or p.get("string_value") for p in parsed.get("predicates", [])
                  if p.get("key") in ("display_name", "name")), None)
 
 
@@ -73,7 +105,12 @@ def make_handler(state: KfpState):
             url = urlparse(self.path)
             query = parse_qs(url.query)
             state.requests.append(("GET", url.path))
-            name = _name_filter(query)
+            resource = ("versions" if url.path.endswith("/versions") else "pipelines" if "/pipelines" in url.path
+                        else "experiments")
+            try:
+                name = _name_filter(query, resource)
+            except FilterError as exc:  # what the server answers: InvalidArgument
+                return self._send({"error": str(exc), "code": 3}, 400)
             if url.path == f"{API}/healthz":
                 return self._send({"multi_user": False})
             if url.path == f"{API}/pipelines":

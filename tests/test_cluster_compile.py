@@ -46,7 +46,8 @@ def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
         assert {m["mountPath"]: m["constant"] for m in k8s["pvcMount"]} == {
             "/checkpoints": "thinkpipe-checkpoints", "/cache": "thinkpipe-model-cache"}
         secret_env = {e["envVar"]: (s["secretName"], e["secretKey"]) for s in k8s["secretAsEnv"] for e in s["keyToEnv"]}
-        assert secret_env == {v.env: (v.secret, v.key) for v in cfg.secret_env}
+        webhook = {"THINKPIPE_FAILURE_WEBHOOK": ("thinkpipe-alerts", "url")} if stage == "finish" else {}
+        assert secret_env == {**{v.env: (v.secret, v.key) for v in cfg.secret_env}, **webhook}  # only exit handlers post
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["THINKPIPE_CHECKPOINT_ROOT"] == "/checkpoints" and env["THINKPIPE_CACHE"] == "/cache"
         assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.thinkpipe.svc")

@@ -38,9 +38,12 @@ def test_training_dag_shape():
 
 def test_retraining_dag_runs_training_only_when_the_check_says_so():
     ir = next(yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "retraining.yaml").read_text()))
-    tasks = ir["root"]["dag"]["tasks"]
-    assert set(tasks) == {"check-data", "condition-1"}
-    condition = tasks["condition-1"]
+    outer = ir["root"]["dag"]["tasks"]
+    assert set(outer) == {"exit-handler-1", "notify-failure"}  # whatever fails, the exit handler posts it
+    assert outer["notify-failure"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    tasks = ir["components"][outer["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(tasks) == {"check-data", "condition-2"}
+    condition = tasks["condition-2"]
     assert condition["dependentTasks"] == ["check-data"]
     assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-data-retrain'] == true"
     inner = ir["components"][condition["componentRef"]["name"]]["dag"]["tasks"]

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 BIN = Path(sys.executable).parent
 MANIFESTS = ROOT / "manifests"
 OUT_OF_BAND_SECRETS = {"thinkpipe-postgres", "thinkpipe-s3", "thinkpipe-mlflow", "thinkpipe-mlflow-client",
-                       "thinkpipe-vllm"}  # created by operators, see manifests/README.md
+                       "thinkpipe-vllm", "thinkpipe-alerts"}  # created by operators, see manifests/README.md
 
 
 def _render(overlay: str) -> list[dict]:

@@ -164,14 +164,27 @@ def test_unchanged_rerun_starts_no_stage_process_and_records_what_it_reused(tiny
 
 
 def test_failed_stage_then_resume_redoes_only_failed_and_later_stages(tiny, first_run):
+    from tests.webhook_server import WebhookServer
+
     changed = ("--set", "sft.lr=0.0015")  # invalidates sft and everything after it, not curate/pretrain
-    failed = tiny.run("fails-at-sft", *changed, env={"THINKPIPE_FAULT_STAGE": "sft"})
+    with WebhookServer() as hook:  # the failure is posted by the exit handler, once; the URL is a secret
+        secret_path = "/services/T0KEN/b1ab1ab1ab1a"
+        failed = tiny.run("fails-at-sft", *changed, env={"THINKPIPE_FAULT_STAGE": "sft",
+                                                         "THINKPIPE_FAILURE_WEBHOOK": hook.url + secret_path})
     assert failed.returncode != 0
     assert "work resumes at the failed stage" in failed.output
     parent, children = tiny.runs_of("fails-at-sft")
     stages = _by_stage(children)
     assert parent.info.status == "FAILED"  # the exit handler closed it
     assert stages["sft"].info.status == "FAILED"
+    assert stages["sft"].data.tags["thinkpipe.error"] == "InjectedFault: stage sft: fault injected by THINKPIPE_FAULT_STAGE"
+    [(path, notice)] = hook.posts
+    assert path == secret_path and notice["failed_stages"] == ["sft"]
+    assert notice["pipeline_run"] == parent.data.tags["thinkpipe.pipeline_run"]
+    assert notice["cause"] == "sft: InjectedFault: stage sft: fault injected by THINKPIPE_FAULT_STAGE"
+    assert notice["mlflow_run"] == f"run {parent.info.run_id}" and "failed at sft" in notice["text"]
+    assert parent.data.tags["thinkpipe.failure_notified"] == "yes"
+    assert "T0KEN" not in failed.output and "posted the failure to the failure webhook" in failed.output
     assert "rlcs" not in stages
     for stage in ("curate", "pretrain"):  # the config they read is unchanged: their content key matches
         assert stages[stage].data.tags.get("thinkpipe.cached_from"), f"{stage} should be reused"

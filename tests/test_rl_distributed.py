@@ -134,6 +134,68 @@ def test_a_groups_rollouts_depend_on_its_seed_not_on_the_batch_it_is_in():
         generate(engine.model, processor, examples[:3], max_new_tokens=4, do_sample=True, seeds=[1, 2])
 
 
+def _sync_rank(rank: int, store: str, folder: str, url: str, weights: str, done) -> None:
+    import time
+
+    import torch.distributed as dist
+
+    from model_src.model.build import load_model_and_processor
+    from model_src.rl.rollout import VLLMServerEngine
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model, processor = load_model_and_processor(folder)
+        engine = VLLMServerEngine(model, processor, url=url, weights_dir=weights)
+        engine.sync_weights(model)
+        done[rank] = time.monotonic()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_shared_rollout_server_gets_one_weight_push_per_update_and_every_rank_waits_for_it(tmp_path):
+    """On a cluster the job's ranks share one rollout server (a pod beside the job): their weights
+    are equal after an update, so rank 0 writes them once and has the server reload them, while
+    the other ranks wait until it has, so no rank rolls out from the old weights."""
+    import json
+    import time
+    from http.server import BaseHTTPRequestHandler
+
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from tests.loopback import LoopbackServer
+
+    loads: list[tuple[float, str]] = []
+
+    class RolloutServerStandIn(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(1.0)  # a reload takes a while: the other rank must wait for it
+            loads.append((time.monotonic(), body["path"]))
+            data = json.dumps({"seconds": 1.0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    save_policy(tmp_path / "policy")
+    done = mp.Manager().dict()
+    with LoopbackServer(RolloutServerStandIn) as server:
+        mp.spawn(_sync_rank, args=(str(tmp_path / "store"), str(tmp_path / "policy"), server.url,
+                                   str(tmp_path / "shared"), done), nprocs=2, join=True)
+    [(loaded_at, path)] = loads  # one push, not one per rank
+    assert path == str(tmp_path / "shared" / "policy.safetensors")
+    assert min(done.values()) >= loaded_at  # neither rank went on before the server had the weights
+    from model_src.model.build import load_model_and_processor
+
+    model, _ = load_model_and_processor(str(tmp_path / "policy"))
+    pushed = load_file(path)
+    assert set(pushed) == set(model.state_dict()) and all(torch.equal(pushed[k], v) for k, v in model.state_dict().items())
+
+
 def _torchrun(policy, out, overrides: list[str], nproc: int, env: dict | None = None) -> dict:
     import os
     import subprocess

@@ -181,3 +181,26 @@ def test_the_kfp_stand_in_rejects_a_field_the_api_does_not_have(kfp_api):
     code, reply = post("/recurringruns", {"display_name": "n", "trigger": {"cron_schedule": {"crontab": "0 3 * * *"}}})
     assert code == 400 and "trigger.cron_schedule.crontab (not a field of V2beta1CronSchedule)" in reply["error"]
     assert len(kfp_api.state.runs) == 1 and not kfp_api.state.recurring_runs  # nothing kept from a rejected call
+
+
+def test_the_kfp_stand_in_refuses_a_filter_key_the_api_does_not_know(kfp_api):
+    """A list filter on a key the API server does not map (or a misspelt predicate field) is a 400,
+    as the real server answers; kfp.Client's own filters (display_name, string_value) pass above."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    def get(resource: str, predicate: dict) -> int:
+        query = urllib.parse.urlencode({"filter": json.dumps({"predicates": [predicate]})})
+        try:
+            with urllib.request.urlopen(f"{kfp_api.url}/apis/v2beta1/{resource}?{query}") as reply:
+                return reply.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    ok = {"key": "display_name", "operation": "EQUALS", "string_value": "thinkpipe-training"}
+    assert get("pipelines", ok) == 200 and get("experiments", ok) == 200
+    assert get("pipelines", {**ok, "key": "displayName"}) == 400  # the JSON spelling is not a filter key
+    assert get("pipelines", {**ok, "key": "pipeline_name"}) == 400
+    assert get("experiments", {"key": "name", "operation": "EQUALS", "strValue": "x"}) == 400
+    assert get("pipelines", {**ok, "operation": "LIKE"}) == 400

@@ -261,3 +261,66 @@ def test_the_kubernetes_stand_in_rejects_fields_the_real_apis_do_not_have(k8s):
     assert code == 422 and "Master pod template at spec.containers.0" in status["message"]
     assert "'imagePullPolicyy'" in status["message"]
     assert not k8s.state.created and not k8s.state.jobs
+
+
+ROLLOUT_IMAGE = "registry.example.com/thinkpipe-rollout@sha256:" + "b" * 64
+ROLLOUT_OVERRIDES = ["rlcs.rollout_engine=vllm-server", "cluster.rollout_server.enabled=true",
+                     f"cluster.rollout_server.image={ROLLOUT_IMAGE}"]
+
+
+def test_rlcs_in_a_job_with_vllm_needs_a_rollout_server_by_digest():
+    from model_src.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cluster.rollout_server.enabled.*training image has no vLLM"):
+        load_config("glm4v-9b", ["rlcs.rollout_engine=vllm-server"])
+    with pytest.raises(ConfigError, match="cluster.rollout_server.image.*by digest"):
+        load_config("glm4v-9b", [*ROLLOUT_OVERRIDES[:2], "cluster.rollout_server.image=vllm/vllm-openai:latest"])
+    from model_src.cluster.training_job import needs_rollout_server
+
+    cfg = load_config("glm4v-9b", ROLLOUT_OVERRIDES)
+    assert needs_rollout_server(cfg, "rlcs") and not needs_rollout_server(cfg, "sft")
+    assert not needs_rollout_server(load_config("glm4v-9b", [*ROLLOUT_OVERRIDES, "rlcs.rollout_server_url=http://x:1"]),
+                                    "rlcs")
+
+
+def test_the_rollout_server_pod_beside_an_rlcs_job_starts_serves_its_url_and_goes(k8s, tmp_path):
+    """RLCS's job shares one vLLM pod: the launcher creates it (a Pod Kubernetes' schema takes, in
+    the namespace's rules, asking for the token the job's processes send) and its Service, waits
+    until it is ready, hands the URL and the weights folder to every process, and deletes both;
+    a server that cannot start fails the stage with its log and leaves nothing behind."""
+    from model_src.cluster.rollout_server import (RolloutServerFailed, render_rollout_server, start_rollout_server,
+                                                  stop_rollout_server)
+
+    cluster = load_config("glm4v-9b", [*CLUSTER_OVERRIDES, *ROLLOUT_OVERRIDES]).cluster
+    pod, service = render_rollout_server(cluster, name="thinkpipe-rlcs-0123456789ab-rollout", namespace="thinkpipe",
+                                         stage="rlcs", model="/checkpoints/rlcs/key/job/inputs/sft_model", seed=3)
+    _validate([pod, service], tmp_path)
+    _check_pod("rollout-server", pod["spec"])
+    assert pod["metadata"]["labels"]["thinkpipe.io/role"] == "pipeline"  # the job's peers may reach it
+    [container] = pod["spec"]["containers"]
+    assert container["image"] == ROLLOUT_IMAGE and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["command"][:3] == ["python3", "-m", "model_src.serving.rollout_server"]
+    assert "/checkpoints/rlcs/key/job/inputs/sft_model" in container["command"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "thinkpipe-vllm", "key": "api_key"}
+
+    from model_src.cluster.training_job import kubernetes_api_client
+
+    api = kubernetes_api_client()
+    url = start_rollout_server(api, pod, service, timeout_s=30, poll_seconds=0.1, log=lambda _: None)
+    assert url == "http://thinkpipe-rlcs-0123456789ab-rollout.thinkpipe.svc:8100"
+    assert [(v, k) for v, k, _ in k8s.state.object_log] == [("create", "Pod"), ("create", "Service")]
+    job = render_training_job(cluster, name="thinkpipe-rlcs-0123456789ab", namespace="thinkpipe", image=IMAGE,
+                              stage="rlcs", spec_path=SPEC, processes_per_node=8, nodes=4,
+                              extra_env={"THINKPIPE_ROLLOUT_SERVER_URL": url,
+                                         "THINKPIPE_ROLLOUT_WEIGHTS_DIR": "/checkpoints/rlcs/key/job/rollout-weights"})
+    assert train_job_problems(job) == []
+    trainer_env = {e["name"]: e.get("value") for e in job["spec"]["trainer"]["env"]}
+    assert trainer_env["THINKPIPE_ROLLOUT_SERVER_URL"] == url
+    stop_rollout_server(api, pod["metadata"]["name"], "thinkpipe", log=lambda _: None)
+    assert not k8s.state.objects
+
+    k8s.state.pods_become_ready = False
+    with pytest.raises(RolloutServerFailed, match="(?s)its pod failed.*CUDA error: no device"):
+        start_rollout_server(api, pod, service, timeout_s=30, poll_seconds=0.1, log=lambda _: None)
+    assert not k8s.state.objects  # cleaned up

@@ -16,6 +16,9 @@ Two kinds (`cluster.training_job.kind`):
   checked against the trainer API models before it is sent (model_src/cluster/trainjob_schema.py).
 - `PyTorchJob`: Training Operator v1 (kubeflow.org/v1, deprecated), for clusters that still run it.
 
+With `rlcs.rollout_engine: vllm-server`, RLCS's job gets a vLLM rollout server pod beside it
+(model_src/cluster/rollout_server.py), shared by its processes and deleted with it.
+
 The job name is the stage's content key, so a relaunched stage (a KFP retry, a rerun) finds the
 job of the earlier attempt: it attaches to one still running or already complete, and replaces a
 failed one with a new job that resumes from the checkpoints the failed one left on the PVC.
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from model_src.config import ClusterConfig
-from model_src.names import CACHE_ENV, CHECKPOINT_ROOT_ENV, IMAGE_UID, NAMESPACE_ENV, POD_LABELS
+from model_src.names import (CACHE_ENV, CHECKPOINT_ROOT_ENV, IMAGE_UID, NAMESPACE_ENV, POD_LABELS, ROLLOUT_SERVER_ENV,
+                             ROLLOUT_WEIGHTS_ENV)
 
 SPEC_FILE, METRICS_FILE = "spec.json", "metrics.json"
 STAGE_LABEL = "thinkpipe.io/stage"
@@ -80,7 +84,7 @@ def job_name(stage: str, cache_key: str) -> str:
     return f"thinkpipe-{stage}-{cache_key[:12]}"
 
 
-def _pod_parts(cluster: ClusterConfig, stage: str) -> tuple[dict, dict]:
+def job_pod_parts(cluster: ClusterConfig, stage: str) -> tuple[dict, dict]:
     """What every job pod needs whatever the kind: (pod-level settings, container-level settings).
 
     Admitted by the namespace: the labels its network policies select, the `restricted` pod
@@ -120,11 +124,13 @@ def _pod_parts(cluster: ClusterConfig, stage: str) -> tuple[dict, dict]:
 
 
 def render_training_job(cluster: ClusterConfig, *, name: str, namespace: str, image: str, stage: str,
-                        spec_path: str, processes_per_node: int, nodes: int) -> dict:
-    """The job object for one stage, of the profile's kind."""
+                        spec_path: str, processes_per_node: int, nodes: int,
+                        extra_env: dict[str, str] | None = None) -> dict:
+    """The job object for one stage, of the profile's kind; `extra_env` reaches every process."""
     tj = cluster.training_job
     command = ["torchrun", "-m", "model_src.cluster.job_main", spec_path]
-    pod, container = _pod_parts(cluster, stage)
+    pod, container = job_pod_parts(cluster, stage)
+    container["env"] += [{"name": k, "value": v} for k, v in (extra_env or {}).items()]
     labels = {**POD_LABELS, STAGE_LABEL: stage, **({QUEUE_LABEL: tj.queue} if tj.queue else {})}
     deadline = int(tj.timeout_hours * 3600)
     if tj.kind == "TrainJob":
@@ -318,6 +324,13 @@ def kubernetes_api_client():
     return client.ApiClient()
 
 
+def needs_rollout_server(cfg, stage: str) -> bool:
+    """Whether this stage's job gets a rollout server pod beside it (RLCS decoding through
+    vLLM, no server URL of its own, `cluster.rollout_server` on)."""
+    return (stage == "rlcs" and cfg.rlcs.rollout_engine == "vllm-server" and not cfg.rlcs.rollout_server_url
+            and cfg.cluster.rollout_server.enabled)
+
+
 def run_training_job(ctx) -> dict[str, float]:
     """A stage's `work` on the cluster profile: hand over, run the training job, take the outputs back."""
     from model_src.lineage import hash_path
@@ -342,12 +355,29 @@ def run_training_job(ctx) -> dict[str, float]:
     tj = cluster.training_job
     # every training stage, RLCS's data-parallel GRPO loop included, runs on the whole job
     nodes, per_node = tj.nodes, tj.processes_per_node or max(tj.gpus_per_node, 1)
-    job = render_training_job(cluster, name=job_name(ctx.stage, ctx.checkpoint_dir.name),
-                              namespace=os.environ.get(NAMESPACE_ENV, cluster.namespace),
-                              image=ctx.lineage.image, stage=ctx.stage, spec_path=str(handover / SPEC_FILE),
-                              processes_per_node=per_node, nodes=nodes)
-    run_job(kubernetes_api_client(), job, poll_seconds=tj.poll_seconds,
-            timeout_s=tj.timeout_hours * 3600 + DEADLINE_GRACE_S, keep_failed=tj.keep_failed)
+    name, namespace = job_name(ctx.stage, ctx.checkpoint_dir.name), os.environ.get(NAMESPACE_ENV, cluster.namespace)
+    api = kubernetes_api_client()
+    rollout_server, extra_env = None, {}
+    if needs_rollout_server(ctx.cfg, ctx.stage):  # RLCS's rollouts from a vLLM pod beside the job
+        from model_src.cluster.rollout_server import render_rollout_server, start_rollout_server
+
+        pod, service = render_rollout_server(cluster, name=f"{name}-rollout", namespace=namespace, stage=ctx.stage,
+                                             model=inputs["sft_model"], seed=ctx.cfg.seed + 2)
+        url = start_rollout_server(api, pod, service, timeout_s=cluster.rollout_server.ready_timeout_s,
+                                   poll_seconds=tj.poll_seconds)
+        rollout_server = pod["metadata"]["name"]
+        extra_env = {ROLLOUT_SERVER_ENV: url, ROLLOUT_WEIGHTS_ENV: str(handover / "rollout-weights")}
+    job = render_training_job(cluster, name=name, namespace=namespace, image=ctx.lineage.image, stage=ctx.stage,
+                              spec_path=str(handover / SPEC_FILE), processes_per_node=per_node, nodes=nodes,
+                              extra_env=extra_env)
+    try:
+        run_job(api, job, poll_seconds=tj.poll_seconds, timeout_s=tj.timeout_hours * 3600 + DEADLINE_GRACE_S,
+                keep_failed=tj.keep_failed)
+    finally:
+        if rollout_server:
+            from model_src.cluster.rollout_server import stop_rollout_server
+
+            stop_rollout_server(api, rollout_server, namespace)
     metrics_file = handover / METRICS_FILE
     if not metrics_file.is_file():
         raise TrainingJobFailed(f"training job for {ctx.stage} succeeded but wrote no {metrics_file}")

@@ -145,6 +145,36 @@ class TrainingJobConfig:
 
 
 @dataclass(frozen=True)
+class RolloutServerConfig:
+    """A vLLM rollout server pod beside an RLCS training job (`rlcs.rollout_engine: vllm-server`):
+    the training image has no vLLM (its pins conflict with training's), so the server runs from an
+    image of its own (vLLM + thinkpipe's code), shared by every process of the job; weights go to it
+    through the checkpoint PVC after each update (model_src/cluster/rollout_server.py)."""
+
+    enabled: bool = False
+    image: str = ""             # repository[:tag]@sha256:<digest> of the vLLM + code image
+    gpus: int = 1
+    cpu: str = "8"
+    memory: str = "64Gi"
+    port: int = 8100
+    gpu_memory_utilization: float = 0.9
+    ready_timeout_s: float = 1800.0  # vLLM loads the model and captures graphs before it is healthy
+
+    def validate(self, prefix: str) -> None:
+        if not self.enabled:
+            return
+        _require(bool(re.match(r"^\S+@sha256:[0-9a-f]{64}$", self.image)), f"{prefix}.image",
+                 f"must name an image by digest (repository@sha256:...), got {self.image!r}")
+        _require(self.gpus >= 0, f"{prefix}.gpus", "must be >= 0")
+        for name in ("cpu", "memory"):
+            value = getattr(self, name)
+            _require(bool(_QUANTITY.match(value)), f"{prefix}.{name}", f"must be a Kubernetes quantity, got {value!r}")
+        _require(1024 <= self.port <= 65535, f"{prefix}.port", "must be an unprivileged port (1024-65535)")
+        _require(0 < self.gpu_memory_utilization <= 1, f"{prefix}.gpu_memory_utilization", "must be in (0, 1]")
+        _require(self.ready_timeout_s > 0, f"{prefix}.ready_timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Kubernetes settings, applied when the DAG is compiled for a cluster (kfp-kubernetes) and by
     the training-job launcher. A local `thinkpipe run` ignores them."""
@@ -154,6 +184,8 @@ class ClusterConfig:
     # where the pinned component image was pushed (same digest in any registry); "" = the pin's own
     # repository (components/image.py)
     image_repository: str = ""
+    # a Secret whose key `url` is the webhook the exit handlers post a failed run to ("" = none)
+    failure_webhook_secret: str = ""
     checkpoint_pvc: str = ""  # PVC for checkpoints and training-job hand-over; "" = none
     checkpoint_mount: str = "/checkpoints"
     cache_pvc: str = ""       # PVC for the HF / S3 download cache; "" = none
@@ -162,6 +194,7 @@ class ClusterConfig:
     secret_env: tuple[SecretEnv, ...] = ()
     stages: StageSettings = field(default_factory=StageSettings)
     training_job: TrainingJobConfig = field(default_factory=TrainingJobConfig)
+    rollout_server: RolloutServerConfig = field(default_factory=RolloutServerConfig)
     # memory of one GPU of the cluster's GPU nodes: `thinkpipe compile` and `submit` refuse a layout
     # whose memory plan (model_src/memory_plan.py) does not fit it
     gpu_memory_gib: float = 80.0
@@ -170,9 +203,9 @@ class ClusterConfig:
         _require(bool(_DNS_NAME.match(self.namespace)), f"{prefix}.namespace", f"not a namespace name: {self.namespace!r}")
         _require(not self.image_repository or bool(_REPOSITORY.match(self.image_repository)),
                  f"{prefix}.image_repository", f"not an image repository (registry/path): {self.image_repository!r}")
-        for name in ("checkpoint_pvc", "cache_pvc"):
+        for name in ("checkpoint_pvc", "cache_pvc", "failure_webhook_secret"):
             value = getattr(self, name)
-            _require(not value or bool(_DNS_NAME.match(value)), f"{prefix}.{name}", f"not a PVC name: {value!r}")
+            _require(not value or bool(_DNS_NAME.match(value)), f"{prefix}.{name}", f"not a Kubernetes name: {value!r}")
         for name in ("checkpoint_mount", "cache_mount"):
             _require(getattr(self, name).startswith("/"), f"{prefix}.{name}", "must be an absolute path")
         for i, var in enumerate(self.env):
@@ -185,5 +218,6 @@ class ClusterConfig:
         _require(self.gpu_memory_gib > 0, f"{prefix}.gpu_memory_gib", "must be > 0")
         self.stages.validate(f"{prefix}.stages")
         self.training_job.validate(f"{prefix}.training_job")
+        self.rollout_server.validate(f"{prefix}.rollout_server")
         _require(not self.training_job.enabled or bool(self.checkpoint_pvc), f"{prefix}.checkpoint_pvc",
                  "the training job hands data in and out through this PVC: name one")

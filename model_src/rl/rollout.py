@@ -33,6 +33,7 @@ vLLM is missing) or "vllm-server".
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -46,6 +47,7 @@ from model_src.model.generate import (Rollouts, _decode, derived_seed, generate,
 from model_src.model.inputs import Example, collate
 
 from model_src.config.recipe import ROLLOUT_ENGINES as ENGINES  # named once, in the config
+from model_src.names import ROLLOUT_SERVER_ENV, ROLLOUT_WEIGHTS_ENV
 
 
 class RolloutEngine:
@@ -109,7 +111,11 @@ def make_engine(cfg, model, processor, seed: int = 0) -> RolloutEngine:
     if choice == "transformers" or (choice == "auto" and not (torch.cuda.is_available() and vllm_available())):
         return TransformersEngine(model, processor)
     if choice == "vllm-server":
-        return VLLMServerEngine(model, processor, seed=seed, url=getattr(cfg, "rollout_server_url", ""))
+        # a URL in the config, else the one a cluster launcher gave the job (a rollout server pod
+        # beside it, weights over the shared volume), else a server of this process's own
+        url = getattr(cfg, "rollout_server_url", "") or os.environ.get(ROLLOUT_SERVER_ENV, "")
+        return VLLMServerEngine(model, processor, seed=seed, url=url,
+                                weights_dir=os.environ.get(ROLLOUT_WEIGHTS_ENV) or None)
     if not vllm_available():
         raise RuntimeError("rlcs.rollout_engine='vllm' but `import vllm` fails in this environment: install vLLM "
                            "(a CUDA build on GPU machines), use rlcs.rollout_engine=vllm-server (vLLM in its own "
@@ -264,7 +270,9 @@ class VLLMServerEngine(_VLLMRollouts):
     """Rollouts from a vLLM rollout server (`model_src/serving/rollout_server.py`) over HTTP: one
     this engine starts from the serving venv on 127.0.0.1, or one already running at `url`. After
     each update the policy's weights are written to a safetensors file the server reads
-    (`weights_dir`: a temporary folder here; on a cluster a volume both pods mount)."""
+    (`weights_dir`: a temporary folder here; on a cluster a volume both pods mount). A server at
+    `url` is shared by every process of a data-parallel job: their weights are the same after an
+    update, so rank 0 alone pushes them and the others wait for it (one write, one reload)."""
 
     name = "vllm-server"
 
@@ -277,6 +285,7 @@ class VLLMServerEngine(_VLLMRollouts):
         super().__init__(model, processor)
         self._tmp = tempfile.mkdtemp(prefix="thinkpipe-rollout-server-")
         self.weights_dir = Path(weights_dir or self._tmp)
+        self.weights_dir.mkdir(parents=True, exist_ok=True)  # a shared volume's folder may not exist yet
         self.server = None
         started = time.monotonic()
         if url:
@@ -323,6 +332,17 @@ class VLLMServerEngine(_VLLMRollouts):
         """Write the policy's weights to `weights_dir` and have the server load them in place."""
         from safetensors.torch import save_file
 
+        from model_src.train.distributed import barrier, process_group
+
+        rank, world = process_group()
+        if self.server is None and world > 1:  # a shared server: rank 0 pushes, the others wait for it
+            if rank == 0:
+                self._push(model, save_file)
+            barrier()
+            return
+        self._push(model, save_file)
+
+    def _push(self, model, save_file) -> None:
         started = time.monotonic()
         path = self.weights_dir / "policy.safetensors"
         tmp = path.with_suffix(".tmp")

@@ -32,7 +32,8 @@ from typing import Callable
 
 from model_src.config import PipelineConfig
 from model_src.lineage import Lineage, RunScope, hash_path, stage_cache_key
-from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CHECKPOINT_ROOT_ENV, FAULT_ENV, INPUT_TAG_PREFIX, OUTPUT_TAG_PREFIX,
+from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CHECKPOINT_ROOT_ENV, ERROR_TAG, FAULT_ENV, INPUT_TAG_PREFIX,
+                             OUTPUT_TAG_PREFIX,
                              OUTPUTS_RUN_TAG, PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, PIPELINE_STAGE, RESULT_TAG_PREFIX, RESUMED_TAG,
                              STAGE_CONFIG_HASH_TAG, STAGE_TAG, result_tag)
 from model_src.stages.registry import stage as registry_stage
@@ -183,39 +184,51 @@ def run_stage(
                                   parent_run_id=scope.parent_run_id, tags=tags,
                                   log_system_metrics=spec.system_metrics and cached is None)
     with active as run:
-        mlflow.log_params(params)
-        started = time.monotonic()
-        if cached is not None:
-            source = cached.data.tags.get(OUTPUTS_RUN_TAG, cached.info.run_id)
-            _restore_outputs(source, output_paths)
-            metrics = dict(cached.data.metrics)
-            carried = {k: v for k, v in cached.data.tags.items()
-                       if k.startswith(RESULT_TAG_PREFIX) or k.startswith(OUTPUT_TAG_PREFIX)}
-            mlflow.set_tags({**carried, CACHED_FROM_TAG: cached.info.run_id, OUTPUTS_RUN_TAG: source})
-            if metrics:
-                mlflow.log_metrics(metrics)
-            print(f"[{stage}] content-key hit: reusing outputs of run {source} (key {key[:12]})", flush=True)
-        else:
-            if os.environ.get(FAULT_ENV) == stage:
-                raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
-            for path in output_paths.values():
-                path.mkdir(parents=True, exist_ok=True)
-            ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
-            metrics = work(ctx) or {}
-            if metrics:
-                mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-            for name, path in output_paths.items():
-                mlflow.log_artifacts(str(path), f"outputs/{name}")
-            mlflow.set_tags({
-                **ctx.result_tags,
-                **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
-                OUTPUTS_RUN_TAG: run.info.run_id,
-            })
+        try:
+            mlflow.log_params(params)
+            started = time.monotonic()
+            if cached is not None:
+                source = cached.data.tags.get(OUTPUTS_RUN_TAG, cached.info.run_id)
+                _restore_outputs(source, output_paths)
+                metrics = dict(cached.data.metrics)
+                carried = {k: v for k, v in cached.data.tags.items()
+                           if k.startswith(RESULT_TAG_PREFIX) or k.startswith(OUTPUT_TAG_PREFIX)}
+                mlflow.set_tags({**carried, CACHED_FROM_TAG: cached.info.run_id, OUTPUTS_RUN_TAG: source})
+                if metrics:
+                    mlflow.log_metrics(metrics)
+                print(f"[{stage}] content-key hit: reusing outputs of run {source} (key {key[:12]})", flush=True)
+            else:
+                if os.environ.get(FAULT_ENV) == stage:
+                    raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
+                for path in output_paths.values():
+                    path.mkdir(parents=True, exist_ok=True)
+                ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
+                metrics = work(ctx) or {}
+                if metrics:
+                    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                for name, path in output_paths.items():
+                    mlflow.log_artifacts(str(path), f"outputs/{name}")
+                mlflow.set_tags({
+                    **ctx.result_tags,
+                    **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
+                    OUTPUTS_RUN_TAG: run.info.run_id,
+                })
+        except Exception as exc:  # the run says why it failed (the exit handler's failure notice reads it)
+            mlflow.set_tag(ERROR_TAG, failure_cause(exc))
+            raise
         mlflow.log_metric("stage_seconds", time.monotonic() - started)
     if checkpoint_dir is not None and cached is None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # outputs are logged; checkpoints served their turn
     skip_final_gc()
     return metrics
+
+
+def failure_cause(exc: BaseException) -> str:
+    """What a failed run records as its cause: the exception, unless it looks like it carries a secret."""
+    from model_src.secret_scan import find_secrets
+
+    text = f"{type(exc).__name__}: {exc}"[:4000]
+    return f"{type(exc).__name__} (message withheld: it looked like it carried a secret)" if find_secrets(text) else text
 
 
 def skip_final_gc() -> None:

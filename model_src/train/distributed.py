@@ -118,6 +118,14 @@ def process_group() -> tuple[int, int]:
     return rank, world
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing in a world of one)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def all_gather_objects(value) -> list:
     """Every rank's `value` (picklable), in rank order; [value] in a world of one."""
     import torch.distributed as dist

@@ -9,7 +9,7 @@ checks it (`--record` rewrites the file instead).
     >>> compare({"sft": {"loss": 1.0}}, {"sft": {"loss": 1.0 + 1e-12}})
     []
     >>> compare({"sft": {"loss": 1.0, "steps": 3.0}}, {"sft": {"loss": 1.5}, "rlcs": {}})
-    ['rlcs: stage not in the golden file', 'sft/loss: golden 1 != 1.5', 'sft/steps: missing (golden 3)']
+    ['rlcs: stage not in the golden file', 'sft/loss: golden 1 != 1.5 (relative 0.5)', 'sft/steps: missing (golden 3)']
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from pathlib import Path
 from model_src import REPO_ROOT
 
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden"
+# Runs on one machine are bit-for-bit equal, but another x86 model (another SIMD path in a float32
+# reduction) reports a loss a few 1e-7 off while the trained weights, and every later stage's
+# metrics, are unchanged (seen: pretrain/SFT losses on an AMD EPYC vs the recording machine). A real
+# behaviour change moves metrics by far more.
+REL_TOL = 1e-6
 
 
 def is_timing(metric: str) -> bool:
@@ -60,7 +65,7 @@ def load(path: Path) -> dict[str, dict[str, float]]:
 
 
 def compare(golden: dict[str, dict[str, float]], actual: dict[str, dict[str, float]],
-            rel_tol: float = 1e-9) -> list[str]:
+            rel_tol: float = REL_TOL) -> list[str]:
     """Every difference between two {stage: {metric: value}} maps, one line each, sorted."""
     problems = []
     for stage in sorted(set(golden) | set(actual)):
@@ -78,5 +83,6 @@ def compare(golden: dict[str, dict[str, float]], actual: dict[str, dict[str, flo
                 problems.append(f"{stage}/{metric}: new metric ({got[metric]:.6g})")
             elif not (math.isclose(want[metric], got[metric], rel_tol=rel_tol, abs_tol=1e-12)
                       or (math.isnan(want[metric]) and math.isnan(got[metric]))):
-                problems.append(f"{stage}/{metric}: golden {want[metric]:.6g} != {got[metric]:.6g}")
+                rel = abs(got[metric] - want[metric]) / max(abs(want[metric]), 1e-12)
+                problems.append(f"{stage}/{metric}: golden {want[metric]:.6g} != {got[metric]:.6g} (relative {rel:.2g})")
     return problems

@@ -355,7 +355,7 @@ def cmd_golden(args: argparse.Namespace) -> int:
         golden.record(path, actual, f"thinkpipe golden --profile {args.profile} --record")
         print(f"thinkpipe: recorded {sum(map(len, actual.values()))} metrics of {len(actual)} stages to {path}")
         return 0
-    problems = golden.compare(golden.load(path), actual, rel_tol=args.rel_tol)
+    problems = golden.compare(golden.load(path), actual, rel_tol=args.rel_tol or golden.REL_TOL)
     for line in problems:
         print(f"  {line}")
     print(f"thinkpipe: {args.profile} run ({seconds:.0f} s) vs {path}: "
@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     gold.add_argument("--run-name", help="name of the pipeline run (default: golden-PROFILE)")
     gold.add_argument("--record", action="store_true", help="rewrite the golden file from this run instead")
     gold.add_argument("--file", help="golden file (default: tests/golden/PROFILE.json)")
-    gold.add_argument("--rel-tol", type=float, default=1e-9, help="relative tolerance per metric (default: 1e-9)")
+    gold.add_argument("--rel-tol", type=float, default=None,
+                      help="relative tolerance per metric (default: model_src.golden.REL_TOL, 1e-6)")
     gold.set_defaults(fn=cmd_golden)
 
     data = sub.add_parser("data", help="generate the raw corpus deterministically")

@@ -138,7 +138,7 @@ def plan(cfg, tokenizer_vocab: int = 0, prompt_tokens: int = PROMPT_TOKENS) -> t
     world = job.nodes * max(job.processes_per_node or job.gpus_per_node, 1) if job.enabled else 1
 
     def on_gpu(stage: str) -> bool:
-        training = stage in ("pretrain", "sft", "rlcs") and job.enabled and job.gpus_per_node > 0
+        training = stage in ("pretrain", "sft", "rlcs", "evaluate") and job.enabled and job.gpus_per_node > 0
         return training or getattr(cluster.stages, stage).gpus > 0
 
     plans = []
@@ -167,7 +167,7 @@ def plan(cfg, tokenizer_vocab: int = 0, prompt_tokens: int = PROMPT_TOKENS) -> t
         f"{generated * rl.group_size} rollouts per generate", on_gpu("rlcs")))
     ev = cfg.evaluate
     plans.append(StagePlan(
-        "evaluate", 1, 0, 0,
+        "evaluate", world, 0, 0,
         2 * shape.params + kv_cache_bytes(shape, ev.batch_size, prompt_tokens + ev.max_new_tokens),
         f"batches of {ev.batch_size} x ({prompt_tokens} + {ev.max_new_tokens}) tokens", on_gpu("evaluate")))
     return shape, plans

@@ -52,10 +52,11 @@ def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
         assert env["THINKPIPE_CHECKPOINT_ROOT"] == "/checkpoints" and env["THINKPIPE_CACHE"] == "/cache"
         assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.thinkpipe.svc")
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), "secrets only by reference"
-    evaluate = containers["evaluate"]["resources"]["accelerator"]
-    assert (evaluate["resourceType"], evaluate["resourceCount"]) == ("nvidia.com/gpu", "1")
-    assert executors["exec-evaluate"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
-    assert executors["exec-evaluate"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    export = containers["export"]["resources"]["accelerator"]
+    assert (export["resourceType"], export["resourceCount"]) == ("nvidia.com/gpu", "1")
+    assert executors["exec-export"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert executors["exec-export"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert "accelerator" not in containers["evaluate"]["resources"]  # it launches a training job
     assert "accelerator" not in containers["curate"]["resources"]
 
 

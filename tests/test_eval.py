@@ -62,3 +62,49 @@ def test_pass_at_k_and_sampled_accuracy_of_known_rewards():
     assert metrics["sampled_accuracy_mean"] == (metrics["sampled_accuracy/chart"] + 0.25) / 2
     assert set(metrics) == {"pass_at_3/chart", "pass_at_3/ocr", "sampled_accuracy/chart", "sampled_accuracy/ocr",
                             "pass_at_3_mean", "sampled_accuracy_mean"}
+
+
+def _eval_setup(folder):
+    """Eval rows and a random tiny policy saved to `folder`."""
+    generate_corpus(folder / "raw", GeneratorConfig(rows={"stem": 12, "digits": 12}))
+    rows = [r for f in sorted((folder / "raw").glob("*-eval.parquet")) for r in pq.read_table(f).to_pylist()]
+    cfg = load_config("tiny")
+    tokenizer = train_tokenizer([t for r in rows for t in (r["question"], r["reasoning"], r["answer"])], 400)
+    processor = build_processor(tokenizer, cfg.model)
+    build_model(cfg.model, tokenizer, seed=0).save_pretrained(folder / "policy")
+    processor.save_pretrained(folder / "policy")
+    return rows, dataclasses.replace(cfg.evaluate, pass_k=2, max_new_tokens=8, max_samples_per_domain=5, batch_size=2)
+
+
+def _eval_rank(rank: int, store: str, folder: str, rows, eval_cfg, results) -> None:
+    import torch.distributed as dist
+
+    from model_src.model.build import load_model_and_processor
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model, processor = load_model_and_processor(folder)
+        results[rank] = evaluate_model(model, processor, rows, eval_cfg)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_evaluate_like_one(tmp_path):
+    """Evaluation as a cluster job: each rank decodes every other batch (greedy and the pass@k
+    samples, from per-row seeds) and the records are gathered in order: the same records and
+    metrics as one process."""
+    import torch.multiprocessing as mp
+
+    from model_src.model.build import load_model_and_processor
+
+    rows, eval_cfg = _eval_setup(tmp_path)
+    model, processor = load_model_and_processor(str(tmp_path / "policy"))
+    one = evaluate_model(model, processor, rows, eval_cfg)
+    results = mp.Manager().dict()
+    mp.spawn(_eval_rank, args=(str(tmp_path / "store"), str(tmp_path / "policy"), rows, eval_cfg, results),
+             nprocs=2, join=True)
+    assert results[0] == results[1] == one
+    metrics, records = one
+    assert len(records) == metrics["num_samples"] > 2 * eval_cfg.batch_size  # batches on both ranks
+    assert "pass_at_2_mean" in metrics
+    assert len({r["response"] for r in records}) > 1  # the policy said different things: a real comparison

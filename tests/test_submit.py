@@ -98,16 +98,15 @@ def test_bad_requests_fail_before_anything_is_sent(kfp_api, tmp_path, args, mess
 
 def test_submit_refuses_an_image_built_from_other_sources_and_compile_warns(kfp_api, tmp_path):
     """The image is the code: a pin whose recorded sources are not this checkout's would run other
-    code than the git commit the run records; submit and schedule refuse it, naming the fix."""
-    for command in (("submit",), ("schedule", "--cron", "0 3 * * *", "--data-repo", "https://git.example.com/t.git")):
-        proc = thinkpipe(tmp_path, command[0], "--host", kfp_api.url, *command[1:], pinned_sources="0" * 64)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert "was built from sources 000000000000" in proc.stderr and "`make image`" in proc.stderr
+    code than the git commit the run records; submit (and schedule, through the same parameters)
+    refuses it, naming the fix."""
+    proc = thinkpipe(tmp_path, "submit", "--host", kfp_api.url, pinned_sources="0" * 64)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "was built from sources 000000000000" in proc.stderr and "`make image`" in proc.stderr
     assert not [r for r in kfp_api.state.requests if r[0] == "POST"]
     compiled = thinkpipe(tmp_path, "compile", "--out-dir", str(tmp_path / "ir"), pinned_sources="0" * 64)
     assert compiled.returncode == 0 and "warning: the pinned image" in compiled.stderr, compiled.stderr[-2000:]
-    quiet = thinkpipe(tmp_path, "compile", "--out-dir", str(tmp_path / "ir"))
-    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr[-2000:]
+    # (a pin of this checkout's sources compiles without the warning: the other submit tests run so)
 
 
 def test_the_image_repository_is_configuration(kfp_api, tmp_path):

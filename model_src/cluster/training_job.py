@@ -324,11 +324,16 @@ def kubernetes_api_client():
     return client.ApiClient()
 
 
+# the stages that may decode through a rollout server, and the input holding the model it starts with
+ROLLOUT_MODEL_INPUT = {"rlcs": "sft_model", "evaluate": "model"}
+
+
 def needs_rollout_server(cfg, stage: str) -> bool:
-    """Whether this stage's job gets a rollout server pod beside it (RLCS decoding through
-    vLLM, no server URL of its own, `cluster.rollout_server` on)."""
-    return (stage == "rlcs" and cfg.rlcs.rollout_engine == "vllm-server" and not cfg.rlcs.rollout_server_url
-            and cfg.cluster.rollout_server.enabled)
+    """Whether this stage's job gets a rollout server pod beside it (RLCS or evaluation decoding
+    through vLLM, no server URL of its own, `cluster.rollout_server` on)."""
+    section = getattr(cfg, stage)
+    return (stage in ROLLOUT_MODEL_INPUT and section.rollout_engine == "vllm-server"
+            and not section.rollout_server_url and cfg.cluster.rollout_server.enabled)
 
 
 def run_training_job(ctx) -> dict[str, float]:
@@ -358,11 +363,11 @@ def run_training_job(ctx) -> dict[str, float]:
     name, namespace = job_name(ctx.stage, ctx.checkpoint_dir.name), os.environ.get(NAMESPACE_ENV, cluster.namespace)
     api = kubernetes_api_client()
     rollout_server, extra_env = None, {}
-    if needs_rollout_server(ctx.cfg, ctx.stage):  # RLCS's rollouts from a vLLM pod beside the job
+    if needs_rollout_server(ctx.cfg, ctx.stage):  # RLCS's rollouts / evaluation from a vLLM pod beside the job
         from model_src.cluster.rollout_server import render_rollout_server, start_rollout_server
 
         pod, service = render_rollout_server(cluster, name=f"{name}-rollout", namespace=namespace, stage=ctx.stage,
-                                             model=inputs["sft_model"], seed=ctx.cfg.seed + 2)
+                                             model=inputs[ROLLOUT_MODEL_INPUT[ctx.stage]], seed=ctx.cfg.seed + 2)
         url = start_rollout_server(api, pod, service, timeout_s=cluster.rollout_server.ready_timeout_s,
                                    poll_seconds=tj.poll_seconds)
         rollout_server = pod["metadata"]["name"]

@@ -48,11 +48,13 @@ class PipelineConfig:
         _require(self.sft.num_steps > 0, "sft.num_steps", "must be > 0")
         _require(self.pretrain.num_steps > 0 or bool(self.model.init_from), "pretrain.num_steps",
                  "0 skips pretraining, which needs released weights in model.init_from")
-        _require(not (self.cluster.training_job.enabled and self.rlcs.rollout_engine == "vllm-server"
-                      and not self.rlcs.rollout_server_url) or self.cluster.rollout_server.enabled,
-                 "cluster.rollout_server.enabled", "rlcs.rollout_engine=vllm-server in a training job needs a "
-                 "rollout server beside it (the training image has no vLLM): enable cluster.rollout_server with "
-                 "a vLLM + code image, or give rlcs.rollout_server_url")
+        for section in ("rlcs", "evaluate"):
+            decode = getattr(self, section)
+            _require(not (self.cluster.training_job.enabled and decode.rollout_engine == "vllm-server"
+                          and not decode.rollout_server_url) or self.cluster.rollout_server.enabled,
+                     "cluster.rollout_server.enabled", f"{section}.rollout_engine=vllm-server in a training job needs "
+                     "a rollout server beside it (the training image has no vLLM): enable cluster.rollout_server "
+                     f"with a vLLM + code image, or give {section}.rollout_server_url")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

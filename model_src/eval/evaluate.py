@@ -1,4 +1,9 @@
-"""Held-out evaluation: greedy decoding, scored by the same `score` as RL rewards."""
+"""Held-out evaluation: greedy decoding, scored by the same `score` as RL rewards.
+
+Data-parallel in a multi-process job: the selected rows are cut into the batches one process
+would decode, each rank decodes every world-th batch, and the records are gathered back in the
+selection's order, so two processes give one process's records and metrics. Sampled pass@k draws
+from per-row seeds, for the same reason."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from model_src.config import EvalConfig
 from model_src.data.schema import reward_domain
 from model_src.model.inputs import prompt_example
 from model_src.rewards import score
+from model_src.train.distributed import all_gather_objects, process_group
 
 
 def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
@@ -33,19 +39,24 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
     selected = [row for domain in sorted(by_domain) for row in by_domain[domain]]
     if not selected:
         raise ValueError("evaluate: the eval split is empty")
-    records: list[dict] = []
-    for start in tqdm(range(0, len(selected), cfg.batch_size), desc="evaluate", unit="batch"):
-        chunk = selected[start:start + cfg.batch_size]
+    rank, world = process_group()
+    batches = [selected[start:start + cfg.batch_size] for start in range(0, len(selected), cfg.batch_size)]
+    mine: list[tuple[int, list[dict]]] = []
+    for index in tqdm(range(rank, len(batches), world), desc="evaluate", unit="batch", disable=rank != 0):
+        chunk = batches[index]
         examples = [prompt_example(processor, row) for row in chunk]
         out = engine.generate(examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
                               force_answer_tokens=cfg.force_answer_tokens)
         lengths = out.response_mask.sum(dim=1).tolist()
-        for row, text, forced, length in zip(chunk, out.texts, out.forced, lengths):
-            result = score(reward_domain(row), text, row["answer"], question=row["question"])
-            records.append({"id": row["id"], "domain": row["domain"], "question": row["question"],
-                            "reference": row["answer"], "response": text, "reward": result.reward,
-                            "format_ok": result.format_ok, "reason": result.reason, "forced": forced,
-                            "response_tokens": int(length)})
+        mine.append((index, [
+            {"id": row["id"], "domain": row["domain"], "question": row["question"], "reference": row["answer"],
+             "response": text, "reward": result.reward, "format_ok": result.format_ok, "reason": result.reason,
+             "forced": forced, "response_tokens": int(length)}
+            for row, text, forced, length in zip(chunk, out.texts, out.forced, lengths)
+            for result in [score(reward_domain(row), text, row["answer"], question=row["question"])]]))
+    # every rank's batches back in the selection's order: the records one process would make
+    gathered = sorted((part for parts in all_gather_objects(mine) for part in parts), key=lambda part: part[0])
+    records = [record for _, part in gathered for record in part]
     metrics: dict[str, float] = {}
     for domain in sorted(by_domain):
         mine = [r for r in records if r["domain"] == domain]
@@ -92,24 +103,24 @@ def aggregate_sampled(ids_by_domain: dict[str, list[str]], sampled: dict[str, li
 
 def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, list[float]]:
     """For every row: the rewards of `cfg.pass_k` samples from `engine` (temperature 1, top-p 1, as
-    RL rollouts)."""
-    import torch
+    RL rollouts). Each row samples from its own seed (its id's): the same samples for the same
+    model whichever process, batch or engine run draws them, and no global RNG touched."""
+    from model_src.model.generate import derived_seed
 
-    rewards: dict[str, list[float]] = {row["id"]: [] for row in rows}
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(0)  # the same samples for the same model: pass@k is reproducible
-    try:
-        for start in range(0, len(rows), cfg.batch_size):
-            chunk = rows[start:start + cfg.batch_size]
-            examples = [prompt_example(processor, row) for row in chunk]
-            out = engine.generate(examples, n=cfg.pass_k, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                                  force_answer_tokens=cfg.force_answer_tokens)
-            for k, text in enumerate(out.texts):
-                row = chunk[k // cfg.pass_k]
-                rewards[row["id"]].append(score(reward_domain(row), text, row["answer"], question=row["question"]).reward)
-    finally:
-        torch.set_rng_state(generator_state)
-    return rewards
+    rank, world = process_group()
+    mine: dict[str, list[float]] = {}
+    for start in range(rank * cfg.batch_size, len(rows), world * cfg.batch_size):
+        chunk = rows[start:start + cfg.batch_size]
+        examples = [prompt_example(processor, row) for row in chunk]
+        out = engine.generate(examples, n=cfg.pass_k, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                              force_answer_tokens=cfg.force_answer_tokens,
+                              seeds=[derived_seed("pass_at_k", row["id"]) for row in chunk])
+        for k, text in enumerate(out.texts):
+            row = chunk[k // cfg.pass_k]
+            mine.setdefault(row["id"], []).append(
+                score(reward_domain(row), text, row["answer"], question=row["question"]).reward)
+    gathered = {i: r for part in all_gather_objects(mine) for i, r in part.items()}
+    return {row["id"]: gathered[row["id"]] for row in rows}
 
 
 def domain_table(metrics: dict[str, float]) -> list[dict]:

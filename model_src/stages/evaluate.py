@@ -5,6 +5,10 @@ pretrained and SFT checkpoints are scored too, on the first `checkpoint_samples_
 samples per domain, next to the final model on the same samples, so each stage's gain shows.
 The paper evaluates on public benchmarks in eight areas (docs/recipe.md section 6); here the eval split
 holds the generators' held-out rows of each domain. `report_out/eval.json` holds every sample.
+
+On a cluster with `cluster.training_job` on, evaluation runs as a multi-process job like the
+training stages (model_src/cluster/training_job.py): every process decodes its share of the
+batches (model_src/eval/evaluate.py) and rank 0 writes the report and logs it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import json
 from model_src.config import derive
 from model_src.lineage import Lineage, hash_path
 from model_src.stages.models import device_policy, load_model
-from model_src.stages.runner import StageContext, run_stage
+from model_src.stages.runner import StageContext
+from model_src.stages.training import run_training_stage
 
 CHECKPOINT_INPUTS = ("pretrain", "sft")  # earlier checkpoints scored on the subset, in stage order
 
@@ -50,8 +55,11 @@ def work(ctx: StageContext) -> dict[str, float]:
             ids = {r["id"] for r in checkpoint_records}
             metrics.update(subset_accuracy(checkpoint_records, ids, name))
         metrics.update(subset_accuracy(records, ids, "rlcs"))
-        stage_gain_plot(metrics, [*stages, "rlcs"], out / "accuracy_by_stage.png")
-        mlflow.log_artifact(str(out / "accuracy_by_stage.png"), "plots")
+        if ctx.is_main:
+            stage_gain_plot(metrics, [*stages, "rlcs"], out / "accuracy_by_stage.png")
+            mlflow.log_artifact(str(out / "accuracy_by_stage.png"), "plots")
+    if not ctx.is_main:  # the other ranks of a job decoded their share; rank 0 reports
+        return metrics
     report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records}
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     accuracy_plot(metrics, out / "accuracy_by_domain.png", "held-out accuracy per domain")
@@ -68,4 +76,5 @@ def run(*, lineage: str | Lineage, eval_data: str, model: str, report_out: str, 
         sft_model: str = "", use_cache: bool = True) -> dict[str, float]:
     inputs = {"eval_data": eval_data, "model": model}
     inputs.update({name: path for name, path in zip(CHECKPOINT_INPUTS, (pretrain_model, sft_model)) if path})
-    return run_stage("evaluate", lineage=lineage, inputs=inputs, outputs={"report": report_out}, work=work, use_cache=use_cache)
+    return run_training_stage("evaluate", lineage=lineage, inputs=inputs, outputs={"report": report_out},
+                              use_cache=use_cache)

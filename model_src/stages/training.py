@@ -1,4 +1,5 @@
-"""What the three training stages (pretrain, sft, rlcs) share: where their work runs.
+"""What the stages that may run as a distributed job (pretrain, sft, rlcs, evaluate) share: where
+their work runs.
 
 Locally, and on a cluster without a training job, the stage's `work` runs in the stage's own
 process. With `cluster.training_job.enabled`, the stage's pod only launches and watches a

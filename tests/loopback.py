@@ -3,8 +3,21 @@ the base of the tests' stand-ins for remote APIs (KFP, Kubernetes)."""
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    """POST `body` as JSON; (HTTP status, JSON answer), an error status included (a stand-in's refusal)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 class LoopbackServer:

@@ -160,17 +160,10 @@ def test_submit_no_cache_runs_a_pipeline_version_without_kfp_caching(kfp_api, tm
 def test_the_kfp_stand_in_rejects_a_field_the_api_does_not_have(kfp_api):
     """The stand-in bites: a misspelt field (top level or nested) is a 400 naming it, as the real
     API with strict validation answers; the fields kfp.Client sends pass (the tests above)."""
-    import urllib.error
-    import urllib.request
+    from tests.loopback import post_json
 
     def post(path: str, body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(f"{kfp_api.url}/apis/v2beta1{path}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request) as reply:
-                return reply.status, json.loads(reply.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return post_json(f"{kfp_api.url}/apis/v2beta1{path}", body)
 
     good = {"display_name": "r", "service_account": "sa", "runtime_config": {"parameters": {"x": 1}},
             "pipeline_version_reference": {"pipeline_id": "p", "pipeline_version_id": "v"}}

@@ -11,8 +11,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -24,6 +22,7 @@ from model_src.cluster.trainjob_schema import train_job_problems
 from model_src.config import load_config
 from tests.conftest import ROOT
 from tests.k8s_api_server import KubernetesApiServer
+from tests.loopback import post_json
 from tests.test_manifests import _check_pod, _validate
 
 CLUSTER_OVERRIDES = ["cluster.training_job.enabled=true", "cluster.checkpoint_pvc=thinkpipe-checkpoints"]
@@ -157,10 +156,8 @@ def test_a_retry_replaces_a_failed_job_and_attaches_to_a_complete_one(k8s):
     assert f"[{name}] done" in lines and k8s.state.deleted == [name, name]  # replaced, then cleaned up
     runs_before = len(k8s.state.created)
     # an attempt whose job already completed (the pod was lost after the job ended)
-    request = urllib.request.Request(f"{k8s.url}/apis/trainer.kubeflow.org/v1alpha1/namespaces/thinkpipe/trainjobs",
-                                     data=json.dumps(_job("TrainJob", SUCCEEDING)).encode(),
-                                     headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request)
+    assert _post(k8s, "/apis/trainer.kubeflow.org/v1alpha1/namespaces/thinkpipe/trainjobs",
+                 _job("TrainJob", SUCCEEDING))[0] == 201
     k8s.state.pods[f"{name}-node-0-0"].done.wait(60)
     lines.clear()
     run_job(kubernetes_api_client(), _job("TrainJob", FAILING), poll_seconds=0.1, timeout_s=60, log=lines.append)
@@ -232,13 +229,7 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
 
 
 def _post(k8s, path: str, job: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{k8s.url}{path}", data=json.dumps(job).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as refused:
-        return refused.code, json.loads(refused.read())
+    return post_json(f"{k8s.url}{path}", job)
 
 
 def test_the_kubernetes_stand_in_rejects_fields_the_real_apis_do_not_have(k8s):

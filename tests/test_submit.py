@@ -109,6 +109,7 @@ def test_submit_refuses_an_image_built_from_other_sources_and_compile_warns(kfp_
     # (a pin of this checkout's sources compiles without the warning: the other submit tests run so)
 
 
+@pytest.mark.slow  # a third submit with its own compile (16 s); the default run is over its time budget
 def test_the_image_repository_is_configuration(kfp_api, tmp_path):
     """A team that pushed the pinned image to its own registry names it in the profile: every pod
     and the run's image parameter use it, with the pinned digest."""

@@ -32,7 +32,7 @@ class RolloutServerFailed(RuntimeError):
 def render_rollout_server(cluster: ClusterConfig, *, name: str, namespace: str, stage: str, model: str,
                           seed: int) -> tuple[dict, dict]:
     """(Pod, Service) of the rollout server serving the HF folder `model` (on the checkpoint PVC)."""
-    from model_src.cluster.training_job import STAGE_LABEL, job_pod_parts
+    from model_src.cluster.training_job import GPU_TOLERATION, STAGE_LABEL, job_pod_parts
 
     rs = cluster.rollout_server
     pod_settings, job_container = job_pod_parts(cluster, stage)
@@ -58,7 +58,7 @@ def render_rollout_server(cluster: ClusterConfig, *, name: str, namespace: str, 
             "restartPolicy": "Never", "securityContext": pod_settings["securityContext"],
             "volumes": pod_settings["volumes"], "containers": [container]}
     if rs.gpus:
-        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        spec["tolerations"] = [GPU_TOLERATION]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
            "spec": spec}
     service = {"apiVersion": "v1", "kind": "Service",

@@ -45,6 +45,7 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PATCH_MANAGER = "thinkpipe.io/launcher"  # who owns the TrainJob's runtime patch
 CONTAINER = "node"                        # the torch-distributed runtime's trainer container and replicated job
 DEADLINE_GRACE_S = 600                    # the launcher waits this long past the job's own deadline
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}  # GPU nodes' taint
 
 
 class TrainingJobFailed(RuntimeError):
@@ -102,8 +103,7 @@ def job_pod_parts(cluster: ClusterConfig, stage: str) -> tuple[dict, dict]:
             {"name": "tmp", "emptyDir": {}},  # the root filesystem is read-only
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": tj.shm_size}},
         ],
-        "tolerations": ([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-                        if tj.gpus_per_node else []),
+        "tolerations": [GPU_TOLERATION] if tj.gpus_per_node else [],
     }
     env = [{"name": CHECKPOINT_ROOT_ENV, "value": cluster.checkpoint_mount},
            {"name": CACHE_ENV, "value": cluster.cache_mount}, {"name": "HOME", "value": "/tmp"}]

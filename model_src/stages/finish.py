@@ -87,8 +87,8 @@ def notify_run(*, config_json: str, pipeline_state: str, error: str = "") -> str
     if scope is not None and client.get_run(scope.parent_run_id).data.tags.get(NOTIFIED_TAG) == "yes":
         print("finish: the training DAG's exit handler already posted this failure", flush=True)
         return pipeline_state
-    experiment_id = ensure_experiment(cfg.experiment)
-    link = mlflow_run_link(client.tracking_uri, experiment_id, scope.parent_run_id if scope is not None else "")
+    link = (mlflow_run_link(client.tracking_uri, scope.experiment_id, scope.parent_run_id) if scope is not None
+            else mlflow_run_link(client.tracking_uri, ensure_experiment(cfg.experiment)))
     cause = error or "unknown"
     if scope is None:
         cause += " (before the training DAG opened its MLflow run: in the data check or init)"

@@ -6,7 +6,7 @@ in each component, so a bad key or type fails at start with the key's dotted nam
 run; a config derived in code (`derive`) is validated the same way. The resolved config is hashed,
 logged to MLflow and saved with every checkpoint.
 
-    recipe.py   the recipe's sections (tokenizer, model, curate, pretrain/sft, rlcs, evaluate, export)
+    recipe.py   the recipe's sections (tokenizer, model, curate, pretrain/sft, rlcs, evaluate, reward, export)
     cluster.py  the Kubernetes schema (per-stage pods, env and Secrets, training jobs)
     loader.py   PipelineConfig (the root), profiles, overrides, strict typing, hashes
     base.py     ConfigError, the checks, derive
@@ -21,10 +21,11 @@ from model_src.config.cluster import (ClusterConfig, EnvVar, SecretEnv, StageRes
                                       TrainingJobConfig)
 from model_src.config.loader import (PROFILE_DIR, PipelineConfig, available_profiles, config_from_dict,
                                      config_from_json, config_hash, load_config, parse_override)
-from model_src.config.recipe import (CurateConfig, EvalConfig, ExportConfig, ModelConfig, RLConfig, TokenizerConfig,
-                                     TrainConfig)
+from model_src.config.recipe import (CurateConfig, EvalConfig, ExportConfig, JudgeConfig, ModelConfig, RewardConfig,
+                                     RLConfig, TokenizerConfig, TrainConfig)
 
 __all__ = ["ConfigError", "derive", "ClusterConfig", "EnvVar", "SecretEnv", "StageResources", "StageSettings",
            "Toleration", "TrainingJobConfig", "PROFILE_DIR", "PipelineConfig", "available_profiles",
            "config_from_dict", "config_from_json", "config_hash", "load_config", "parse_override", "CurateConfig",
-           "EvalConfig", "ExportConfig", "ModelConfig", "RLConfig", "TokenizerConfig", "TrainConfig"]
+           "EvalConfig", "ExportConfig", "JudgeConfig", "ModelConfig", "RewardConfig", "RLConfig", "TokenizerConfig",
+           "TrainConfig"]

@@ -18,8 +18,8 @@ from model_src import REPO_ROOT
 from model_src.config.base import ConfigError
 from model_src.config.base import require as _require
 from model_src.config.cluster import ClusterConfig
-from model_src.config.recipe import (CurateConfig, EvalConfig, ExportConfig, ModelConfig, RLConfig, TokenizerConfig,
-                                     TrainConfig)
+from model_src.config.recipe import (CurateConfig, EvalConfig, ExportConfig, ModelConfig, RewardConfig, RLConfig,
+                                     TokenizerConfig, TrainConfig)
 
 PROFILE_DIR = REPO_ROOT / "configs"
 
@@ -36,6 +36,7 @@ class PipelineConfig:
     sft: TrainConfig = field(default_factory=TrainConfig)
     rlcs: RLConfig = field(default_factory=RLConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 

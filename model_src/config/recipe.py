@@ -7,7 +7,7 @@ which are open.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from model_src.config.base import require as _require
 
@@ -252,6 +252,57 @@ class EvalConfig:
         _require(self.force_answer_tokens >= 0, f"{prefix}.force_answer_tokens", "must be >= 0")
         _require(self.rollout_engine in ROLLOUT_ENGINES, f"{prefix}.rollout_engine",
                  f"must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.rollout_engine!r}")
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """An OpenAI-compatible chat endpoint that judges answers no rule can check (model_src/rewards/judge.py)."""
+
+    url: str = ""  # base URL ending in /v1 (a `thinkpipe serve` model, or an outside judge); "" = no judge
+    model: str = ""  # the model name the endpoint serves
+    # the variable holding the API key ("" = none); on a cluster, `cluster.secret_env` fills it from a Secret
+    api_key_env: str = "THINKPIPE_JUDGE_API_KEY"
+    timeout_s: float = 30.0  # per request; a judge that does not answer in time gives `unreachable_reward`
+    concurrency: int = 8  # requests in flight at once
+    max_tokens: int = 16  # the verdict is one word; thinking judges need more
+    unreachable_reward: float = 0.0  # the reward when the judge cannot be reached or answers nonsense
+
+    def validate(self, prefix: str) -> None:
+        _require(not self.url or self.url.startswith(("http://", "https://")), f"{prefix}.url",
+                 f"must be an http(s) URL ending in /v1, got {self.url!r}")
+        _require(not self.url or bool(self.model), f"{prefix}.model", "must name the model the judge endpoint serves")
+        _require(self.timeout_s > 0, f"{prefix}.timeout_s", "must be > 0")
+        _require(self.concurrency > 0, f"{prefix}.concurrency", "must be > 0")
+        _require(self.max_tokens > 0, f"{prefix}.max_tokens", "must be > 0")
+        _require(0 <= self.unreachable_reward <= 1, f"{prefix}.unreachable_reward", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How RLCS and evaluation score answers (model_src/rewards): rule-based verifiers in worker
+    processes with a hard per-call limit, and optionally a judge model for some domains."""
+
+    workers: int = 2  # scoring processes per training process; 0 = in-process, no time limit
+    timeout_s: float = 2.0  # per rule-based call: longer scores 0 with reason `timeout`
+    # domains scored by the judge alone, and domains where the judge decides what the rule does not accept
+    judge_domains: tuple[str, ...] = ()
+    judge_fallback_domains: tuple[str, ...] = ()
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+    def validate(self, prefix: str) -> None:
+        _require(self.workers >= 0, f"{prefix}.workers", "must be >= 0 (0 = score in-process)")
+        _require(self.timeout_s > 0, f"{prefix}.timeout_s", "must be > 0")
+        both = set(self.judge_domains) & set(self.judge_fallback_domains)
+        _require(not both, f"{prefix}.judge_fallback_domains", f"{sorted(both)} also in judge_domains: pick one")
+        _require(not (self.judge_domains or self.judge_fallback_domains) or bool(self.judge.url), f"{prefix}.judge.url",
+                 "judge_domains / judge_fallback_domains need a judge endpoint")
+        self.judge.validate(f"{prefix}.judge")
+
+    def mode(self, domain: str) -> str:
+        """`rule`, `judge` or `rule+judge` for a reward domain."""
+        if domain in self.judge_domains:
+            return "judge"
+        return "rule+judge" if domain in self.judge_fallback_domains else "rule"
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,12 @@ ANSWER_PATTERNS = {
     "integer": r"^-?\d+$",
     "number": r"^-?\d+(?:\.\d+)?$",
     "year": r"^[12]\d{3}$",
-    "choice": r"^[A-D]$",
+    # an option label (A-Z, or a number for numbered options); several, comma-separated, for multi-select
+    "choice": r"^(?:[A-Z]|[1-9][0-9]?)(?:, ?(?:[A-Z]|[1-9][0-9]?))*$",
     "text": r"^\S(?:.*\S)?$",
     "box": r"^\[\d+,\d+,\d+,\d+\]$",  # range 0-999 is checked by curation
-    "action": r'^\{"action":"(?:click|type|scroll)".*\}$',
+    # thinkpipe's {"action": ..., "box": [...]} or GLM-V's {"action_type": ..., "box_2d": [[...]]}
+    "action": r'^\{.*"action(?:_type)?": ?"[a-z_]+".*\}$',
     "seconds": r"^\d+(?:\.\d+)?$",
 }
 ANSWER_TYPES = tuple(ANSWER_PATTERNS)

@@ -14,22 +14,26 @@ from collections import defaultdict
 from model_src.config import EvalConfig
 from model_src.data.schema import reward_domain
 from model_src.model.inputs import prompt_example
-from model_src.rewards import score
-from model_src.train.distributed import all_gather_objects, process_group
+from model_src.rewards.batch import Scorer, ScoreRequest
+from model_src.train.distributed import all_gather_objects, all_reduce_sum, process_group
 
 
 def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
-                   engine=None) -> tuple[dict[str, float], list[dict]]:
+                   engine=None, scorer: Scorer | None = None) -> tuple[dict[str, float], list[dict]]:
     """Returns (metrics, per-sample records). Metrics: `accuracy/<domain>` (greedy), `format_ok/<domain>`,
     `accuracy_mean` (mean over domains) and `num_samples`; with `cfg.pass_k`, also
     `pass_at_<k>/<domain>` and `sampled_accuracy/<domain>` (mean reward of k samples at temperature 1)
     and their means. Responses come from `engine` (a rollout engine: transformers `generate` on
-    `model` when None, or vLLM in-process or as a server, `evaluate.rollout_engine`)."""
+    `model` when None, or vLLM in-process or as a server, `evaluate.rollout_engine`). They are
+    scored by `scorer` as RL scores rollouts (in this process when None); each record keeps the
+    reward's parts and reason, and `reward_timeouts` counts calls that ran out of time."""
     from tqdm import tqdm
 
     from model_src.rl.rollout import TransformersEngine
 
     engine = engine or TransformersEngine(model, processor)
+    scorer = scorer or Scorer()
+    timeouts_before = scorer.stats["reward_timeouts"]
 
     by_domain: dict[str, list[dict]] = defaultdict(list)
     # a deterministic but task-mixed pick: ids sort by task ("chart-diff-..." before "chart-peak-...")
@@ -48,12 +52,13 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
         out = engine.generate(examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
                               force_answer_tokens=cfg.force_answer_tokens)
         lengths = out.response_mask.sum(dim=1).tolist()
+        results = scorer.score_many([ScoreRequest(reward_domain(row), text, row["answer"], row["question"])
+                                     for row, text in zip(chunk, out.texts)])
         mine.append((index, [
             {"id": row["id"], "domain": row["domain"], "question": row["question"], "reference": row["answer"],
              "response": text, "reward": result.reward, "format_ok": result.format_ok, "reason": result.reason,
-             "forced": forced, "response_tokens": int(length)}
-            for row, text, forced, length in zip(chunk, out.texts, out.forced, lengths)
-            for result in [score(reward_domain(row), text, row["answer"], question=row["question"])]]))
+             "parts": result.parts, "forced": forced, "response_tokens": int(length)}
+            for row, text, forced, length, result in zip(chunk, out.texts, out.forced, lengths, results)]))
     # every rank's batches back in the selection's order: the records one process would make
     gathered = sorted((part for parts in all_gather_objects(mine) for part in parts), key=lambda part: part[0])
     records = [record for _, part in gathered for record in part]
@@ -65,7 +70,7 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
         metrics[f"forced_answer/{domain}"] = statistics.fmean(float(r["forced"]) for r in mine)
         metrics[f"response_tokens/{domain}"] = statistics.fmean(r["response_tokens"] for r in mine)
     if cfg.pass_k:
-        sampled = sampled_rewards(engine, processor, selected, cfg)
+        sampled = sampled_rewards(engine, processor, selected, cfg, scorer)
         sampled_metrics, passed = aggregate_sampled(
             {domain: [r["id"] for r in rows_of] for domain, rows_of in by_domain.items()}, sampled, cfg.pass_k)
         metrics.update(sampled_metrics)
@@ -74,6 +79,7 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))
+    metrics["reward_timeouts"] = all_reduce_sum(float(scorer.stats["reward_timeouts"] - timeouts_before))
     return metrics, records
 
 
@@ -101,7 +107,8 @@ def aggregate_sampled(ids_by_domain: dict[str, list[str]], sampled: dict[str, li
     return metrics, passed
 
 
-def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig) -> dict[str, list[float]]:
+def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig,
+                    scorer: Scorer | None = None) -> dict[str, list[float]]:
     """For every row: the rewards of `cfg.pass_k` samples from `engine` (temperature 1, top-p 1, as
     RL rollouts). Each row samples from its own seed (its id's): the same samples for the same
     model whichever process, batch or engine run draws them, and no global RNG touched."""
@@ -115,10 +122,11 @@ def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig) -> dic
         out = engine.generate(examples, n=cfg.pass_k, max_new_tokens=cfg.max_new_tokens, do_sample=True,
                               force_answer_tokens=cfg.force_answer_tokens,
                               seeds=[derived_seed("pass_at_k", row["id"]) for row in chunk])
-        for k, text in enumerate(out.texts):
-            row = chunk[k // cfg.pass_k]
-            mine.setdefault(row["id"], []).append(
-                score(reward_domain(row), text, row["answer"], question=row["question"]).reward)
+        rows_of = [chunk[k // cfg.pass_k] for k in range(len(out.texts))]
+        results = (scorer or Scorer()).score_many([ScoreRequest(reward_domain(row), text, row["answer"], row["question"])
+                                                  for row, text in zip(rows_of, out.texts)])
+        for row, result in zip(rows_of, results):
+            mine.setdefault(row["id"], []).append(result.reward)
     gathered = {i: r for part in all_gather_objects(mine) for i, r in part.items()}
     return {row["id"]: gathered[row["id"]] for row in rows}
 

@@ -4,8 +4,8 @@ It never evaluates model output as Python (no eval, no sympy `parse_expr`): a re
 parser over a fixed grammar builds a tiny tree, which is evaluated with floats. Two answers with
 variables are equivalent when they agree at several fixed sample points (so `x+1` equals `1+x`).
 
-Grammar: numbers (`3`, `0.5`, `1,000`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
-multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\cdot`, `\\times`, `\\pi`,
+Grammar: numbers (`3`, `0.5`, `1,000`, `1e3`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
+multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\cdot`, `\\times`, `\\pi`, `\\infty`,
 one-letter variables. Input length, nesting depth and exponents are bounded, so reading any input
 takes bounded time.
 
@@ -27,9 +27,10 @@ import re
 
 MAX_CHARS = 200
 MAX_DEPTH = 40
-MAX_EXPONENT = 20.0
+MAX_EXPONENT = 400.0  # 6.02e23 written as 6.02\\times10^{23}; float overflow is caught
 REL_TOL = 1e-6
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_SCIENTIFIC = re.compile(r"[eE][+-]?\d{1,3}(?![\d.])")
 
 
 class ParseError(ValueError):
@@ -50,6 +51,11 @@ def _tokenize(text: str) -> list[str]:
             j = i
             while j < len(text) and (text[j].isdigit() or text[j] == "."):
                 j += 1
+            exponent = _SCIENTIFIC.match(text, j)  # 1e3, 2.5E-4: one number token
+            if exponent:
+                j = exponent.end()
+            if tokens and tokens[-1][0].isdigit():  # `1 1`: two numbers are not a product
+                raise ParseError("two numbers in a row")
             tokens.append(text[i:j])
             i = j
         elif ch == "\\":
@@ -57,7 +63,7 @@ def _tokenize(text: str) -> list[str]:
             while j < len(text) and text[j].isalpha():
                 j += 1
             name = text[i:j]
-            if name not in ("\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi"):
+            if name not in ("\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi", "\\infty"):
                 raise ParseError(f"unsupported command {name}")
             tokens.append("\\frac" if name.endswith("frac") else name)
             i = j
@@ -108,7 +114,7 @@ class _Parser:
             if token in ("*", "/"):
                 node = (self.take(), node, self.unary())
             elif token is not None and (token[0].isdigit() or token[0] == "." or token.isalpha()
-                                        or token in ("(", "\\frac", "\\sqrt", "\\pi")):
+                                        or token in ("(", "\\frac", "\\sqrt", "\\pi", "\\infty")):
                 node = ("*", node, self.unary())  # implicit multiplication: 2x, 2(x+1)
             else:
                 return node
@@ -162,6 +168,9 @@ class _Parser:
         if token == "\\pi":
             self.take()
             return ("num", math.pi)
+        if token == "\\infty":
+            self.take()
+            return ("num", math.inf)
         if token[0].isdigit() or token[0] == ".":
             self.take()
             try:
@@ -236,6 +245,8 @@ def equivalent(pred: str, ref: str, num_points: int = 5) -> bool:
         points = [{}] if not names else [{n: rng.uniform(0.5, 2.5) for n in names} for _ in range(num_points)]
         for env in points:
             x, y = evaluate(a, env), evaluate(b, env)
+            if math.isinf(x) and x == y and not names:  # an interval's open end: \\infty on both sides
+                continue
             if not (math.isfinite(x) and math.isfinite(y)) or not _close(x, y):
                 return False
         return True

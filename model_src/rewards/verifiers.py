@@ -28,27 +28,29 @@ import math
 import re
 
 from model_src.rewards.core import normalize_answer
-from model_src.rewards.mathexpr import equivalent, to_number
+from model_src.rewards.forms import cjk_numeral_prefix, number_word, plain_latex, split_unit
+from model_src.rewards.mathanswer import same
+from model_src.rewards.mathexpr import to_number
 
 MAX_CHARS = 512  # longer box contents are judged too long to be an answer
 CHART_REL_TOL = 0.025
 IOU_THRESHOLD = 0.5
 VIDEO_TOL_S = 1.0
-NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen twenty".split())}
 TRUE_WORDS, FALSE_WORDS = {"yes", "true", "correct", "y"}, {"no", "false", "incorrect", "n"}
-
-
-def _light(text: str) -> str:
-    return text.strip().lower().replace("°", "").replace("$", "").rstrip(".")
+_CURRENCY = "$€£¥₹"
 
 
 def _numeric(text: str) -> float | None:
-    text = normalize_answer(text)
-    if text in NUMBER_WORDS:
-        return float(NUMBER_WORDS[text])
-    return to_number(text)
+    """A number as a chart or count states it: `1,234`, `45%` (45), `€30`, `5 km`, `seven`."""
+    text = plain_latex(text).strip(_CURRENCY + " ").rstrip(".")
+    value = number_word(text)
+    if value is not None:
+        return float(value)
+    value = to_number(text.replace("%", ""))
+    if value is None:
+        number, unit = split_unit(text)
+        value = to_number(number.strip(_CURRENCY + " ").replace("%", "")) if unit else None
+    return value
 
 
 def verify_exact(pred: str, ref: str) -> tuple[float, str]:
@@ -56,33 +58,40 @@ def verify_exact(pred: str, ref: str) -> tuple[float, str]:
 
 
 def verify_math(pred: str, ref: str) -> tuple[float, str]:
-    """Exact after normalisation, else numeric/symbolic equivalence (relative tolerance 1e-6)."""
+    """Exact after normalisation, else the same answer by `mathanswer.same`: numeric or symbolic
+    equivalence (relative tolerance 1e-6) of values, relations, tuples, intervals and sets, with
+    LaTeX and Unicode forms, assignments and one-sided units allowed for."""
     if normalize_answer(pred) == normalize_answer(ref):
         return 1.0, "match"
     if len(pred) > MAX_CHARS:
         return 0.0, "too_long"
-    # with '%' kept first (50% == 1/2), then with units and '%' dropped (45% == 45)
-    if equivalent(_light(pred), _light(ref)) or equivalent(normalize_answer(pred), normalize_answer(ref)):
-        return 1.0, "equivalent"
-    return 0.0, "mismatch"
+    return (1.0, "equivalent") if same(pred, ref) else (0.0, "mismatch")
 
 
 def verify_chart(pred: str, ref: str) -> tuple[float, str]:
-    """Numbers within 2.5% relative; years (integers 1000-3000) exactly; yes/no equivalents."""
+    """Numbers within 2.5% relative; years (integers 1000-3000) exactly; yes/no equivalents. A
+    percentage on either side also matches the same value as a fraction (`45%` is `0.45`)."""
     p, r = normalize_answer(pred), normalize_answer(ref)
     if p == r:
         return 1.0, "match"
     for words in (TRUE_WORDS, FALSE_WORDS):
         if r in words:
             return (1.0, "match") if p in words else (0.0, "mismatch")
-    pv, rv = _numeric(p), _numeric(r)
+    pv, rv = _numeric(pred[:MAX_CHARS]), _numeric(ref)
     if pv is None or rv is None:
         return 0.0, "mismatch"
     if float(rv).is_integer() and 1000 <= rv <= 3000:
         return (1.0, "match") if pv == rv else (0.0, "year_mismatch")
-    if math.isclose(pv, rv, rel_tol=CHART_REL_TOL, abs_tol=1e-9):
-        return 1.0, "within_tolerance"
+    percent = _is_percent(pred) or _is_percent(ref)
+    for a, b in [(pv, rv)] + ([(pv / 100 if _is_percent(pred) else pv, rv / 100 if _is_percent(ref) else rv)]
+                              if percent else []):
+        if math.isclose(a, b, rel_tol=CHART_REL_TOL, abs_tol=1e-9):
+            return 1.0, "within_tolerance"
     return 0.0, "mismatch"
+
+
+def _is_percent(text: str) -> bool:
+    return "%" in plain_latex(text[:MAX_CHARS])
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -107,21 +116,49 @@ def verify_ocr(pred: str, ref: str) -> tuple[float, str]:
     return round(text_similarity(pred, ref), 6), "edit_similarity"
 
 
+def count_of(text: str) -> float | None:
+    """The count an answer states: `7`, `seven`, `twenty-one`, `二十一`, `5 apples`, `三只猫`, `5个`."""
+    text = plain_latex(text[:64]).strip().rstrip(".")
+    value = _numeric(text)
+    if value is not None:
+        return value
+    words = text.split()  # a number word then its noun: `seven apples`
+    for n in range(min(len(words) - 1, 4), 0, -1):
+        value = number_word(" ".join(words[:n]))
+        if value is not None:
+            return float(value)
+    numeral = cjk_numeral_prefix(text)  # 三只猫: numeral, classifier, noun
+    return None if numeral is None else float(numeral)
+
+
 def verify_counting(pred: str, ref: str) -> tuple[float, str]:
-    pv, rv = _numeric(pred), _numeric(ref)
+    pv, rv = count_of(pred), count_of(ref)
     if pv is None or rv is None or not float(pv).is_integer():
         return 0.0, "not_a_count"
     return (1.0, "match") if pv == rv else (0.0, "mismatch")
 
 
-_CHOICE = re.compile(r"^(?:option\s*)?\(?([a-z])\)?[.:]?$")
+# a label, optionally in parentheses, then the end, or a separator and the option's text: `B`,
+# `(B)`, `B.`, `B. 42`, `B: the red car`, `D) none`, `2`, `(2)`, `Option C`
+_LABEL = re.compile(r"^(?:option|answer|choice)?\s*:?\s*\(?([a-z]|[1-9]\d?)\)?(?:$|[.:)]\s*\S|[.:]$)")
+_LABEL_LIST = re.compile(r"^(?:[a-z]|[1-9]\d?)(?:\s*(?:,|;|and|&)\s*(?:[a-z]|[1-9]\d?))+$")
+
+
+def choice_labels(text: str) -> frozenset[str] | None:
+    """The option label(s) an answer picks: one (`B`, `(B)`, `\\text{B}`, `B. 42`, `2`) or, for
+    multi-select, a list (`A, C`); None when it is not a choice. Letters are case-blind."""
+    text = plain_latex(text[:MAX_CHARS]).strip().lower()
+    if _LABEL_LIST.match(text):
+        return frozenset(re.split(r"\s*(?:,|;|and|&)\s*", text))
+    match = _LABEL.match(text)
+    return frozenset([match.group(1)]) if match else None
 
 
 def verify_choice(pred: str, ref: str) -> tuple[float, str]:
-    p, r = _CHOICE.match(normalize_answer(pred)[:32]), _CHOICE.match(normalize_answer(ref)[:32])
+    p, r = choice_labels(pred), choice_labels(ref)
     if not p or not r:
         return 0.0, "not_an_option"
-    return (1.0, "match") if p.group(1) == r.group(1) else (0.0, "mismatch")
+    return (1.0, "match") if p == r else (0.0, "mismatch")
 
 
 def parse_boxes(text: str) -> list[list[int]] | None:
@@ -172,30 +209,48 @@ def verify_grounding(pred: str, ref: str) -> tuple[float, str]:
     return hits / len(predicted), "iou_share"
 
 
+_ACTION_KEYS = ("action", "action_type")  # thinkpipe's generators, GLM-V's agents
+
+
+def _action_box(value, nested: bool) -> list[int] | None:
+    """`box` is `[x1,y1,x2,y2]`; GLM-V's `box_2d` nests it, `[[x1,y1,x2,y2]]` (the first box counts)."""
+    if nested:
+        if not (isinstance(value, list) and value and isinstance(value[0], list)):
+            return None
+        value = value[0]
+    boxes = parse_boxes(json.dumps(value)) if isinstance(value, list) else None
+    return boxes[0] if boxes else None
+
+
 def verify_gui(pred: str, ref: str) -> tuple[float, str]:
-    """Action type must match; then per field: IoU >= 0.5 for `box`, text similarity for `text`,
-    exact for anything else; the reward is the product over the reference's fields."""
+    """GLM-V's GUI reward: the predicted action must have exactly the reference's keys (an extra or
+    a missing key scores 0) and the same action type; then the reward is the product over the
+    other keys of: the boxes' IoU for `box`/`box_2d`, text similarity for `text`, 1 or 0 for
+    anything else (exact)."""
     try:
         p, r = json.loads(pred[:MAX_CHARS]), json.loads(ref)
     except (ValueError, RecursionError):
         return 0.0, "malformed_action"
     if not isinstance(p, dict) or not isinstance(r, dict):
         return 0.0, "malformed_action"
-    if p.get("action") != r.get("action"):
-        return 0.0, "action_mismatch"
+    if set(p) != set(r):
+        return 0.0, "unexpected_key" if set(p) - set(r) else "missing_key"
     reward = 1.0
     for key, want in r.items():
-        if key == "action":
-            continue
-        got = p.get(key)
-        if key == "box":
-            boxes = parse_boxes(json.dumps(got)) if isinstance(got, list) else None
-            reward *= 1.0 if boxes and iou(boxes[0], want) >= IOU_THRESHOLD else 0.0
+        got = p[key]
+        if key in _ACTION_KEYS:
+            if got != want:
+                return 0.0, "action_mismatch"
+        elif key in ("box", "box_2d"):
+            got_box, want_box = _action_box(got, key == "box_2d"), _action_box(want, key == "box_2d")
+            if got_box is None or want_box is None:
+                return 0.0, "malformed_box"
+            reward *= iou(got_box, want_box)
         elif key == "text":
             reward *= text_similarity(str(got), str(want)) if isinstance(got, str) else 0.0
         else:
             reward *= 1.0 if got == want else 0.0
-    return reward, "fields_product"
+    return round(reward, 6), "fields_product"
 
 
 _TIME = re.compile(r"^(?:(\d+):)?(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)?$")

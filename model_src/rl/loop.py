@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from model_src.device import model_device, to_device
 from model_src.model.build import enable_activation_checkpointing
 from model_src.model.generate import Rollouts, derived_seed
 from model_src.model.inputs import Example, prompt_example
-from model_src.rewards import score
+from model_src.rewards.batch import Scorer, ScoreRequest
 from model_src.rl.curriculum import Curriculum, most_balanced
 from model_src.rl.grpo import clipped_policy_loss, group_advantages, token_logprobs
 from model_src.rl.rollout import RolloutEngine, TransformersEngine
@@ -89,6 +90,8 @@ class GroupOutcome:
         return float(torch.tensor(self.rewards).std(unbiased=False))
 
 
+# the scorer's counts logged per iteration (model_src/rewards/batch.py), under these names
+SCORING_METRICS = ("reward_timeouts", "judge_calls", "judge_cache_hits", "judge_unreachable", "judge_unparsed")
 SPREAD_EPS = 1e-6  # a group whose rewards spread less than this has (numerically) zero advantage
 
 RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> reward
@@ -96,12 +99,14 @@ RewardFn = Callable[[str, str, str], float]  # (domain, response, reference) -> 
 
 def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prompts_per_chunk: int,
                    reward_fn: RewardFn | None = None, engine: RolloutEngine | None = None,
-                   group_seed: Callable[[str], int] | None = None):
+                   group_seed: Callable[[str], int] | None = None, scorer: Scorer | None = None):
     """Generate `group_size` rollouts per prompt, `prompts_per_chunk` prompts per generate call,
     with `engine` (transformers `generate` on `model` when None); with `group_seed`, each prompt's
     group is sampled from the seed it gives for the prompt's id (else from torch's generator).
+    A chunk's rollouts are scored together by `scorer` (in this process when None).
     Yields (chunk prompts, Rollouts, rewards [len(chunk) * group_size], RewardResults)."""
     engine = engine or TransformersEngine(model, processor)
+    scorer = scorer or Scorer()
     for start in range(0, len(prompts), prompts_per_chunk):
         chunk = prompts[start:start + prompts_per_chunk]
         group = [ex for ex in chunk for _ in range(cfg.group_size)]
@@ -109,14 +114,15 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
                                    temperature=cfg.temperature, top_p=cfg.top_p,
                                    force_answer_tokens=cfg.force_answer_tokens,
                                    seeds=None if group_seed is None else [group_seed(ex.row_id) for ex in chunk])
-        results = [score(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)]
+        results = scorer.score_many([ScoreRequest(ex.domain, text, ex.reference, ex.prompt)
+                                     for ex, text in zip(group, rollouts.texts)])
         rewards = ([r.reward for r in results] if reward_fn is None
                    else [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)])
         yield chunk, rollouts, torch.tensor(rewards, dtype=torch.float32), results
 
 
 def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
-                  engine: RolloutEngine | None = None, seed: int = 0) -> dict[str, float]:
+                  engine: RolloutEngine | None = None, seed: int = 0, scorer: Scorer | None = None) -> dict[str, float]:
     """Grading before RL: each prompt's mean reward over `offline_k` sampled rollouts (for
     right/wrong rewards, the share that are right: the pass rate the curriculum starts from).
     Each rank grades its share of the prompts; every rank returns all the rates."""
@@ -124,7 +130,7 @@ def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
     graded = derive(cfg, "rlcs", group_size=cfg.offline_k)
     rates: dict[str, float] = {}
     for chunk, _, rewards, _ in rollout_groups(model, processor, examples[rank::world], graded,
-                                               cfg.prompts_per_iteration, engine=engine,
+                                               cfg.prompts_per_iteration, engine=engine, scorer=scorer,
                                                group_seed=lambda row_id: derived_seed(seed, "offline", row_id)):
         for ex, group in zip(chunk, rewards.view(-1, cfg.offline_k)):
             rates[ex.row_id] = float(group.mean())
@@ -132,12 +138,12 @@ def grade_offline(model, processor, examples: list[Example], cfg: RLConfig,
 
 
 def build_curriculum(model, processor, rows: list[dict], examples: list[Example], cfg: RLConfig,
-                     engine: RolloutEngine | None = None, seed: int = 0) -> Curriculum:
+                     engine: RolloutEngine | None = None, seed: int = 0, scorer: Scorer | None = None) -> Curriculum:
     """Initial pass rates: offline pass@k when `offline_k` > 0, merged with the generator's prior
     (pass rate ~ 1 - difficulty) as an equal-weight average; the prior alone otherwise."""
     prior = {row["id"]: 1.0 - float(row["difficulty"]) for row in rows}
     if cfg.offline_k > 0:
-        graded = grade_offline(model, processor, examples, cfg, engine, seed)
+        graded = grade_offline(model, processor, examples, cfg, engine, seed, scorer)
         prior = {i: 0.5 * prior[i] + 0.5 * graded[i] for i in prior}
     return Curriculum(pass_rates=prior, floor=cfg.curriculum_floor, alpha=cfg.curriculum_alpha,
                       ema_decay=cfg.expansion_ema_decay, max_ratio=cfg.max_expansion_ratio,
@@ -152,14 +158,17 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
                checkpoint_meta: dict | None = None,
                reward_fn: RewardFn | None = None,
                engine: RolloutEngine | None = None,
-               autocast: Callable[[], ContextManager] = nullcontext) -> tuple[dict[str, float], Curriculum]:
+               autocast: Callable[[], ContextManager] = nullcontext,
+               scorer: Scorer | None = None) -> tuple[dict[str, float], Curriculum]:
     """With `checkpoint_dir`, checkpoints every `cfg.checkpoint_every` iterations hold the model,
     optimizer, every RNG (the sampler's too), the curriculum state and the history, and an existing
     one is resumed. `reward_fn` defaults to `score`'s reward (tests pass a graded stand-in).
     Rollouts come from `engine` (transformers `generate` on `model` when None; the RLCS stage
     passes `make_engine`'s choice); it is synced to the policy's weights after loading a checkpoint
     and after every update. Forward passes run under `autocast()` (the device policy's precision);
-    the model is wherever the stage placed it."""
+    the model is wherever the stage placed it. Rollouts are scored by `scorer` (the RLCS stage's is
+    `Scorer.from_config(cfg.reward)`: worker processes with a time limit, and the judge where
+    configured); in this process when None."""
     from tqdm import tqdm
 
     from model_src.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
@@ -168,6 +177,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     if not rows:
         raise ValueError("rlcs: no RL prompts")
     rank, world = process_group()
+    scorer = scorer or Scorer()
     seed_everything(seed)
     rng = random.Random(seed)
     examples = [prompt_example(processor, row) for row in rows]
@@ -204,15 +214,17 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         print(f"rlcs: resuming from {resumed} (iteration {first_iteration})", flush=True)
     else:
         with autocast():  # offline grading rolls out too
-            curriculum = build_curriculum(model, processor, rows, examples, cfg, engine, seed)
+            curriculum = build_curriculum(model, processor, rows, examples, cfg, engine, seed, scorer)
     for iteration in tqdm(range(first_iteration, cfg.num_iterations), desc="rlcs", unit="iter",
                           initial=first_iteration, total=cfg.num_iterations, disable=rank != 0):
         # the same draw on every rank (same sampler state, same curriculum); each rolls out its share
         picked = [by_id[i] for i in curriculum.sample(sorted(by_id), cfg.prompts_per_iteration, rng)]
+        counted = Counter(scorer.stats)
         with autocast():
             chunks = list(rollout_groups(model, processor, picked[rank::world], cfg, cfg.prompts_per_iteration,
-                                         reward_fn, engine,
+                                         reward_fn, engine, scorer=scorer,
                                          group_seed=lambda row_id: derived_seed(seed, iteration, row_id)))
+        scoring = scorer.stats - counted  # this iteration's timeouts and judge calls, this rank
         total_rollouts += len(picked) * cfg.group_size
         # every group's outcome, from every rank, in the draw's order: what selection, curriculum and
         # metrics see does not depend on the split
@@ -302,6 +314,9 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             **{f"accuracy/{d}": statistics.fmean(float(r >= 1.0) for r in v) for d, v in by_domain.items()},
             **stats,
             **curriculum.update(observed, valid),
+            # scoring calls that ran out of time (scored 0), and the judge's traffic when there is one
+            **{name: all_reduce_sum(float(scoring[name])) for name in SCORING_METRICS
+               if name == "reward_timeouts" or scorer.judge is not None},
         }
         if metrics["expansion_cap_hit"] and cfg.curriculum and rank == 0:  # the uniform ablation does not expand
             tqdm.write(f"rlcs: iteration {iteration}: expansion ratio {1 / max(1e-9, 1 - metrics['not_valid_rate']):.1f} "
@@ -329,5 +344,6 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         "final_format_ok_share": history[-1]["format_ok_share"],
         "rollouts_total": float(total_rollouts),
         "expansion_cap_hits": float(curriculum.cap_hits),
+        "reward_timeouts": sum(h.get("reward_timeouts", 0.0) for h in history),
     }
     return summary, curriculum

@@ -58,22 +58,28 @@ def chat_messages(image, question: str) -> list[dict]:
                                          {"type": "text", "text": question}]}]
 
 
+def chat_completion(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> dict:
+    """POST `body` to the API's `/chat/completions`; the reply's JSON. An HTTP error is a
+    ServingError with the server's message; a connection failure or timeout raises as urllib does."""
+    base_url = openai_base_url(url)
+    request = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise ServingError(f"{base_url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}") from exc
+
+
 def chat(url: str, model: str, image, question: str, *, max_tokens: int = 32, temperature: float = 0.0,
          seed: int = 0, logprobs: bool = False, timeout_s: float = 300.0) -> ChatReply:
     """One OpenAI chat completion with an image; greedy by default. `url` is the API's base URL as
     `thinkpipe serve` prints it (`http://HOST:PORT/v1`); the server's root is taken as well. vLLM's
     `return_token_ids` extension adds the prompt's and the answer's token ids (other servers leave
     them None)."""
-    base_url = openai_base_url(url)
     body = {"model": model, "messages": chat_messages(image, question), "max_tokens": max_tokens,
             "temperature": temperature, "seed": seed, "return_token_ids": True, "logprobs": logprobs}
-    request = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", **auth_headers()})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            reply = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        raise ServingError(f"{base_url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}") from exc
+    reply = chat_completion(url, body, auth_headers(), timeout_s)
     choice = reply["choices"][0]
     token_logprobs = [t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or []] or None
     return ChatReply(choice["message"]["content"] or "", choice.get("token_ids"), reply.get("prompt_token_ids"),

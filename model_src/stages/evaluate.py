@@ -25,23 +25,30 @@ CHECKPOINT_INPUTS = ("pretrain", "sft")  # earlier checkpoints scored on the sub
 
 
 def work(ctx: StageContext) -> dict[str, float]:
-    from contextlib import closing
-
-    import mlflow
-
     from model_src.data.schema import read_split
-    from model_src.rl.rollout import make_engine
-    from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, stage_gain_plot,
-                                         subset_accuracy, worst_examples_html)
+    from model_src.rewards.batch import Scorer
 
-    cfg = ctx.cfg.evaluate
     policy = device_policy(ctx)
     loaded, processor = load_model(ctx.inputs["model"], policy)
     rows = read_split(ctx.inputs["eval_data"])
     # transformers `generate`, or vLLM (in-process or a rollout server) as evaluate.rollout_engine says;
     # the few-sample checkpoint comparisons below decode greedily with transformers (the same tokens)
+    with Scorer.from_config(ctx.cfg.reward) as scorer:  # what RLCS scores with: worker processes, the judge if any
+        return _evaluate(ctx, loaded, processor, rows, policy, scorer)
+
+
+def _evaluate(ctx: StageContext, loaded, processor, rows: list[dict], policy, scorer) -> dict[str, float]:
+    from contextlib import closing
+
+    import mlflow
+
+    from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, stage_gain_plot,
+                                         subset_accuracy, worst_examples_html)
+    from model_src.rl.rollout import make_engine
+
+    cfg = ctx.cfg.evaluate
     with closing(make_engine(cfg, loaded, processor, ctx.cfg.seed)) as engine, policy.autocast():
-        metrics, records = evaluate_model(loaded, processor, rows, cfg, engine=engine)
+        metrics, records = evaluate_model(loaded, processor, rows, cfg, engine=engine, scorer=scorer)
     out = ctx.outputs["report"]
     stages = [name for name in CHECKPOINT_INPUTS if name in ctx.inputs]
     if stages and cfg.checkpoint_samples_per_domain:
@@ -51,7 +58,7 @@ def work(ctx: StageContext) -> dict[str, float]:
         for name in stages:
             checkpoint, checkpoint_processor = load_model(ctx.inputs[name], policy)
             with policy.autocast():
-                _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few)
+                _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few, scorer=scorer)
             ids = {r["id"] for r in checkpoint_records}
             metrics.update(subset_accuracy(checkpoint_records, ids, name))
         metrics.update(subset_accuracy(records, ids, "rlcs"))
@@ -66,7 +73,9 @@ def work(ctx: StageContext) -> dict[str, float]:
     (out / "worst_examples.html").write_text(worst_examples_html(records, rows, cfg.worst_examples))
     table = domain_table(metrics)
     mlflow.log_table({k: [row.get(k) for row in table] for k in table[0]}, "eval_by_domain.json")
-    mlflow.log_table({k: [r[k] for r in records] for k in records[0]}, "eval_samples.json")
+    # a reviewer reads why each answer got its reward: the reason and the parts (format, accuracy, judge, ...)
+    mlflow.log_table({k: [json.dumps(r[k]) if isinstance(r[k], dict) else r[k] for r in records] for k in records[0]},
+                     "eval_samples.json")
     mlflow.log_artifact(str(out / "accuracy_by_domain.png"), "plots")
     mlflow.log_artifact(str(out / "worst_examples.html"))
     return metrics

@@ -23,17 +23,20 @@ def work(ctx: StageContext) -> dict[str, float]:
     import mlflow
 
     from model_src.data.schema import read_split
+    from model_src.rewards.batch import Scorer
     from model_src.rl.loop import train_grpo
     from model_src.rl.rollout import make_engine
 
     policy = device_policy(ctx)
     model, processor = load_model(ctx.inputs["sft_model"], policy)
-    # transformers `generate`, or vLLM where it is installed (rlcs.rollout_engine)
-    with closing(make_engine(ctx.cfg.rlcs, model, processor, ctx.cfg.seed + 2)) as engine:
+    # transformers `generate`, or vLLM where it is installed (rlcs.rollout_engine); rewards from the
+    # verifiers in worker processes with a time limit, and the judge where `reward` names one
+    with closing(make_engine(ctx.cfg.rlcs, model, processor, ctx.cfg.seed + 2)) as engine, \
+            Scorer.from_config(ctx.cfg.reward) as scorer:
         summary, curriculum = train_grpo(model, processor, read_split(ctx.inputs["rl_data"]), ctx.cfg.rlcs,
                                          ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
                                          checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
-                                         engine=engine, autocast=policy.autocast)
+                                         engine=engine, autocast=policy.autocast, scorer=scorer)
     if ctx.is_main:
         metric_curve(ctx, "reward_mean")
         tier_histogram(curriculum.history)

@@ -72,7 +72,12 @@ def check_answer(answer: str, answer_type: str) -> tuple[str, str] | None:
             action = json.loads(answer)
         except ValueError:
             return "answer_malformed", "answer: action is not JSON"
-        box = action.get("box") if isinstance(action, dict) else None
+        if not isinstance(action, dict):
+            return "answer_malformed", "answer: action is not a JSON object"
+        box = action.get("box")
+        if "box_2d" in action:  # GLM-V nests the box: [[x1, y1, x2, y2]]
+            nested = action["box_2d"]
+            box = nested[0] if isinstance(nested, list) and len(nested) == 1 else "not nested"
         if action.get("action") in ("click", "type") and box is None:
             return "answer_malformed", "answer: click/type action without a box"
     if box is not None:

@@ -1,0 +1,210 @@
+"""How released models write an answer, read back to one plain form the verifiers compare.
+
+Models such as GLM-4.1V-Thinking box answers as LaTeX (`\\text{5 cm}`, `\\frac12`, `1\\,000`),
+with Unicode math (`π`, `√2`, `≤`), with number words (`twenty-one`, `二十一`) and with units on
+one side only. Everything here is bounded string work (inputs are cut to `MAX_CHARS`; no regex here
+backtracks on model text), so it cannot hang and never raises.
+
+>>> plain_latex("\\\\text{5 cm}")
+'5 cm'
+>>> plain_latex("\\\\dfrac12 + 1\\\\,000")
+'\\\\frac{1}{2} + 1000'
+>>> number_word("twenty-one"), number_word("二十一"), number_word("两"), number_word("seventy")
+(21, 21, 2, 70)
+>>> split_unit("12 cm^2"), split_unit("5个"), split_unit("5x")
+(('12', 'cm^2'), ('5', '个'), ('5x', ''))
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_CHARS = 512
+
+# LaTeX commands that only wrap or style their argument: the argument is the answer
+_WRAPPERS = ("\\text", "\\textnormal", "\\textrm", "\\textbf", "\\textit", "\\mathrm", "\\mathbf", "\\mathit",
+             "\\mbox", "\\operatorname", "\\boldsymbol", "\\mathsf", "\\texttt")
+# spacing and sizing commands that carry no value
+_SPACING = ("\\displaystyle", "\\left", "\\right", "\\big", "\\Big", "\\,", "\\;", "\\:", "\\!", "\\ ",
+            "\\quad", "\\qquad")
+_UNICODE = {"π": "\\pi", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "×": "\\times ", "·": "\\cdot ",
+            "⋅": "\\cdot ", "−": "-", "–": "-", "÷": "/", "∞": "\\infty ", "²": "^{2}", "³": "^{3}",
+            "，": ",", "：": ":", "（": "(", "）": ")", "．": ".", "％": "%", "＝": "="}
+_COMMAND_ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"),
+                    ("\\leq", "\\le"), ("\\geq", "\\ge"), ("\\neq", "\\ne"), ("\\lt", "<"), ("\\gt", ">"),
+                    ("\\{", "{{"), ("\\}", "}}"), ("\\%", "%"), ("\\$", ""))
+_PERCENT_WORDS = re.compile(r"\s*\b(?:percent|per cent|percentage|pct)\b")
+_DIGIT_GAP = re.compile(r"(?<=\d)(?:\s|~|,)(?=\d{3}(?!\d))")  # 1 000 / 1~000 / 1,000: a thousands gap
+
+
+def _unwrap(text: str, command: str) -> str:
+    """`\\cmd{inner}` -> `inner` (balanced braces), every occurrence."""
+    out, i = [], 0
+    while True:
+        j = text.find(command + "{", i)  # `\\text{` never matches `\\textnormal{`
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out)
+        out.append(text[i:j])
+        k, depth = j + len(command) + 1, 1
+        start = k
+        while k < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[k], 0)
+            k += 1
+        out.append(text[start:k - 1] if depth == 0 else text[start:])
+        i = k
+
+
+def _braceless_args(text: str, command: str, nargs: int) -> str:
+    """`\\frac12` / `\\frac1{2}` / `\\sqrt2` -> braced arguments (a bare argument is one character)."""
+    out, i = [], 0
+    while True:
+        j = text.find(command, i)
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out)
+        k = j + len(command)
+        if k < len(text) and text[k].isalpha():  # another command that starts the same (\fracx is not ours)
+            out.append(text[i:k])
+            i = k
+            continue
+        out.append(text[i:k])
+        for _ in range(nargs):
+            while k < len(text) and text[k] == " ":
+                k += 1
+            if k >= len(text):
+                break
+            if text[k] == "{":
+                depth, start = 0, k
+                while k < len(text):
+                    depth += {"{": 1, "}": -1}.get(text[k], 0)
+                    k += 1
+                    if depth == 0:
+                        break
+                out.append(text[start:k])
+            elif text[k] == "\\":
+                start = k
+                k += 1
+                while k < len(text) and text[k].isalpha():
+                    k += 1
+                out.append("{" + text[start:k] + "}")
+            else:
+                out.append("{" + text[k] + "}")
+                k += 1
+        i = k
+
+
+def plain_latex(text: str) -> str:
+    """The answer with LaTeX styling, spacing, delimiters and Unicode math turned into the plain
+    forms the expression reader knows. Set braces `\\{ \\}` become `{{ }}`."""
+    text = text[:MAX_CHARS].strip()
+    for a, b in (("$$", ""), ("$", ""), ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", "")):
+        text = text.replace(a, b)
+    for symbol, latex in _UNICODE.items():
+        text = text.replace(symbol, latex)
+    text = text.replace("{,}", ",")
+    for command in _WRAPPERS:
+        text = _unwrap(text, command)
+    for spacing in _SPACING:
+        text = text.replace(spacing, " " if spacing[1:].isalpha() else "")
+    for a, b in _COMMAND_ALIASES:
+        text = text.replace(a, b)
+    for degree in ("^{\\circ}", "^\\circ", "\\circ", "\\degree", "°"):  # a unit: 30° answers 30
+        text = text.replace(degree, "")
+    text = _braceless_args(text, "\\frac", 2)
+    text = _braceless_args(text, "\\sqrt", 1)
+    text = _PERCENT_WORDS.sub("%", text)
+    text = _DIGIT_GAP.sub("", text)
+    return " ".join(text.split())
+
+
+_UNITS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+          "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+          "seventeen": 17, "eighteen": 18, "nineteen": 19, "zero": 0, "none": 0, "no": 0}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+         "ninety": 90}
+_CJK_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_CJK_POWERS = {"十": 10, "百": 100, "千": 1000}
+
+
+def _english_number(words: list[str]) -> int | None:
+    total, current = 0, 0
+    for word in words:
+        if word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word == "hundred" and 0 < current < 10:
+            current *= 100
+        elif word == "thousand" and 0 < current < 1000:
+            total += current * 1000
+            current = 0
+        elif word == "and":
+            continue
+        else:
+            return None
+    return total + current
+
+
+def _cjk_number(text: str) -> int | None:
+    total, digit = 0, None
+    for ch in text:
+        if ch in _CJK_DIGITS:
+            if digit is not None:
+                return None  # 二三: not a numeral
+            digit = _CJK_DIGITS[ch]
+        elif ch in _CJK_POWERS:
+            total += (1 if digit is None else digit) * _CJK_POWERS[ch]
+            digit = None
+        else:
+            return None
+    return total + (digit or 0)
+
+
+def number_word(text: str) -> int | None:
+    """`seven`, `twenty-one`, `one hundred and five`, `三`, `十二`, `二十一`, `两` -> int, else None."""
+    text = text.strip().lower()[:64]
+    if not text:
+        return None
+    if all(ch in _CJK_DIGITS or ch in _CJK_POWERS for ch in text):
+        return _cjk_number(text)
+    words = text.replace("-", " ").split()
+    return _english_number(words) if words else None
+
+
+def cjk_numeral_prefix(text: str) -> int | None:
+    """The numeral a CJK answer starts with: `三只猫` -> 3, `十二个` -> 12; None if it starts otherwise."""
+    end = 0
+    while end < min(len(text), 16) and (text[end] in _CJK_DIGITS or text[end] in _CJK_POWERS):
+        end += 1
+    return _cjk_number(text[:end]) if end else None
+
+
+_CJK_RANGE = ("\u4e00", "\u9fff")
+# one-letter SI units accepted after a number (a letter alone is otherwise a variable: 5x is not 5)
+_ONE_LETTER_UNITS = set("mgsLNJWVKhl")
+
+
+def _is_cjk(ch: str) -> bool:
+    return _CJK_RANGE[0] <= ch <= _CJK_RANGE[1]
+
+
+def split_unit(text: str) -> tuple[str, str]:
+    """(value, unit) when `text` ends in a unit word (letters, `^2`/`/s` allowed, or CJK): `12 cm^2`,
+    `5个`, `3.5 km/h`, `7 apples`; (text, '') when it does not (`5x` is a product, not a unit)."""
+    text = text.strip()
+    i = len(text)
+    while i > 0 and (text[i - 1].isalpha() or _is_cjk(text[i - 1]) or text[i - 1] in "^/0123456789{}"):
+        i -= 1
+    # the unit starts at the first letter of that tail; digits before it belong to the value
+    while i < len(text) and not (text[i].isalpha() or _is_cjk(text[i])):
+        i += 1
+    value, unit = text[:i].strip(), text[i:].strip()
+    if not value or not unit or value[-1] in "^_\\":
+        return text, ""
+    letters = "".join(ch for ch in unit if ch.isalpha())
+    if len(letters) == 1 and letters not in _ONE_LETTER_UNITS and not _is_cjk(letters):
+        return text, ""
+    if value[-1].isalpha():  # `x cm`: a unit after a variable is not ours to strip
+        return text, ""
+    return value, unit.replace("{", "").replace("}", "")

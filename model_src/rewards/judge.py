@@ -1,0 +1,124 @@
+"""The recipe's second reward stream: a judge model for answers no rule can check.
+
+GLM-4.1V-Thinking's RL mixes verifiable rewards (RLVR) with a model's judgement (RLHF) for
+free-form captions and open questions. Here the judge is any OpenAI-compatible chat endpoint (a
+model `thinkpipe serve` serves, or an outside one whose key comes from a Kubernetes Secret through
+`cluster.secret_env`). It sees the question, the reference and the boxed answer, never the model's
+thinking, and says `yes` or `no`.
+
+- Requests go out `concurrency` at a time, each with `timeout_s`.
+- Verdicts are cached by the hash of (question, answer, reference): the same answer to the same
+  question is asked once per process.
+- A judge that cannot be reached, errs or answers neither yes nor no gives `None` with the
+  reason, which the scorer turns into `reward.judge.unreachable_reward` and counts.
+
+    >>> parse_verdict("Yes."), parse_verdict("<think>close, but</think> no"), parse_verdict("maybe")
+    (1.0, 0.0, None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from model_src.config.recipe import JudgeConfig
+
+PROMPT = """You grade an answer against a reference answer.
+Question: {question}
+Reference answer: {reference}
+Candidate answer: {answer}
+Does the candidate answer say the same as the reference answer? Reply with one word: yes or no."""
+MAX_FIELD_CHARS = 4000  # question, reference and answer are cut to this before they are sent
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reward: float | None  # 1.0 yes, 0.0 no, None: no verdict (see reason)
+    reason: str  # judge:yes | judge:no | judge_unreachable:<why> | judge_unparsed
+    cached: bool = False
+
+
+def parse_verdict(text: str) -> float | None:
+    """1.0 for yes, 0.0 for no (after any `<think>` block), None for anything else."""
+    text = (text or "").rsplit("</think>", 1)[-1].strip().lower()
+    word = _WORD.match(text)
+    if word is None:
+        return None
+    return {"yes": 1.0, "no": 0.0}.get(word.group(0))
+
+
+def cache_key(question: str, answer: str, reference: str) -> str:
+    return hashlib.sha256(json.dumps([question, answer, reference]).encode()).hexdigest()
+
+
+class Judge:
+    """Ask an OpenAI-compatible endpoint for verdicts; `stats` counts calls, hits and failures."""
+
+    def __init__(self, cfg: JudgeConfig):
+        if not cfg.url:
+            raise ValueError("Judge: reward.judge.url is empty")
+        self.cfg = cfg
+        self.stats: Counter[str] = Counter()
+        self._cache: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _ask(self, question: str, answer: str, reference: str) -> Verdict:
+        from model_src.serving.client import chat_completion
+
+        prompt = PROMPT.format(question=question[:MAX_FIELD_CHARS], reference=reference[:MAX_FIELD_CHARS],
+                               answer=answer[:MAX_FIELD_CHARS])
+        body = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": self.cfg.max_tokens, "temperature": 0.0}
+        try:
+            reply = chat_completion(self.cfg.url, body, self._headers(), self.cfg.timeout_s)
+            text = reply["choices"][0]["message"]["content"]
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, HTTP error, odd JSON: no verdict, RL goes on
+            return Verdict(None, f"judge_unreachable:{type(exc).__name__}")
+        reward = parse_verdict(text if isinstance(text, str) else "")
+        if reward is None:
+            return Verdict(None, "judge_unparsed")
+        return Verdict(reward, "judge:yes" if reward else "judge:no")
+
+    def judge_many(self, items: Sequence[tuple[str, str, str]]) -> list[Verdict]:
+        """Verdicts for (question, answer, reference) items, in order."""
+        keys = [cache_key(*item) for item in items]
+        todo = {}
+        with self._lock:
+            for key, item in zip(keys, items):
+                if key not in self._cache and key not in todo:
+                    todo[key] = item
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(todo))) as pool:
+                fresh = dict(zip(todo, pool.map(lambda item: self._ask(*item), todo.values())))
+        else:
+            fresh = {}
+        out, asked = [], set()
+        with self._lock:
+            for key in keys:
+                verdict = fresh.get(key)
+                if verdict is not None and key not in asked:  # the one request made for this key
+                    asked.add(key)
+                    self.stats["judge_calls"] += 1
+                    if verdict.reward is None:
+                        self.stats["judge_unreachable" if verdict.reason.startswith("judge_unreachable")
+                                   else "judge_unparsed"] += 1
+                    else:
+                        self._cache[key] = verdict.reward
+                elif verdict is None or verdict.reward is not None:  # cached, earlier or in this batch
+                    self.stats["judge_cache_hits"] += 1
+                    reward = self._cache[key]
+                    verdict = Verdict(reward, "judge:yes" if reward else "judge:no", cached=True)
+                out.append(verdict)  # a failed key's duplicates share its failure
+        return out

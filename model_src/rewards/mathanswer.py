@@ -1,0 +1,197 @@
+"""Math answers with structure: relations, assignments, tuples, intervals, sets and units.
+
+An answer is read (after `forms.plain_latex`) into one of:
+- a value: an expression `mathexpr` reads, optionally with a unit (`5 cm`, `5个`);
+- a relation: `x = 5`, `3 < x`, `1 < x \\le 4` (a chain), with `=` as an assignment;
+- a sequence: `(1, 2)`, `[0, \\infty)` (tuple or interval: brackets and order count);
+- a set: `\\{1, 2\\}`, or a bare list `1, 2` (order does not count); a union of intervals;
+- a hedge: `1 or 2`, which is never right unless the reference itself lists alternatives.
+
+Two answers agree when their structures agree part by part, with these allowances, as
+Math-Verify's and GLM-V's reward tests expect:
+- an assignment's right-hand side is the value (`x = 5` answers `5`, and `5` answers `x = 5`);
+- a relation may be written from either side (`3 < x` is `x > 3`);
+- a unit on one side only is ignored (`5 cm` answers `5`); two different units disagree.
+
+>>> same("x = \\\\frac{1}{2}", "0.5"), same("3 < x", "x > 3"), same("(2, 1)", "(1, 2)")
+(True, True, False)
+>>> same("\\\\{2, 1\\\\}", "\\\\{1,2\\\\}"), same("5 cm", "5"), same("5 cm", "5 m"), same("1 or 2", "1")
+(True, True, False, False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model_src.rewards.forms import plain_latex, split_unit
+from model_src.rewards.mathexpr import equivalent
+
+MAX_PARTS = 16
+_RELATIONS = ("<=", ">=", "!=", "<", ">", "=")
+_FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
+_LATEX_RELATIONS = (("\\le", "<="), ("\\ge", ">="), ("\\ne", "!="), ("≤", "<="), ("≥", ">="), ("=<", "<="),
+                    ("=>", ">="), ("\\approx", "="), ("≈", "="))
+_HEDGES = (" or ", "或", " and/or ")
+_PAIRS = {"(": ")", "[": "]", "{{": "}}"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    kind: str  # value | relation | sequence | set | union | hedge
+    parts: tuple  # value: (text,); relation: (operand, op, operand, op, ...); sequence: (open, close, *items)
+
+
+def _split_top(text: str, separators: tuple[str, ...]) -> list[str]:
+    """Split at separators outside brackets; the separators are kept as their own items."""
+    out, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            hit = next((s for s in separators if text.startswith(s, i)), None)
+            if hit:
+                out += [text[start:i], hit]
+                i += len(hit)
+                start = i
+                continue
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def _closing(text: str, opener: str) -> int:
+    """Index of the bracket that closes the one at 0 (any kind), or -1."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def read(text: str) -> Answer:
+    text = plain_latex(text)
+    for a, b in _LATEX_RELATIONS:
+        text = text.replace(a, b)
+    text = text.strip().rstrip(".").strip()
+    if any(h in f" {text.lower()} " for h in _HEDGES):
+        return Answer("hedge", tuple(read(p).parts for p in _split_top(text.replace("或", " or "), (" or ",))[::2]))
+    unions = _split_top(text, ("\\cup", "∪"))
+    if len(unions) > 1:
+        return Answer("union", tuple(p.strip() for p in unions[::2][:MAX_PARTS]))
+    pieces = _split_top(text, _RELATIONS)
+    if len(pieces) > 1:
+        return Answer("relation", tuple(p.strip() for p in pieces[:2 * MAX_PARTS]))
+    if text.startswith("{{") and text.endswith("}}"):
+        items = [p.strip() for p in _split_top(text[2:-2], (",", ";"))[::2]]
+        return Answer("set", tuple(items[:MAX_PARTS]))
+    if text[:1] in "([" and text[-1:] in ")]" and _closing(text, text[0]) == len(text) - 1:
+        items = [p.strip() for p in _split_top(text[1:-1], (",", ";"))[::2]]
+        if len(items) > 1:
+            return Answer("sequence", (text[0], text[-1], *items[:MAX_PARTS]))
+    items = _split_top(text, (",", ";"))[::2]
+    if len(items) > 1:
+        return Answer("set", tuple(p.strip() for p in items[:MAX_PARTS]))
+    return Answer("value", (text,))
+
+
+def _unit(unit: str) -> str:
+    return unit.lower().rstrip("s") if unit.isascii() else unit
+
+
+def value_equal(pred: str, ref: str) -> bool:
+    """Expressions agree (numerically or at sample points), or agree once a unit is set aside."""
+    if not pred or not ref:
+        return False
+    if equivalent(pred, ref) or equivalent(pred.replace("%", ""), ref.replace("%", "")):
+        return True
+    (pv, pu), (rv, ru) = split_unit(pred), split_unit(ref)
+    if not (pu or ru) or (pu and ru and _unit(pu) != _unit(ru)):
+        return False
+    return equivalent(pv, rv) or equivalent(pv.replace("%", ""), rv.replace("%", ""))
+
+
+def _is_name(text: str) -> bool:
+    """A variable an assignment gives a value to: `x`, `x_1`, `AB`, `f(2)`."""
+    core = text.replace("_", "").replace("{", "").replace("}", "").replace("(", "").replace(")", "")
+    return 0 < len(core) <= 8 and core[0].isalpha() and core.isalnum()
+
+
+def _assigned(answer: Answer) -> str | None:
+    """The value of `name = value` (the last side of `a = b = value`), else None."""
+    parts = answer.parts
+    if answer.kind == "relation" and set(parts[1::2]) == {"="} and _is_name(parts[0]):
+        return parts[-1]
+    return None
+
+
+def _difference_form(parts: tuple) -> tuple[str, str]:
+    """`l op r` as (`<`, `<=`, `=` or `!=`, an expression d) with `d op 0`: `x > 3` is (`<`, `(3)-(x)`)."""
+    left, op, right = parts
+    if op in (">", ">="):
+        return _FLIP[op], f"({right})-({left})"
+    return op, f"({left})-({right})"
+
+
+def _relation_equal(a: tuple, b: tuple) -> bool:
+    if len(a) != len(b):
+        return False
+    if len(a) == 3:  # one relation: the same after moving everything to one side (`-x < -3` is `x > 3`)
+        (op_a, da), (op_b, db) = _difference_form(a), _difference_form(b)
+        if op_a == op_b and (equivalent(da, db) or (op_a in ("=", "!=") and equivalent(da, f"-({db})"))):
+            return True
+    forward = all(x == y for x, y in zip(a[1::2], b[1::2])) and all(
+        value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], b[::2]))
+    if forward:
+        return True
+    flipped = tuple(_FLIP[p] if i % 2 else p for i, p in enumerate(reversed(b)))
+    return all(x == y for x, y in zip(a[1::2], flipped[1::2])) and all(
+        value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], flipped[::2]))
+
+
+def _bag_equal(a: list[Answer], b: list[Answer]) -> bool:
+    if len(a) != len(b):
+        return False
+    left = list(b)
+    for item in a:
+        match = next((i for i, other in enumerate(left) if _equal(item, other)), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return True
+
+
+def _equal(p: Answer, r: Answer) -> bool:
+    if p.kind == "hedge" or r.kind == "hedge":
+        return p.kind == r.kind and _bag_equal([Answer("value", x) for x in p.parts],
+                                               [Answer("value", x) for x in r.parts])
+    if p.kind == "relation" and r.kind != "relation":
+        value = _assigned(p)
+        return value is not None and _equal(read(value), r)
+    if r.kind == "relation" and p.kind != "relation":
+        value = _assigned(r)
+        return value is not None and _equal(p, read(value))
+    if p.kind != r.kind:
+        return False
+    if p.kind == "value":
+        return value_equal(p.parts[0], r.parts[0])
+    if p.kind == "relation":
+        return _relation_equal(p.parts, r.parts)
+    if p.kind == "sequence":
+        return p.parts[:2] == r.parts[:2] and len(p.parts) == len(r.parts) and all(
+            _equal(read(x), read(y)) for x, y in zip(p.parts[2:], r.parts[2:]))
+    return _bag_equal([read(x) for x in p.parts], [read(x) for x in r.parts])  # set, union
+
+
+def same(pred: str, ref: str) -> bool:
+    """Whether the boxed `pred` states the same mathematical answer as `ref`. Never raises."""
+    try:
+        return _equal(read(pred), read(ref))
+    except (ValueError, IndexError, KeyError, RecursionError):
+        return False

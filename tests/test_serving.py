@@ -112,3 +112,34 @@ def test_head_size_vllm_cpu_cannot_run_is_refused_before_starting(tmp_path):
     (folder / "config.json").write_text(json.dumps({"text_config": {"hidden_size": 64, "num_attention_heads": 4}}))
     with pytest.raises(serving.ServingError, match="head size 16"):
         serving.check_servable(folder, SERVE_VENV)
+
+
+def test_a_served_model_judges_through_the_scorer(exported, tmp_path):
+    """The judge stream against a real vLLM server: a tiny model cannot judge (its verdicts are
+    babble, counted as `judge_unparsed`), so this shows the plumbing: every request answered, the
+    defined reward for a non-verdict, the cache, and no step waiting on the server."""
+    from model_src.config import load_config
+    from model_src.rewards.batch import Scorer, ScoreRequest
+
+    model = serving.resolve_model(None, exported.tracking_uri)
+    port = free_port()
+    command = serving.server_command(SERVE_VENV, model, "127.0.0.1", port)
+    requests = [ScoreRequest("vqa", f"<think>t</think><answer><|begin_of_box|>{answer}<|end_of_box|></answer>",
+                             "a red car", "What is in the picture?") for answer in ("a red car", "a bicycle", "7")]
+    with serving.VllmServer(command, "127.0.0.1", port, log_path=tmp_path / "vllm.log") as server:
+        cfg = load_config("tiny", [f"reward.judge.url={server.api_url}", f"reward.judge.model={model.name}",
+                                   "reward.judge_domains=[vqa]", "reward.workers=0", "reward.judge.timeout_s=60",
+                                   "reward.judge.unreachable_reward=0.5"])
+        with Scorer.from_config(cfg.reward) as scorer:
+            started = time.monotonic()
+            first = scorer.score_many(requests)
+            latency = time.monotonic() - started
+            again = scorer.score_many(requests)
+    stats = scorer.stats
+    print(f"\nreal judge: {len(requests)} verdicts in {latency:.2f} s; reasons {[r.reason for r in first]}; {dict(stats)}")
+    assert stats["judge_calls"] == 3 and stats["judge_unreachable"] == 0  # the server answered every request
+    for result in first:  # a verdict, or the defined reward for babble
+        assert (result.reason in ("judge:yes", "judge:no") and result.reward == result.parts["judge"]) or \
+            (result.reason == "judge_unparsed" and result.reward == 0.5)
+    verdicts = sum(r.reason != "judge_unparsed" for r in first)
+    assert stats["judge_cache_hits"] == verdicts and [r.reward for r in again] == [r.reward for r in first]

@@ -59,6 +59,7 @@ class Scorer:
         self.workers, self.timeout_s, self.repetition_penalty = workers, timeout_s, repetition_penalty
         self.score_fn, self.modes, self.judge, self.unreachable_reward = score_fn, modes, judge, unreachable_reward
         self._stats: Counter[str] = Counter()
+        self.reasons: Counter[tuple[str, str]] = Counter()  # (domain, reason) of every result: why rewards were what they were
         self._pool = None
 
     @classmethod
@@ -124,6 +125,7 @@ class Scorer:
                                           for i, content in asks]) if asks else []
         for (i, _), verdict in zip(asks, verdicts):
             results[i] = self._with_verdict(requests[i], results[i], verdict)
+        self.reasons.update((request.domain, result.reason) for request, result in zip(requests, results))
         return results
 
     def _with_verdict(self, request: ScoreRequest, rule: RewardResult | None, verdict) -> RewardResult:
@@ -151,3 +153,19 @@ class Scorer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def reason_table(reasons: Counter[tuple[str, str]]) -> dict[str, list]:
+    """Every process's (domain, reason) counts summed, as an MLflow table: domain, reason, count,
+    most frequent first. A collective: every process of a job calls it.
+
+    >>> reason_table(Counter({("math", "match"): 3, ("math", "format:think_tags"): 5}))
+    {'domain': ['math', 'math'], 'reason': ['format:think_tags', 'match'], 'count': [5, 3]}
+    """
+    from model_src.train.distributed import all_gather_objects
+
+    total: Counter[tuple[str, str]] = Counter()
+    for part in all_gather_objects(dict(reasons)):
+        total.update(part)
+    rows = sorted(total.items(), key=lambda item: (-item[1], item[0]))
+    return {"domain": [d for (d, _), _ in rows], "reason": [r for (_, r), _ in rows], "count": [n for _, n in rows]}

@@ -23,7 +23,7 @@ def work(ctx: StageContext) -> dict[str, float]:
     import mlflow
 
     from model_src.data.schema import read_split
-    from model_src.rewards.batch import Scorer
+    from model_src.rewards.batch import Scorer, reason_table
     from model_src.rl.loop import train_grpo
     from model_src.rl.rollout import make_engine
 
@@ -37,7 +37,9 @@ def work(ctx: StageContext) -> dict[str, float]:
                                          ctx.cfg.seed + 2, lambda m, s: ctx.log_metrics(m, s),
                                          checkpoint_dir=ctx.checkpoint_dir, checkpoint_meta={"run_id": ctx.run_id},
                                          engine=engine, autocast=policy.autocast, scorer=scorer)
+    reasons = reason_table(scorer.reasons)  # every rank's rollouts: why each got its reward
     if ctx.is_main:
+        mlflow.log_table(reasons, "reward_reasons.json")
         metric_curve(ctx, "reward_mean")
         tier_histogram(curriculum.history)
         mlflow.log_dict(curriculum.state_dict(), "curriculum_state.json")

@@ -44,3 +44,32 @@ def test_the_set_covers_every_verifier_with_positives_and_negatives():
         expected = [case["expected"] for case in BY_VERIFIER[verifier]]
         assert any(e > 0 for e in expected) and any(e == 0 for e in expected), verifier
     assert len(CASES) >= 500
+
+
+@pytest.mark.parametrize(("answer", "answer_type"), [
+    ("E", "choice"), ("A, C", "choice"), ("12", "choice"),
+    ('{"action_type": "click", "box_2d": [[100, 120, 300, 340]]}', "action"),
+    ('{"action_type": "input_text", "text": "London"}', "action"),
+    ('{"action":"type","box":[1,2,3,4],"text":"hi"}', "action")])
+def test_references_the_verifiers_accept_pass_curation(answer, answer_type):
+    """The row schema's answer patterns (curation's check, the quality gate's regex) admit the
+    reference forms the verifiers score, or curation would quarantine them."""
+    import re
+
+    from model_src.data.curation.checks import check_answer
+    from model_src.data.schema import ANSWER_PATTERNS
+
+    assert check_answer(answer, answer_type) is None
+    assert re.match(ANSWER_PATTERNS[answer_type], answer)
+    assert score("choice" if answer_type == "choice" else "gui", wrap(answer), answer).reward == 1.0
+
+
+@pytest.mark.parametrize(("answer", "answer_type", "reason"), [
+    ("AB", "choice", "answer_malformed"), ("b", "choice", "answer_malformed"),
+    ('{"action_type": "click", "box_2d": [100, 120, 300, 340]}', "action", "answer_malformed"),
+    ('{"action": "click"}', "action", "answer_malformed"),
+    ('{"action_type": "click", "box_2d": [[100, 120, 3000, 340]]}', "action", "box_out_of_range")])
+def test_malformed_references_are_still_quarantined(answer, answer_type, reason):
+    from model_src.data.curation.checks import check_answer
+
+    assert check_answer(answer, answer_type)[0] == reason

@@ -68,6 +68,7 @@ class JudgeServer(LoopbackServer):
                 pass
 
         super().__init__(Handler)
+        self.httpd.block_on_close = False  # a slowed-down reply the client gave up on need not be waited for
 
     @property
     def api_url(self) -> str:

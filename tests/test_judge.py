@@ -64,8 +64,8 @@ def test_the_judge_decides_judged_domains_and_caches_its_verdicts():
                                                          (0.0, "format:think_tags")]
         assert first[0].parts == {"format": 1.0, "judge": 1.0}
         assert len(server.requests) == 2  # the malformed answer never reaches the judge
-        prompt = server.requests[0]["messages"][0]["content"]
-        assert "What is in the picture?" in prompt and "A red car, parked." in prompt and "<think>" not in prompt
+        (prompt,) = [r["messages"][0]["content"] for r in server.requests if "A red car, parked." in str(r)]
+        assert "Question: What is in the picture?" in prompt and "<think>" not in prompt
         again = scorer.score_many(requests[:2] * 3)
         assert [r.reward for r in again] == [1.0, 0.0] * 3 and len(server.requests) == 2  # all cache hits
         assert scorer.stats["judge_calls"] == 2 and scorer.stats["judge_cache_hits"] == 6

@@ -141,5 +141,5 @@ def test_a_served_model_judges_through_the_scorer(exported, tmp_path):
     for result in first:  # a verdict, or the defined reward for babble
         assert (result.reason in ("judge:yes", "judge:no") and result.reward == result.parts["judge"]) or \
             (result.reason == "judge_unparsed" and result.reward == 0.5)
-    verdicts = sum(r.reason != "judge_unparsed" for r in first)
-    assert stats["judge_cache_hits"] == verdicts and [r.reward for r in again] == [r.reward for r in first]
+    # the second round is all cache hits: babble too (temperature 0 would say it again)
+    assert stats["judge_cache_hits"] == 3 and [r.reward for r in again] == [r.reward for r in first]

@@ -8,7 +8,8 @@ thinking, and says `yes` or `no`.
 
 - Requests go out `concurrency` at a time, each with `timeout_s`.
 - Verdicts are cached by the hash of (question, answer, reference): the same answer to the same
-  question is asked once per process.
+  question is asked once per process. A reply that is no verdict is cached too (the judge runs at
+  temperature 0: asking again gets the same reply); a failed request is not.
 - A judge that cannot be reached, errs or answers neither yes nor no gives `None` with the
   reason, which the scorer turns into `reward.judge.unreachable_reward` and counts.
 
@@ -67,7 +68,7 @@ class Judge:
             raise ValueError("Judge: reward.judge.url is empty")
         self.cfg = cfg
         self.stats: Counter[str] = Counter()
-        self._cache: dict[str, float] = {}
+        self._cache: dict[str, Verdict] = {}
         self._lock = threading.Lock()
 
     def _headers(self) -> dict[str, str]:
@@ -108,17 +109,16 @@ class Judge:
         with self._lock:
             for key in keys:
                 verdict = fresh.get(key)
+                failed = verdict is not None and verdict.reason.startswith("judge_unreachable")
                 if verdict is not None and key not in asked:  # the one request made for this key
                     asked.add(key)
                     self.stats["judge_calls"] += 1
                     if verdict.reward is None:
-                        self.stats["judge_unreachable" if verdict.reason.startswith("judge_unreachable")
-                                   else "judge_unparsed"] += 1
-                    else:
-                        self._cache[key] = verdict.reward
-                elif verdict is None or verdict.reward is not None:  # cached, earlier or in this batch
+                        self.stats["judge_unreachable" if failed else "judge_unparsed"] += 1
+                    if not failed:
+                        self._cache[key] = verdict
+                elif not failed:  # cached, earlier or in this batch
                     self.stats["judge_cache_hits"] += 1
-                    reward = self._cache[key]
-                    verdict = Verdict(reward, "judge:yes" if reward else "judge:no", cached=True)
+                    verdict = Verdict(self._cache[key].reward, self._cache[key].reason, cached=True)
                 out.append(verdict)  # a failed key's duplicates share its failure
         return out

@@ -56,9 +56,9 @@ def test_every_generated_row_is_valid_and_its_own_answer_scores_one(corpus):
     _, rows = corpus
     assert {r["domain"] for r in rows} == set(DOMAINS)
     for row in rows:
-        problem, images = check_row(row)
+        problem, images, kept = check_row(row)
         assert problem is None, (row["id"], problem)
-        assert len(images) == len(row["images"])
+        assert len(images) == len(row["images"]) and kept == row["images"]  # nothing to convert
         response = format_response(row["reasoning"], row["answer"])
         result = score(reward_domain(row), response, row["answer"], question=row["question"])
         assert result.reward == 1.0 and result.format_ok, (row["id"], result)
@@ -146,12 +146,21 @@ def _png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _float_tiff() -> bytes:
+    buf = io.BytesIO()
+    Image.new("F", (32, 32), 0.5).save(buf, format="TIFF")
+    return buf.getvalue()
+
+
 BAD_ROWS = {
     "image_corrupt": dict(images=[b"not a png"]),
     "image_empty": dict(images=[b""]),
     "image_too_many_pixels": dict(images=[_png_claiming(100_000, 100_000)]),
     "image_zero_size": dict(images=[_png_claiming(0, 56)]),
-    "image_mode": dict(images=[_image(0, mode="LA")]),  # two channels
+    "image_mode": dict(images=[_float_tiff()]),  # 32-bit float pixels: no safe 8-bit reading
+    "image_too_small": dict(images=[png_bytes(Image.new("RGB", (40, 3)))]),
+    "text_control_chars": dict(question="What is\x00 1 + 1?"),
+    "frame_times_invalid": dict(frame_times=[float("nan")]),
     "image_aspect_ratio": dict(images=[png_bytes(Image.new("RGB", (4000, 10)))]),
     "image_missing": dict(images=[]),
     "answer_missing": dict(answer=""),
@@ -337,3 +346,76 @@ def test_gate_names_the_expectation_and_column_of_a_bad_kept_table(curated, tmp_
     with pytest.raises(GateError, match=r"kept: expect_column_values_to_match_regex on column 'answer' "
                                         r"\(answer_type==\"box\"\): 1 unexpected"):
         validate_outputs(report_dir, report, CurateConfig())
+
+
+# ------------------------------------------------------------------- a corpus from outside
+def _encoded(image: Image.Image, fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def _photo(i: int) -> Image.Image:
+    """A distinct 64 x 40 picture (wider than high, so a rotation shows)."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (64, 40), (200, 220, 240))
+    ImageDraw.Draw(image).text((2, 12), f"{i * 7919 % 100000:05d}", fill=(20, 20, 20))
+    return image
+
+
+def _exif_rotated(image: Image.Image) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    return _encoded(image, "JPEG", exif=exif.tobytes())
+
+
+def _sixteen_bit(image: Image.Image) -> bytes:
+    import numpy as np
+
+    grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257  # full 16-bit range
+    return _encoded(Image.fromarray(grey), "PNG")
+
+
+REAL_IMAGES = {  # how outside corpora store images, and what the kept row's image must become
+    "jpeg": (lambda im: _encoded(im, "JPEG"), "as is"),
+    "palette": (lambda im: _encoded(im.convert("P"), "PNG"), "as is"),
+    "greyscale": (lambda im: _encoded(im.convert("L"), "PNG"), "as is"),
+    "cmyk jpeg": (lambda im: _encoded(im.convert("CMYK"), "JPEG"), "converted"),
+    "greyscale with alpha": (lambda im: _encoded(im.convert("LA"), "PNG"), "converted"),
+    "16-bit greyscale": (_sixteen_bit, "converted"),
+    "exif orientation": (_exif_rotated, "rotated"),
+}
+
+
+def test_a_corpus_from_outside_curates_without_crashing_and_converts_its_images(tmp_path):
+    """Rows with a user's own `meta` (not a generator's facts), images as real corpora have them,
+    and hostile rows: nothing crashes, every row is kept or quarantined with a reason, and the
+    kept rows carry images training decodes faithfully."""
+    rows = []
+    for k, (name, (encode, _)) in enumerate(REAL_IMAGES.items()):
+        rows.append(_row(k, id=f"img-{name}", images=[encode(_photo(k))],
+                         meta=json.dumps({"license": "cc-by-4.0", "origin": {"url": "https://example.org"}})))
+    rows += [_row(50 + i, meta=json.dumps({"user_field": i}), domain=domain, task="their_task")
+             for i, domain in enumerate(["stem", "chart", "ocr", "counting", "digits"] * 4)]
+    rows += [_row(90 + k, **change) for k, change in enumerate(
+        [dict(question="Sum?\x1b[31m"), dict(frame_times=[float("inf")]), dict(images=[png_bytes(Image.new("RGB", (1, 1)))])])]
+    _write_rows(tmp_path / "raw", rows)
+    cfg = CurateConfig(max_quarantine_share=1.0, min_domain_share=0.0, recaption_ratio=1.0)
+    report = curate(tmp_path / "raw", _outputs(tmp_path / "out"), cfg)
+    assert report["input_rows"] == len(rows) == report["kept_rows"] + report["quarantined_rows"]
+    assert report["quarantine_reasons"] == {"text_control_chars": 1, "frame_times_invalid": 1, "image_too_small": 1}
+    kept = {r["id"]: r for split in SPLITS for r in read_split(tmp_path / "out" / split)}
+    for k, (name, (encode, becomes)) in enumerate(REAL_IMAGES.items()):
+        (data,) = kept[f"img-{name}"]["images"]
+        image = Image.open(io.BytesIO(data))
+        if becomes == "as is":
+            assert data == encode(_photo(k)), name
+        else:
+            assert image.format == "PNG" and image.mode == "RGB", name
+        assert image.size == ((40, 64) if becomes == "rotated" else (64, 40)), name
+        if name == "16-bit greyscale":  # scaled to 8 bits, not clipped to white
+            assert image.convert("L").getextrema()[0] < 60
+    # no generator facts in `meta`: the caption stays the row's own, even at recaption_ratio 1
+    pretrain = [r for r in kept.values() if r["stage_split"] == "pretrain"]
+    assert pretrain and all(r["caption_source"] == "original" and r["caption"] == "c" for r in pretrain)

@@ -89,6 +89,7 @@ class CurateConfig:
     recaption_ratio: float = 0.5  # share of pretraining captions rebuilt from the generator's facts
     max_image_pixels: int = 4096 * 4096  # decompression-bomb ceiling, checked on the header
     max_aspect_ratio: float = 200.0
+    min_image_side: int = 8  # pixels: a thinner image is degenerate (a line, a tracking pixel)
     max_text_chars: int = 4096
     max_quarantine_share: float = 0.25  # gate: per domain, above this the stage fails
     min_domain_share: float = 0.02      # gate: every domain keeps at least this share of kept rows
@@ -108,6 +109,7 @@ class CurateConfig:
         for name in ("max_image_pixels", "max_text_chars", "batch_rows"):
             _require(getattr(self, name) > 0, f"{prefix}.{name}", "must be > 0")
         _require(self.max_aspect_ratio >= 1.0, f"{prefix}.max_aspect_ratio", "must be >= 1")
+        _require(self.min_image_side >= 1, f"{prefix}.min_image_side", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Passes (model_src/data/curation/, one module each, composed by `curate` below):
    perceptual hashes and specific questions become the contamination index;
 2. every other row: checked, dropped when it leaks an eval row (contamination) or repeats an
    earlier row (exact or near duplicate), then split by id hash into rl / sft / pretrain;
-   pretraining captions are rebuilt from the generator's facts at `recaption_ratio`;
+   pretraining captions are rebuilt from the generator's facts at `recaption_ratio` (rows without
+   such facts, a user's own corpus, keep their caption);
 3. the kept splits are rewritten with `sample_weight`, which gives every domain, and every task
    inside a domain, the same sampling mass (domain/concept-balanced resampling);
 then Great Expectations validates the outputs and gates the stage (`model_src/data/quality.py`).
@@ -21,10 +22,15 @@ then Great Expectations validates the outputs and gates the stage (`model_src/da
 Quarantine reasons:
 - file level (the stage fails, naming file and column): missing or mistyped column, no shards;
 - `id_missing`, `duplicate_id`, `split_invalid`, `domain_unknown`, `text_not_utf8`,
-  `<column>_missing`, `<column>_too_long`, `answer_type_unknown`, `answer_malformed`,
-  `box_out_of_range`, `difficulty_out_of_range`, `meta_invalid`, `frame_times_mismatch`;
-- `image_missing`, `image_empty`, `image_corrupt`, `image_zero_size`, `image_too_many_pixels`,
-  `image_aspect_ratio`, `image_mode` (wrong channel count);
+  `text_control_chars` (C0/C1 control characters other than tab and newline), `<column>_missing`,
+  `<column>_too_long`, `answer_type_unknown`, `answer_malformed`, `box_out_of_range`,
+  `difficulty_out_of_range`, `meta_invalid`, `frame_times_invalid` (not finite, or negative),
+  `frame_times_mismatch`;
+- `image_missing`, `image_empty`, `image_corrupt`, `image_zero_size`, `image_too_small` (a side
+  under `min_image_side`), `image_too_many_pixels`, `image_aspect_ratio`, `image_mode` (a mode with
+  no safe conversion: float images, 32-bit data). Images as real corpora have them are converted
+  and kept: CMYK, YCbCr, greyscale or palette with alpha, bilevel, 16-bit greyscale (scaled to 8
+  bits), and EXIF orientation (applied); the kept row carries the converted PNG;
 - `exact_duplicate` (same images, question and answer), `near_duplicate` (same question and
   answer, perceptual hash within `near_dup_hamming` bits);
 - `contaminated_image`: the same image bytes as an eval row, or a near-identical image with the
@@ -77,39 +83,42 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
                disable=not progress, unit="row")
 
     def screened(eval_rows: bool):
-        """(row, image digest, phash) of each structurally sound row with a new id; the rest quarantined."""
+        """(row, the image bytes a kept row carries, image digest, phash) of each structurally sound
+        row with a new id; the rest quarantined."""
         for row in iter_rows(files, cfg.batch_rows, eval_rows=eval_rows):
             ledger.arrived(row)
             bar.update(1)
-            problem, images = check_row(row, cfg)
+            problem, images, image_bytes = check_row(row, cfg)
             if problem is None and row["id"] in seen_ids:
                 problem = ("duplicate_id", f"id: {row['id']}")
             if problem:
                 ledger.quarantine(row, *problem)
                 continue
             seen_ids.add(row["id"])
-            yield row, content_hash(row["images"]), row_phash(images)
+            # duplicates are judged on the bytes as they came, and quarantine keeps those; a kept
+            # row carries the converted ones (check_image: CMYK, 16-bit, alpha, EXIF orientation)
+            yield row, image_bytes, content_hash(row["images"]), row_phash(images)
 
     def keep(row: dict, split: str) -> None:
         ledger.kept_in(row, split)
         writers.write(staging / f"{split}.parquet", {**row, "stage_split": split}, CURATED_SCHEMA)
 
     # pass 1: eval rows, which also build the contamination index
-    for row, digest, phash in screened(eval_rows=True):
+    for row, image_bytes, digest, phash in screened(eval_rows=True):
         problem = duplicates.duplicate_of(row, digest, phash)
         if problem:
             ledger.quarantine(row, *problem)
             continue
         contamination.add_eval(row, digest, phash)
-        keep({**row, "caption_source": "original"}, "eval")
+        keep({**row, "images": image_bytes, "caption_source": "original"}, "eval")
     # pass 2: everything else: leaks, then duplicates, then the split (and recaptions)
-    for row, digest, phash in screened(eval_rows=False):
+    for row, image_bytes, digest, phash in screened(eval_rows=False):
         problem = contamination.leak(row, digest, phash) or duplicates.duplicate_of(row, digest, phash)
         if problem:
             ledger.quarantine(row, *problem)
             continue
         split = assign_split(row["id"], cfg)
-        keep(with_caption(row, split, cfg), split)
+        keep(with_caption({**row, "images": image_bytes}, split, cfg), split)
     bar.close()
     # pass 3: balance weights, the final split files and kept.parquet
     writers.close(ledger.quarantine_path, QUARANTINE_SCHEMA)

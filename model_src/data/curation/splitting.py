@@ -22,18 +22,27 @@ def assign_split(row_id: str, cfg: CurateConfig) -> str:
     return "pretrain"
 
 
-def recaption(row: dict) -> str:
-    """The factual caption rebuilt from the generator's metadata (docs/recipe.md section 2)."""
+def recaption(row: dict) -> str | None:
+    """The factual caption rebuilt from the generator's metadata (docs/recipe.md section 2), or
+    None when the row has no such facts: a domain with no generator, or `meta` that is not the
+    generator's (a user's own corpus carries any JSON object there)."""
     from model_src.data.domains import DOMAINS as GENERATORS
 
-    return GENERATORS[row["domain"]].factual_caption(row["task"], json.loads(row["meta"]))
-
-
+    generator = GENERATORS.get(row["domain"])
+    if generator is None:
+        return None
+    try:
+        caption = generator.factual_caption(row["task"], json.loads(row["meta"] or "{}"))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):  # other facts than the generator's
+        return None
+    return caption if isinstance(caption, str) and caption.strip() else None
 
 
 def with_caption(row: dict, split: str, cfg: CurateConfig) -> dict:
     """The row with `caption_source`; `recaption_ratio` of the pretraining rows (by id hash) get
     their caption rebuilt from the generator's facts."""
     if split == "pretrain" and _unit(row["id"], "recaption") < cfg.recaption_ratio:
-        return {**row, "caption": recaption(row), "caption_source": "recaptioned"}
+        caption = recaption(row)
+        if caption is not None:
+            return {**row, "caption": caption, "caption_source": "recaptioned"}
     return {**row, "caption_source": "original"}

@@ -419,3 +419,32 @@ def test_a_corpus_from_outside_curates_without_crashing_and_converts_its_images(
     # no generator facts in `meta`: the caption stays the row's own, even at recaption_ratio 1
     pretrain = [r for r in kept.values() if r["stage_split"] == "pretrain"]
     assert pretrain and all(r["caption_source"] == "original" and r["caption"] == "c" for r in pretrain)
+
+
+def test_a_users_own_domain_is_configuration_and_carries_its_verifier(tmp_path):
+    from model_src.config import DomainConfig
+
+    rows = [_row(i, domain="receipts", task="total" if i % 2 else "vendor", answer_type="text",
+                 answer=f"shop {i}") for i in range(40)]
+    rows += [_row(60 + i) for i in range(20)]  # built-in stem rows
+    rows += [_row(90, domain="receipts", answer_type="integer"), _row(91, domain="invoices")]
+    _write_rows(tmp_path / "raw", rows)
+    cfg = CurateConfig(max_quarantine_share=1.0, min_domain_share=0.0,
+                       domains={"receipts": DomainConfig(verifier="ocr", answer_type="text",
+                                                         task_weights={"total": 3.0})})
+    report = curate(tmp_path / "raw", _outputs(tmp_path / "out"), cfg)
+    assert report["quarantine_reasons"] == {"answer_type_mismatch": 1, "domain_unknown": 1}
+    quarantine = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "report" / "quarantine.parquet").to_pylist()}
+    assert "curate.domains" in quarantine["r91"]["detail"]
+    kept = [r for split in SPLITS for r in read_split(tmp_path / "out" / split)]
+    assert {(r["domain"], r["verifier"]) for r in kept} == {("receipts", "ocr"), ("stem", "stem")}
+    # the user's row is scored by its domain's verifier: OCR's edit similarity, not exact match
+    receipt = next(r for r in kept if r["domain"] == "receipts")
+    from model_src.data.schema import row_verifier
+    assert score(row_verifier(receipt), format_response("r", receipt["answer"] + "x"), receipt["answer"]).reward > 0.8
+    # task weights shift mass inside the domain: `total` gets 3/4 of the receipts' mass in every split
+    for split in SPLITS:
+        mass = {task: sum(r["sample_weight"] for r in kept if r["stage_split"] == split and r["task"] == task)
+                for task in ("total", "vendor")}
+        if all(mass.values()):
+            assert mass["total"] == pytest.approx(3 * mass["vendor"])

@@ -21,11 +21,11 @@ from model_src.config.cluster import (ClusterConfig, EnvVar, SecretEnv, StageRes
                                       TrainingJobConfig)
 from model_src.config.loader import (PROFILE_DIR, PipelineConfig, available_profiles, config_from_dict,
                                      config_from_json, config_hash, load_config, parse_override)
-from model_src.config.recipe import (CurateConfig, EvalConfig, ExportConfig, JudgeConfig, ModelConfig, RewardConfig,
-                                     RLConfig, TokenizerConfig, TrainConfig)
+from model_src.config.recipe import (CurateConfig, DomainConfig, EvalConfig, ExportConfig, JudgeConfig, ModelConfig,
+                                     RewardConfig, RLConfig, TokenizerConfig, TrainConfig)
 
 __all__ = ["ConfigError", "derive", "ClusterConfig", "EnvVar", "SecretEnv", "StageResources", "StageSettings",
            "Toleration", "TrainingJobConfig", "PROFILE_DIR", "PipelineConfig", "available_profiles",
-           "config_from_dict", "config_from_json", "config_hash", "load_config", "parse_override", "CurateConfig",
+           "config_from_dict", "config_from_json", "config_hash", "load_config", "parse_override", "CurateConfig", "DomainConfig",
            "EvalConfig", "ExportConfig", "JudgeConfig", "ModelConfig", "RewardConfig", "RLConfig", "TokenizerConfig",
            "TrainConfig"]

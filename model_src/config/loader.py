@@ -49,6 +49,9 @@ class PipelineConfig:
         _require(self.sft.num_steps > 0, "sft.num_steps", "must be > 0")
         _require(self.pretrain.num_steps > 0 or bool(self.model.init_from), "pretrain.num_steps",
                  "0 skips pretraining, which needs released weights in model.init_from")
+        judged = sorted(name for name, d in self.curate.domains.items() if d.verifier == "judge")
+        _require(set(judged) <= set(self.reward.judge_domains), "reward.judge_domains",
+                 f"must list the domains whose verifier is the judge ({', '.join(judged)})")
         for section in ("rlcs", "evaluate"):
             decode = getattr(self, section)
             _require(not (self.cluster.training_job.enabled and decode.rollout_engine == "vllm-server"
@@ -86,7 +89,8 @@ def config_hash(cfg: PipelineConfig) -> str:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check `value` against a field annotation; the only conversions are int->float and list->tuple."""
+    """Check `value` against a field annotation (scalars, tuples, dicts with typed keys and values,
+    dataclasses); the only conversions are int->float and list->tuple."""
     origin = typing.get_origin(annotation)
     if annotation is bool:
         if isinstance(value, bool):
@@ -100,6 +104,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     elif annotation is str:
         if isinstance(value, str):
             return value
+    elif origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        if isinstance(value, dict):
+            return {_coerce(k, key_type, f"{key} key {k!r}"): _coerce(v, value_type, f"{key}.{k}")
+                    for k, v in value.items()}
     elif origin is tuple:
         (item_type, _ellipsis) = typing.get_args(annotation)
         if isinstance(value, (list, tuple)):

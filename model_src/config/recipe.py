@@ -77,6 +77,29 @@ class ModelConfig:
                  f"must be auto, fp32 or bf16, got {self.precision!r}")
 
 
+# the rule-based verifiers a user's domain may name (model_src/rewards/verifiers.py), or "judge"
+DOMAIN_VERIFIERS = ("math", "chart", "ocr", "counting", "choice", "grounding", "gui", "video", "vqa", "judge")
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """A user's own domain (`curate.domains.<name>`): how its answers are scored and look."""
+
+    verifier: str = "vqa"  # a rule-based verifier by name (vqa: exact after normalisation), or "judge"
+    answer_type: str = "text"  # schema.ANSWER_PATTERNS: what a well-formed reference looks like
+    task_weights: dict[str, float] = field(default_factory=dict)  # sampling mass of a task vs 1.0 for the rest
+
+    def validate(self, prefix: str) -> None:
+        from model_src.data.schema import ANSWER_PATTERNS
+
+        _require(self.verifier in DOMAIN_VERIFIERS, f"{prefix}.verifier",
+                 f"must be one of {', '.join(DOMAIN_VERIFIERS)}, got {self.verifier!r}")
+        _require(self.answer_type in ANSWER_PATTERNS, f"{prefix}.answer_type",
+                 f"must be one of {', '.join(ANSWER_PATTERNS)}, got {self.answer_type!r}")
+        for task, weight in self.task_weights.items():
+            _require(weight > 0, f"{prefix}.task_weights.{task}", "must be > 0")
+
+
 @dataclass(frozen=True)
 class CurateConfig:
     """Curation (model_src/data/curate.py). Eval rows come from the generator's eval split;
@@ -94,6 +117,8 @@ class CurateConfig:
     max_quarantine_share: float = 0.25  # gate: per domain, above this the stage fails
     min_domain_share: float = 0.02      # gate: every domain keeps at least this share of kept rows
     batch_rows: int = 512        # rows decoded at a time (streaming keeps memory flat)
+    # a user's own domains beside the built-in eight (schema.DOMAINS): name -> verifier, answer type
+    domains: dict[str, DomainConfig] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
         for name in ("rl_fraction", "sft_fraction"):
@@ -110,6 +135,14 @@ class CurateConfig:
             _require(getattr(self, name) > 0, f"{prefix}.{name}", "must be > 0")
         _require(self.max_aspect_ratio >= 1.0, f"{prefix}.max_aspect_ratio", "must be >= 1")
         _require(self.min_image_side >= 1, f"{prefix}.min_image_side", "must be >= 1")
+        from model_src.data.schema import DOMAINS
+
+        for name, domain in self.domains.items():
+            _require(name not in DOMAINS, f"{prefix}.domains.{name}",
+                     f"is a built-in domain ({', '.join(DOMAINS)}): give yours another name")
+            _require(bool(name.strip()) and name.replace("_", "").replace("-", "").isalnum(),
+                     f"{prefix}.domains.{name}", "a domain name is letters, digits, '-' and '_'")
+            domain.validate(f"{prefix}.domains.{name}")
 
 
 @dataclass(frozen=True)

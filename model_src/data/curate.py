@@ -21,7 +21,8 @@ then Great Expectations validates the outputs and gates the stage (`model_src/da
 
 Quarantine reasons:
 - file level (the stage fails, naming file and column): missing or mistyped column, no shards;
-- `id_missing`, `duplicate_id`, `split_invalid`, `domain_unknown`, `text_not_utf8`,
+- `id_missing`, `duplicate_id`, `split_invalid`, `domain_unknown` (neither built-in nor in
+  `curate.domains`), `answer_type_mismatch` (a user domain's row of another answer type), `text_not_utf8`,
   `text_control_chars` (C0/C1 control characters other than tab and newline), `<column>_missing`,
   `<column>_too_long`, `answer_type_unknown`, `answer_malformed`, `box_out_of_range`,
   `difficulty_out_of_range`, `meta_invalid`, `frame_times_invalid` (not finite, or negative),
@@ -56,6 +57,7 @@ from model_src.data.curation.ledger import Ledger
 from model_src.data.curation.reading import CurationError, iter_rows, shard_files
 from model_src.data.curation.splitting import assign_split, recaption, with_caption
 from model_src.data.curation.writing import CURATED_SCHEMA, QUARANTINE_SCHEMA, Writers, write_splits
+from model_src.data.schema import verifier_for
 
 # what other modules and tests use, named where they are defined
 __all__ = ["curate", "CurationError", "CURATED_SCHEMA", "assign_split", "check_row", "content_hash", "recaption"]
@@ -101,7 +103,8 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
 
     def keep(row: dict, split: str) -> None:
         ledger.kept_in(row, split)
-        writers.write(staging / f"{split}.parquet", {**row, "stage_split": split}, CURATED_SCHEMA)
+        verifier = verifier_for(row["domain"], row["answer_type"], cfg.domains)
+        writers.write(staging / f"{split}.parquet", {**row, "stage_split": split, "verifier": verifier}, CURATED_SCHEMA)
 
     # pass 1: eval rows, which also build the contamination index
     for row, image_bytes, digest, phash in screened(eval_rows=True):
@@ -122,7 +125,8 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
     bar.close()
     # pass 3: balance weights, the final split files and kept.parquet
     writers.close(ledger.quarantine_path, QUARANTINE_SCHEMA)
-    write_splits(writers, staging, output_dirs, report_dir, ledger.concepts, cfg.batch_rows)
+    write_splits(writers, staging, output_dirs, report_dir, ledger.concepts, cfg.batch_rows,
+                 {(name, task): w for name, domain in cfg.domains.items() for task, w in domain.task_weights.items()})
 
     report = ledger.report()
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))

@@ -55,7 +55,8 @@ def _suites(gx, cfg: CurateConfig, kept_columns: list[str], quarantine_columns: 
         E.ExpectColumnValuesToBeBetween(column="difficulty", min_value=0.0, max_value=1.0),
         E.ExpectColumnValuesToBeBetween(column="sample_weight", min_value=0.0, strict_min=True),
         E.ExpectColumnValuesToBeBetween(column="num_images", min_value=1, max_value=16),
-        E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
+        E.ExpectColumnValuesToBeInSet(column="domain", value_set=[*DOMAINS, *cfg.domains]),
+        E.ExpectColumnValuesToNotBeNull(column="verifier"),
         E.ExpectColumnValuesToBeInSet(column="stage_split", value_set=list(SPLITS)),
         E.ExpectColumnValuesToBeInSet(column="answer_type", value_set=list(ANSWER_PATTERNS)),
         E.ExpectColumnValuesToBeInSet(column="caption_source", value_set=["original", "recaptioned"]),
@@ -76,11 +77,11 @@ def _suites(gx, cfg: CurateConfig, kept_columns: list[str], quarantine_columns: 
     return {"kept": kept, "quarantine": quarantine, "domain_mix": mix}
 
 
-def domain_mix(report: dict) -> pd.DataFrame:
+def domain_mix(report: dict, cfg: CurateConfig = CurateConfig()) -> pd.DataFrame:
     kept_total = max(1, report["kept_rows"])
     rows = []
     for domain, n in report["input_by_domain"].items():
-        if domain not in DOMAINS:  # unknown domains are quarantined whole; the report lists them
+        if domain not in DOMAINS and domain not in cfg.domains:  # unknown domains are quarantined whole; the report lists them
             continue
         kept = report["kept_by_domain"].get(domain, 0)
         rows.append({"domain": domain, "input_rows": n, "kept_rows": kept, "kept_share": kept / kept_total,
@@ -95,7 +96,7 @@ def validate_outputs(report_dir: str | Path, report: dict, cfg: CurateConfig = C
 
     report_dir = Path(report_dir)
     frames = {"kept": _frame(report_dir / "kept.parquet"), "quarantine": _frame(report_dir / "quarantine.parquet"),
-              "domain_mix": domain_mix(report)}
+              "domain_mix": domain_mix(report, cfg)}
     frames["domain_mix"].to_csv(report_dir / "domain_mix.csv", index=False)
     mix_plots(frames["kept"], report_dir / "plots")
 

@@ -84,12 +84,34 @@ def read_split(folder: str | Path) -> list[dict]:
 
 
 def reward_domain(row: dict) -> str:
-    """The verifier a row is scored with: its domain, or `choice` for multiple-choice rows.
+    """The domain a row's reward is reported under (and the judge configured by): its domain, or
+    `choice` for multiple-choice rows.
 
     >>> reward_domain({"domain": "chart", "answer_type": "choice"})
     'choice'
     """
     return "choice" if row.get("answer_type") == "choice" else row["domain"]
+
+
+def row_verifier(row: dict) -> str:
+    """The verifier a row is scored with: the `verifier` curation wrote (a user's domain names its
+    own, `curate.domains`), else the reward domain's.
+
+    >>> row_verifier({"domain": "receipts", "answer_type": "text", "verifier": "ocr"})
+    'ocr'
+    >>> row_verifier({"domain": "chart", "answer_type": "choice"})
+    'choice'
+    """
+    return row.get("verifier") or reward_domain(row)
+
+
+def verifier_for(domain: str, answer_type: str, user_domains: dict) -> str:
+    """What curation writes into a kept row's `verifier`: `choice` for multiple-choice rows, a
+    user domain's configured verifier, else the built-in domain's own."""
+    if answer_type == "choice":
+        return "choice"
+    configured = user_domains.get(domain)
+    return configured.verifier if configured is not None else domain
 
 
 def format_response(reasoning: str, answer: str) -> str:

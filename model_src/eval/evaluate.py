@@ -12,10 +12,14 @@ import statistics
 from collections import defaultdict
 
 from model_src.config import EvalConfig
-from model_src.data.schema import reward_domain
+from model_src.data.schema import reward_domain, row_verifier
 from model_src.model.inputs import prompt_example
 from model_src.rewards.batch import Scorer, ScoreRequest
 from model_src.train.distributed import all_gather_objects, all_reduce_sum, process_group
+
+
+def _request(row: dict, response: str) -> ScoreRequest:
+    return ScoreRequest(reward_domain(row), response, row["answer"], row["question"], row_verifier(row))
 
 
 def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
@@ -52,8 +56,7 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
         out = engine.generate(examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
                               force_answer_tokens=cfg.force_answer_tokens)
         lengths = out.response_mask.sum(dim=1).tolist()
-        results = scorer.score_many([ScoreRequest(reward_domain(row), text, row["answer"], row["question"])
-                                     for row, text in zip(chunk, out.texts)])
+        results = scorer.score_many([_request(row, text) for row, text in zip(chunk, out.texts)])
         mine.append((index, [
             {"id": row["id"], "domain": row["domain"], "question": row["question"], "reference": row["answer"],
              "response": text, "reward": result.reward, "format_ok": result.format_ok, "reason": result.reason,
@@ -123,8 +126,7 @@ def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig,
                               force_answer_tokens=cfg.force_answer_tokens,
                               seeds=[derived_seed("pass_at_k", row["id"]) for row in chunk])
         rows_of = [chunk[k // cfg.pass_k] for k in range(len(out.texts))]
-        results = (scorer or Scorer()).score_many([ScoreRequest(reward_domain(row), text, row["answer"], row["question"])
-                                                  for row, text in zip(rows_of, out.texts)])
+        results = (scorer or Scorer()).score_many([_request(row, text) for row, text in zip(rows_of, out.texts)])
         for row, result in zip(rows_of, results):
             mine.setdefault(row["id"], []).append(result.reward)
     gathered = {i: r for part in all_gather_objects(mine) for i, r in part.items()}

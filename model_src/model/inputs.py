@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from model_src.data.schema import format_response, reward_domain
+from model_src.data.schema import format_response, reward_domain, row_verifier
 from model_src.model.build import ASSISTANT_TOKEN, END_OF_IMAGE_TOKEN, EOS_TOKEN
 
 IGNORE_INDEX = -100
@@ -24,11 +24,12 @@ class Example:
     """One training/eval sample: decoded images, the prompt text and the target text."""
 
     row_id: str
-    domain: str  # the verifier's domain (`choice` for multiple-choice rows)
+    domain: str  # the reward's domain (`choice` for multiple-choice rows): what metrics are grouped by
     images: tuple[Image.Image, ...]
     prompt: str
     target: str
     reference: str
+    verifier: str = ""  # what scores it (schema.row_verifier); "" = the domain's own
 
 
 def decode_images(row: dict) -> tuple[Image.Image, ...]:
@@ -53,7 +54,8 @@ def sft_example(processor, row: dict) -> Example:
 
 def prompt_example(processor, row: dict) -> Example:
     """A prompt to generate from (RL, evaluation): no target."""
-    return Example(row["id"], reward_domain(row), decode_images(row), chat_prompt(processor, row), "", row["answer"])
+    return Example(row["id"], reward_domain(row), decode_images(row), chat_prompt(processor, row), "", row["answer"],
+                   row_verifier(row))
 
 
 def collate(processor, examples: list[Example], *, with_targets: bool, padding_side: str = "right"):

@@ -30,14 +30,15 @@ TIMEOUT_REASON = "timeout"
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    domain: str
+    domain: str  # what the reward is reported under, and what `reward.judge_domains` names
     response: str
     reference: str
     question: str | None = None
+    verifier: str = ""  # the rule-based verifier, when not the domain's own (a user domain's, curate.domains)
 
 
 def _score(request: ScoreRequest, repetition_penalty: float) -> RewardResult:
-    return score(request.domain, request.response, request.reference, question=request.question,
+    return score(request.verifier or request.domain, request.response, request.reference, question=request.question,
                  repetition_penalty=repetition_penalty)
 
 

@@ -114,7 +114,7 @@ def rollout_groups(model, processor, prompts: list[Example], cfg: RLConfig, prom
                                    temperature=cfg.temperature, top_p=cfg.top_p,
                                    force_answer_tokens=cfg.force_answer_tokens,
                                    seeds=None if group_seed is None else [group_seed(ex.row_id) for ex in chunk])
-        results = scorer.score_many([ScoreRequest(ex.domain, text, ex.reference, ex.prompt)
+        results = scorer.score_many([ScoreRequest(ex.domain, text, ex.reference, ex.prompt, ex.verifier)
                                      for ex, text in zip(group, rollouts.texts)])
         rewards = ([r.reward for r in results] if reward_fn is None
                    else [reward_fn(ex.domain, text, ex.reference) for ex, text in zip(group, rollouts.texts)])

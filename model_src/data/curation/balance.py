@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections import Counter
 
 
-def balance_weights(counts: Counter) -> dict[tuple[str, str], float]:
+def balance_weights(counts: Counter, task_weights: dict[tuple[str, str], float] | None = None
+                    ) -> dict[tuple[str, str], float]:
     """Sampling weight per (domain, task) so each domain, and each task inside a domain, gets the
-    same total mass; weights average 1 over the rows.
+    same total mass; weights average 1 over the rows. `task_weights` shifts mass between the tasks
+    of a domain (a task weighted 2 gets twice the mass of a task weighted 1), never between domains.
 
     >>> w = balance_weights(Counter({("stem", "a"): 30, ("stem", "b"): 10, ("ocr", "t"): 20}))
     >>> {k: round(v, 3) for k, v in w.items()}
     {('stem', 'a'): 0.5, ('stem', 'b'): 1.5, ('ocr', 't'): 1.5}
+    >>> w = balance_weights(Counter({("stem", "a"): 30, ("stem", "b"): 10, ("ocr", "t"): 20}), {("stem", "a"): 3.0})
+    >>> {k: round(v, 3) for k, v in w.items()}
+    {('stem', 'a'): 0.75, ('stem', 'b'): 0.75, ('ocr', 't'): 1.5}
     """
+    task_weights = task_weights or {}
     total = sum(counts.values())
-    tasks_per_domain = Counter(domain for domain, _ in counts)
-    return {(domain, task): total / (len(tasks_per_domain) * tasks_per_domain[domain] * n)
+    domains = {domain for domain, _ in counts}
+    # a task's share of its domain's mass: its weight over the domain's tasks' weights
+    domain_weight = Counter()
+    for concept in counts:
+        domain_weight[concept[0]] += task_weights.get(concept, 1.0)
+    return {(domain, task): total * task_weights.get((domain, task), 1.0) / (len(domains) * domain_weight[domain] * n)
             for (domain, task), n in counts.items()}

@@ -152,8 +152,13 @@ def check_row(row: dict, cfg: CurateConfig = CurateConfig()
             return ("text_control_chars", f"{column}: U+{ord(_CONTROL.search(row[column]).group()):04X}"), [], []
     if row["split"] not in ("train", "eval"):
         return ("split_invalid", f"split: {row['split']!r}"), [], []
-    if row["domain"] not in DOMAINS:
-        return ("domain_unknown", f"domain: {row['domain']!r}"), [], []
+    user_domain = cfg.domains.get(row["domain"])
+    if row["domain"] not in DOMAINS and user_domain is None:
+        return ("domain_unknown", f"domain: {row['domain']!r} (built-in: {', '.join(DOMAINS)}; "
+                                  "add yours under curate.domains)"), [], []
+    if user_domain is not None and row["answer_type"] not in (user_domain.answer_type, "choice"):
+        return ("answer_type_mismatch", f"answer_type: {row['answer_type']!r}, but curate.domains."
+                                        f"{row['domain']}.answer_type is {user_domain.answer_type!r}"), [], []
     problem = check_answer(row["answer"], row["answer_type"])
     if problem:
         return problem, [], []

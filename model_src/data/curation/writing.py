@@ -13,7 +13,8 @@ from model_src.data.schema import ROW_SCHEMA, SPLITS, split_path
 
 CURATED_SCHEMA = (ROW_SCHEMA.append(pa.field("stage_split", pa.string()))
                   .append(pa.field("caption_source", pa.string()))
-                  .append(pa.field("sample_weight", pa.float64())))
+                  .append(pa.field("sample_weight", pa.float64()))
+                  .append(pa.field("verifier", pa.string())))  # schema.verifier_for: how RL and evaluation score it
 QUARANTINE_SCHEMA = ROW_SCHEMA.append(pa.field("reason", pa.string())).append(pa.field("detail", pa.string()))
 
 
@@ -51,14 +52,15 @@ class Writers:
 
 
 def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir: Path,
-                 concepts: dict[str, Counter], batch_rows: int) -> None:
+                 concepts: dict[str, Counter], batch_rows: int, task_weights: dict | None = None) -> None:
     """Each staged split rewritten into its folder with `sample_weight`, and all of them into
-    kept.parquet; the staging folder is removed."""
+    kept.parquet; the staging folder is removed. `task_weights` ({(domain, task): weight}, a user
+    domain's `task_weights`) scales the balanced weights of those tasks."""
     kept_path = report_dir / "kept.parquet"
     for split in SPLITS:
         writers.close(staging / f"{split}.parquet", CURATED_SCHEMA)
     for split in SPLITS:
-        weights = balance_weights(concepts[split]) if concepts[split] else {}
+        weights = balance_weights(concepts[split], task_weights) if concepts[split] else {}
         out_path = split_path(output_dirs[split])
         for batch in pq.ParquetFile(staging / f"{split}.parquet").iter_batches(batch_size=batch_rows):
             for row in batch.to_pylist():

@@ -129,15 +129,18 @@ def pin_md5(text: str, where: str) -> str:
         raise LineageError(f"{where}: cannot read outs[0].md5 ({exc})") from exc
 
 
-def dvc_pin(repo: str | Path, dvc_file: str = "data.dvc") -> tuple[str, str]:
-    """(data_hash, data_rev) from the committed DVC pin file."""
+def dvc_pin(repo: str | Path, dvc_file: str | Path = "data.dvc") -> tuple[str, str]:
+    """(data_hash, data_rev) from the DVC pin file (`dvc_file` relative to `repo`, or anywhere:
+    a pin outside the repository has no git revision, and says so)."""
     repo = Path(repo)
     path = repo / dvc_file
     if not path.is_file():
         raise LineageError(f"{path} not found: run `make data` (or `dvc add data/raw`) first")
     data_hash = pin_md5(path.read_text(), str(path))
-    rev = git_output(repo, "log", "-1", "--format=%H", "--", dvc_file)
-    if not rev or git_output(repo, "status", "--porcelain", "--", dvc_file):
+    if not path.resolve().is_relative_to(repo.resolve()):
+        return data_hash, "outside-repository"
+    rev = git_output(repo, "log", "-1", "--format=%H", "--", str(dvc_file))
+    if not rev or git_output(repo, "status", "--porcelain", "--", str(dvc_file)):
         rev = "uncommitted"
     return data_hash, rev
 

@@ -114,7 +114,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
     from model_src.lineage import dvc_pin, git_commit
     from model_src.names import PIPELINE_RUN_ENV
 
-    data_hash, data_rev = dvc_pin(root)
+    data_hash, data_rev = dvc_pin(root, getattr(args, "data_pin", None) or "data.dvc")
     run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = unique_run_id(run_name)
     os.environ[PIPELINE_RUN_ENV] = run_id  # the stage subprocesses find their parent run by it
@@ -388,7 +388,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     from model_src.data.quality import GateError
     from model_src.data.schema import SPLITS
 
-    cfg = load_config(args.profile)
+    cfg = load_config(args.profile, args.set or [])
     out = Path(args.output)
     try:
         report = curate(args.input, {name: out / name for name in (*SPLITS, "report")}, cfg.curate, progress=True)
@@ -404,12 +404,41 @@ def cmd_curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from model_src.data.ingest import MappingError, ingest
+
+    if args.write_samples:
+        from model_src.data.ingest.samples import DOMAIN_CONFIG, write_samples
+
+        mappings = write_samples(args.write_samples)
+        print(f"thinkpipe: sample sources and mappings in {args.write_samples}: "
+              f"{' '.join(str(m) for m in mappings)}\n(their domain: --set \"{DOMAIN_CONFIG}\")")
+        if not args.mapping:
+            return 0
+    if not args.mapping:
+        raise CliError("ingest needs --mapping FILE (one per source; `--write-samples DIR` writes examples)")
+    try:
+        report = ingest(args.mapping, args.out, progress=True)
+    except MappingError as exc:
+        raise CliError(str(exc)) from exc
+    for name, counts in report["mappings"].items():
+        reasons = {k.split("/", 1)[1]: n for k, n in counts.items() if k.startswith("quarantined/")}
+        print(f"  {name:12s} {counts['format']:11s} {counts['records']:7d} records -> {counts.get('rows', 0):7d} rows"
+              + (f", quarantined {reasons}" if reasons else ""))
+    print(f"thinkpipe: {report['rows']} rows in {args.out} ({report['quarantined']} quarantined: "
+          f"{Path(args.out) / 'ingest_quarantine.jsonl'}); pin them with `dvc commit` before a run")
+    return 0
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of a local run (shared by `run` and `retrain`)."""
     parser.add_argument("--profile", default="small", help="config profile under configs/ (default: small)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. sft.lr=3e-4")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local SQLite store)")
     parser.add_argument("--data-dir", help="raw corpus folder (default: data/raw)")
+    parser.add_argument("--data-pin", metavar="DVC_FILE",
+                        help="the .dvc file pinning --data-dir, e.g. from `dvc add` of an ingested corpus "
+                             "(default: data.dvc at the repository root)")
     parser.add_argument("--run-name", help="name of the pipeline run (default: PROFILE-TIMESTAMP)")
     parser.add_argument("--state-dir", help=f"local run state: kfp outputs and the default MLflow store (default: {DEFAULT_STATE_DIR}/)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every stage even when its content key matches")
@@ -512,7 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--input", required=True)
     cur.add_argument("--output", required=True)
     cur.add_argument("--profile", default="small")
+    cur.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="config override, e.g. curate.domains={receipts: {verifier: ocr, answer_type: text}}")
     cur.set_defaults(fn=cmd_curate)
+
+    ing = sub.add_parser("ingest", help="turn your own corpus (HF datasets, parquet, LLaVA, WebDataset, JSONL) "
+                                        "into the raw row schema, by mapping files")
+    ing.add_argument("--mapping", action="append", metavar="FILE",
+                     help="a mapping file (format, source, domain, fields: model_src/data/ingest/mapping.py); repeat")
+    ing.add_argument("--out", default="data/raw", help="the raw corpus folder to write shards into (default: data/raw)")
+    ing.add_argument("--write-samples", metavar="DIR", help="write a small sample of every format and its mapping file")
+    ing.set_defaults(fn=cmd_ingest)
 
     srv = sub.add_parser("serve", help="serve the last exported model with vLLM's OpenAI-compatible server (.venv-serve)")
     srv.add_argument("--model", help="exported folder, NAME/VERSION or NAME@alias (default: the newest exported version)")

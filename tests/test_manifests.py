@@ -46,7 +46,7 @@ def _pod_specs(objects: list[dict]):
 # digest for these tags was found): the README's cluster steps pin them with `skopeo inspect`.
 # Every other image must be referenced by digest, so a new tag-only image fails this test.
 AWAITING_DIGEST = {"ghcr.io/mlflow/mlflow:v3.17.2-full", "docker.io/vllm/vllm-openai:v0.33.0"}
-DIGEST_REFERENCE = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")  # repository:tag@sha256:... (tag for people)
+DIGEST_REFERENCE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")  # repository[:tag]@sha256:... (a tag is for people)
 
 
 def _check_pod(name: str, spec: dict) -> None:

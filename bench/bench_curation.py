@@ -1,17 +1,24 @@
-"""Curation throughput and peak memory at 10k and 100k rows, side by side in one run.
+"""Curation throughput and peak memory at several sizes, side by side in one run, on corpora with
+controlled duplication.
 
-Goal: linear time (rows/s about constant, so time ratio ~ row ratio) and flat memory (peak RSS
-about the same at both sizes: rows are streamed in batches, only hashes are kept).
-Each size is curated in its own child process so its peak RSS is its own. The corpora are
-generated once (distinct seeds, all eight domains) and kept under bench/out/ for re-runs.
+Goal (issue 19): linear time (rows/s about constant) and flat memory (peak RSS at the largest size
+<= 1.2x the smallest). Each size is curated in its own child process so its peak RSS is its own.
 
-    .venv/bin/python bench/bench_curation.py [--sizes 10000 100000] [--validate]
+The corpora quarantine the same share at every size, so sizes compare like with like: every base
+row is made distinct (its question carries the row's number, so no two base rows share a
+question), then a fixed share is injected: `EXACT` exact copies of an earlier row (new id),
+`NEAR` near copies (the same pixels re-encoded), `LEAKS` training rows that repeat an eval row's
+image and answer. Corpora are generated once under bench/out/ and reused.
+
+    .venv/bin/python bench/bench_curation.py [--sizes 10000 100000 500000] [--validate]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import random
 import subprocess
 import sys
 import time
@@ -19,41 +26,87 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "curation"
+EXACT, NEAR, LEAKS = 0.04, 0.03, 0.02  # injected shares of the training rows
+SHARD_ROWS = 5000
+
+
+def _reencoded(data: bytes) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def build_corpus(rows: int) -> Path:
-    """`rows` raw rows: as many default-size corpora (about 2.7k rows each) as needed, each from
-    its own seed, written as separate shards."""
-    from model_src.data.generate import GeneratorConfig, domain_rows
-
+    """`rows` raw rows: distinct base rows from many generator seeds, plus the injected copies."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from tqdm import tqdm
 
+    from model_src.data.generate import GeneratorConfig, domain_rows
     from model_src.data.schema import ROW_SCHEMA
 
-    folder = OUT / f"raw-{rows}"
+    folder = OUT / f"controlled-{rows}"
     if (folder / "DONE").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    written, seed = 0, 0
-    from tqdm import tqdm
+    rng = random.Random(rows)
+    shard: list[dict] = []
+    kept_train: list[dict] = []  # a bounded sample of earlier rows to copy from
+    evals: list[dict] = []
+    counts = {"base": 0, "exact": 0, "near": 0, "leak": 0}
+    written, seed, shards = 0, 0, 0
+
+    def emit(row: dict) -> None:
+        nonlocal written, shards, shard
+        shard.append(row)
+        written += 1
+        if len(shard) == SHARD_ROWS:
+            pq.write_table(pa.Table.from_pylist(shard, schema=ROW_SCHEMA), folder / f"{shards:05d}.parquet",
+                           compression="zstd")
+            shards, shard = shards + 1, []
 
     with tqdm(total=rows, desc=f"generate {rows}", unit="row") as bar:
         while written < rows:
-            cfg = GeneratorConfig(seed=10_000 + seed)
+            cfg = GeneratorConfig(seed=20_000 + seed)
             for domain in cfg.rows:
-                for split in ("train", "eval"):
-                    batch = domain_rows(cfg, domain, split)[: rows - written]
-                    if not batch:
-                        continue
-                    for row in batch:  # ids must stay unique across seeds
+                for split in ("eval", "train"):
+                    for row in domain_rows(cfg, domain, split):
+                        if written >= rows:
+                            break
                         row["id"] = f"s{seed}-{row['id']}"
-                    pq.write_table(pa.Table.from_pylist(batch, schema=ROW_SCHEMA),
-                                   folder / f"s{seed:03d}-{domain}-{split}.parquet", compression="zstd")
-                    written += len(batch)
-                    bar.update(len(batch))
+                        row["question"] = f"{row['question']} (item {written})"  # no two base rows alike
+                        emit(row)
+                        counts["base"] += 1
+                        bar.update(1)
+                        (evals if split == "eval" else kept_train).append(row)
+                        if len(kept_train) > 2000:
+                            kept_train.pop(rng.randrange(len(kept_train)))
+                        if len(evals) > 500:
+                            evals.pop(rng.randrange(len(evals)))
+                        if split != "train" or written >= rows:
+                            continue
+                        u = rng.random()
+                        if u < EXACT:
+                            copy, kind = dict(rng.choice(kept_train)), "exact"
+                        elif u < EXACT + NEAR:
+                            original = rng.choice(kept_train)
+                            copy, kind = {**original, "images": [_reencoded(d) for d in original["images"]]}, "near"
+                        elif u < EXACT + NEAR + LEAKS and evals:
+                            leaked = rng.choice(evals)
+                            copy, kind = {**leaked, "split": "train", "question": leaked["question"] + " again"}, "leak"
+                        else:
+                            continue
+                        copy["id"] = f"{kind}-{written}"
+                        emit(copy)
+                        counts[kind] += 1
+                        bar.update(1)
             seed += 1
-    (folder / "DONE").write_text(str(written))
+    if shard:
+        pq.write_table(pa.Table.from_pylist(shard, schema=ROW_SCHEMA), folder / f"{shards:05d}.parquet",
+                       compression="zstd")
+    (folder / "DONE").write_text(json.dumps(counts))
     return folder
 
 
@@ -75,20 +128,26 @@ print(json.dumps({"seconds": time.monotonic() - started, "rows": report["input_r
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--corpus-only", action="store_true", help="generate the corpora, curate nothing")
     parser.add_argument("--validate", action="store_true", help="include the Great Expectations gate")
     args = parser.parse_args()
     results = []
     for rows in args.sizes:
         corpus = build_corpus(rows)
+        if args.corpus_only:
+            continue
         proc = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(OUT / f"curated-{rows}"),
                                "1" if args.validate else "0"], cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(proc.stderr[-3000:])
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result["rows_per_s"] = result["rows"] / result["seconds"]
+        result["injected"] = json.loads((corpus / "DONE").read_text())
+        result["quarantined_share"] = result["quarantined"] / result["rows"]
         results.append(result)
         print(f"{result['rows']:>7} rows: {result['seconds']:7.1f} s  {result['rows_per_s']:6.0f} rows/s  "
-              f"peak RSS {result['peak_rss_mb']:6.0f} MB  (kept {result['kept']}, quarantined {result['quarantined']})",
+              f"peak RSS {result['peak_rss_mb']:6.0f} MB  (kept {result['kept']}, quarantined {result['quarantined']}, "
+              f"{result['quarantined_share']:.1%}; injected {result['injected']})",
               flush=True)
     if len(results) >= 2:
         small, large = results[0], results[-1]

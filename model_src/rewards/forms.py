@@ -29,12 +29,16 @@ _SPACING = ("\\displaystyle", "\\left", "\\right", "\\big", "\\Big", "\\,", "\\;
             "\\quad", "\\qquad")
 _UNICODE = {"π": "\\pi", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "×": "\\times ", "·": "\\cdot ",
             "⋅": "\\cdot ", "−": "-", "–": "-", "÷": "/", "∞": "\\infty ", "²": "^{2}", "³": "^{3}",
-            "，": ",", "：": ":", "（": "(", "）": ")", "．": ".", "％": "%", "＝": "="}
-_COMMAND_ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"),
+            "，": ",", "：": ":", "（": "(", "）": ")", "．": ".", "％": "%", "＝": "=",
+            "½": "(1/2)", "⅓": "(1/3)", "⅔": "(2/3)", "¼": "(1/4)", "¾": "(3/4)", "⅕": "(1/5)", "⅛": "(1/8)"}
+_COMMAND_ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"), ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"),
                     ("\\leq", "\\le"), ("\\geq", "\\ge"), ("\\neq", "\\ne"), ("\\lt", "<"), ("\\gt", ">"),
-                    ("\\{", "{{"), ("\\}", "}}"), ("\\%", "%"), ("\\$", ""))
-_PERCENT_WORDS = re.compile(r"\s*\b(?:percent|per cent|percentage|pct)\b")
-_DIGIT_GAP = re.compile(r"(?<=\d)(?:\s|~|,)(?=\d{3}(?!\d))")  # 1 000 / 1~000 / 1,000: a thousands gap
+                    ("\\{", "{{"), ("\\}", "}}"), ("\\%", "%"))
+_PERCENT_WORDS = re.compile(r"\s*(?<![a-zA-Z])(?:percentage|percent|per cent|pct)\b")
+# a number written with thousands gaps: 1,000 / 1 000 / 1~000 / 10,000,000 (a group of 1-3 digits
+# first, then groups of exactly 3)
+_GROUPED = re.compile(r"(?<![\d.])(\d{1,3})((?:(?:,|\s|~)\d{3})+)(?![\d])")
+_MIXED = re.compile(r"^(-?)(\d+)\s*(?:\\frac\{(\d+)\}\{(\d+)\}|\s(\d+)/(\d+))\s*(%?)$")
 
 
 def _unwrap(text: str, command: str) -> str:
@@ -94,17 +98,29 @@ def _braceless_args(text: str, command: str, nargs: int) -> str:
         i = k
 
 
+_MATRIX = re.compile(r"(?:\\left\s*[\[(]\s*)?\\begin\{([pbvBV]?matrix|array)\}(?:\{[lcr|]*\})?(.*?)\\end\{\1\}"
+                     r"(?:\s*\\right\s*[\])])?", re.DOTALL)
+
+
+def _matrix(match: re.Match) -> str:
+    """A matrix (any environment) as nested brackets, `[[1,2],[3,4]]`: rows of entries in order."""
+    rows = [row for row in match.group(2).split("\\\\") if row.strip()]
+    return "[" + ",".join("[" + ",".join(cell.strip() for cell in row.split("&")) + "]" for row in rows) + "]"
+
+
 def plain_latex(text: str) -> str:
     """The answer with LaTeX styling, spacing, delimiters and Unicode math turned into the plain
     forms the expression reader knows. Set braces `\\{ \\}` become `{{ }}`."""
     text = text[:MAX_CHARS].strip()
-    for a, b in (("$$", ""), ("$", ""), ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", "")):
+    for a, b in (("\\$", ""), ("$$", ""), ("$", ""), ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", "")):
         text = text.replace(a, b)
     for symbol, latex in _UNICODE.items():
         text = text.replace(symbol, latex)
-    text = text.replace("{,}", ",")
+    # LaTeX's thousands idioms: 1{,}000, 1{, }000, 1,\\!000
+    text = re.sub(r"\s*\{,\s*\}\s*|,\\!\s*", ",", text)
     for command in _WRAPPERS:
         text = _unwrap(text, command)
+    text = _MATRIX.sub(_matrix, text)
     for spacing in _SPACING:
         text = text.replace(spacing, " " if spacing[1:].isalpha() else "")
     for a, b in _COMMAND_ALIASES:
@@ -114,8 +130,24 @@ def plain_latex(text: str) -> str:
     text = _braceless_args(text, "\\frac", 2)
     text = _braceless_args(text, "\\sqrt", 1)
     text = _PERCENT_WORDS.sub("%", text)
-    text = _DIGIT_GAP.sub("", text)
-    return " ".join(text.split())
+    text = _GROUPED.sub(_ungrouped, text)
+    text = " ".join(text.split()).rstrip(",").strip()
+    mixed = _MIXED.match(text)  # a mixed number, 4\frac{4}{9} or 4 4/9: 4 + 4/9
+    if mixed:
+        sign, whole, a, b, c, d, percent = mixed.groups()
+        numerator, denominator = a or c, b or d
+        if 0 < int(numerator) < int(denominator):  # a proper fraction: 11 6/6 is no mixed number
+            text = f"{sign}({whole}+{numerator}/{denominator}){percent}"
+    return text
+
+
+def _ungrouped(match: re.Match) -> str:
+    """`1,000` -> `1000`, unless the number opens a bracketed list (`(5,100)` is a pair) or follows
+    a comma (`1, 100` lists two numbers)."""
+    before = match.string[:match.start()].rstrip()
+    if before.endswith(("(", "[", "{", ",")) or (match.group(2)[0] != "," and before.endswith(",")):
+        return match.group(0)
+    return match.group(1) + "".join(ch for ch in match.group(2) if ch.isdigit())
 
 
 _UNITS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,

@@ -21,16 +21,19 @@ Math-Verify's and GLM-V's reward tests expect:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from model_src.rewards.forms import plain_latex, split_unit
-from model_src.rewards.mathexpr import equivalent
+from model_src.rewards.mathexpr import equivalent, proportional
 
 MAX_PARTS = 16
 _RELATIONS = ("<=", ">=", "!=", "<", ">", "=")
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
-_LATEX_RELATIONS = (("\\le", "<="), ("\\ge", ">="), ("\\ne", "!="), ("≤", "<="), ("≥", ">="), ("=<", "<="),
-                    ("=>", ">="), ("\\approx", "="), ("≈", "="))
+# `\\in` (an interval) and `\\approx` read as `=`; a whole command only (`\\infty` is not `\\in`)
+_LATEX_RELATION = re.compile(r"\\(in|le|ge|ne|approx)(?![a-zA-Z])")
+_RELATION_WORDS = {"in": "=", "le": "<=", "ge": ">=", "ne": "!=", "approx": "="}
+_SYMBOL_RELATIONS = (("≤", "<="), ("≥", ">="), ("=<", "<="), ("=>", ">="), ("≈", "="))
 _HEDGES = (" or ", "或", " and/or ")
 _PAIRS = {"(": ")", "[": "]", "{{": "}}"}
 
@@ -77,7 +80,8 @@ def _closing(text: str, opener: str) -> int:
 
 def read(text: str) -> Answer:
     text = plain_latex(text)
-    for a, b in _LATEX_RELATIONS:
+    text = _LATEX_RELATION.sub(lambda m: _RELATION_WORDS[m.group(1)], text)
+    for a, b in _SYMBOL_RELATIONS:
         text = text.replace(a, b)
     text = text.strip().rstrip(".").strip()
     if any(h in f" {text.lower()} " for h in _HEDGES):
@@ -109,12 +113,19 @@ def value_equal(pred: str, ref: str) -> bool:
     """Expressions agree (numerically or at sample points), or agree once a unit is set aside."""
     if not pred or not ref:
         return False
-    if equivalent(pred, ref) or equivalent(pred.replace("%", ""), ref.replace("%", "")):
+    if _numbers_equal(pred, ref):
         return True
     (pv, pu), (rv, ru) = split_unit(pred), split_unit(ref)
     if not (pu or ru) or (pu and ru and _unit(pu) != _unit(ru)):
         return False
-    return equivalent(pv, rv) or equivalent(pv.replace("%", ""), rv.replace("%", ""))
+    return _numbers_equal(pv, rv)
+
+
+def _numbers_equal(pred: str, ref: str) -> bool:
+    """Equivalent as written (`50%` is 0.5), or, when the reference is a percentage, the bare
+    number answers it (`45` for `45%`, as Math-Verify and GLM-V's tests expect); a percentage
+    answer to a plain reference means its value over 100."""
+    return equivalent(pred, ref) or ("%" in ref and equivalent(pred.replace("%", ""), ref.replace("%", "")))
 
 
 def _is_name(text: str) -> bool:
@@ -146,6 +157,9 @@ def _relation_equal(a: tuple, b: tuple) -> bool:
         (op_a, da), (op_b, db) = _difference_form(a), _difference_form(b)
         if op_a == op_b and (equivalent(da, db) or (op_a in ("=", "!=") and equivalent(da, f"-({db})"))):
             return True
+        # or with both sides scaled: an equation by any factor, an inequality by a positive one
+        if op_a == op_b and proportional(da, db, positive=op_a not in ("=", "!=")):
+            return True
     forward = all(x == y for x, y in zip(a[1::2], b[1::2])) and all(
         value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], b[::2]))
     if forward:
@@ -153,6 +167,28 @@ def _relation_equal(a: tuple, b: tuple) -> bool:
     flipped = tuple(_FLIP[p] if i % 2 else p for i, p in enumerate(reversed(b)))
     return all(x == y for x, y in zip(a[1::2], flipped[1::2])) and all(
         value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], flipped[::2]))
+
+
+def as_interval(relation: tuple) -> Answer | None:
+    """`-2 <= x < 7` as `[-2, 7)`, `x > 3` as `(3, \\infty)`: the set a one-variable inequality
+    describes; None for other relations."""
+    if len(relation) == 3:
+        left, op, right = relation
+        if _is_name(left) and op in ("<", "<=", ">", ">="):
+            relation = ("-\\infty", "<", left, op, right) if op in ("<", "<=") else \
+                       (right, _FLIP[op], left, "<", "\\infty")
+        elif _is_name(right) and op in ("<", "<=", ">", ">="):
+            return as_interval((right, _FLIP[op], left))
+        else:
+            return None
+    if len(relation) != 5 or not _is_name(relation[2]):
+        return None
+    low, op1, _, op2, high = relation
+    if {op1, op2} <= {">", ">="}:
+        low, op1, op2, high = high, _FLIP[op2], _FLIP[op1], low
+    if not {op1, op2} <= {"<", "<="}:
+        return None
+    return Answer("sequence", ("[" if op1 == "<=" else "(", "]" if op2 == "<=" else ")", low, high))
 
 
 def _bag_equal(a: list[Answer], b: list[Answer]) -> bool:
@@ -171,6 +207,10 @@ def _equal(p: Answer, r: Answer) -> bool:
     if p.kind == "hedge" or r.kind == "hedge":
         return p.kind == r.kind and _bag_equal([Answer("value", x) for x in p.parts],
                                                [Answer("value", x) for x in r.parts])
+    if r.kind == "relation" and p.kind == "sequence":  # an interval answers an inequality (as Math-Verify)
+        interval = as_interval(r.parts)
+        if interval is not None:
+            return _equal(p, interval)
     if p.kind == "relation" and r.kind != "relation":
         value = _assigned(p)
         return value is not None and _equal(read(value), r)
@@ -182,6 +222,11 @@ def _equal(p: Answer, r: Answer) -> bool:
     if p.kind == "value":
         return value_equal(p.parts[0], r.parts[0])
     if p.kind == "relation":
+        value = _assigned(p)
+        if value is not None and read(value).kind == "sequence":  # x \\in [-2, 7] answers -2 <= x <= 7
+            interval = as_interval(r.parts)
+            if interval is not None:
+                return _equal(read(value), interval)
         return _relation_equal(p.parts, r.parts)
     if p.kind == "sequence":
         return p.parts[:2] == r.parts[:2] and len(p.parts) == len(r.parts) and all(

@@ -6,6 +6,7 @@ variables are equivalent when they agree at several fixed sample points (so `x+1
 
 Grammar: numbers (`3`, `0.5`, `1,000`, `1e3`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
 multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\cdot`, `\\times`, `\\pi`, `\\infty`,
+functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\ln`, `\\log_b`, `\\exp`, ... and their plain names),
 one-letter variables. Input length, nesting depth and exponents are bounded, so reading any input
 takes bounded time.
 
@@ -33,6 +34,12 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _SCIENTIFIC = re.compile(r"[eE][+-]?\d{1,3}(?![\d.])")
 
 
+# functions an answer may use (LaTeX `\\sin` or plain `sin`); log is natural unless `\\log_b`
+FUNCTIONS = {"sin": math.sin, "cos": math.cos, "tan": math.tan, "sec": lambda v: 1 / math.cos(v),
+             "csc": lambda v: 1 / math.sin(v), "cot": lambda v: 1 / math.tan(v), "arcsin": math.asin,
+             "arccos": math.acos, "arctan": math.atan, "ln": math.log, "log": math.log, "exp": math.exp}
+
+
 class ParseError(ValueError):
     pass
 
@@ -54,7 +61,7 @@ def _tokenize(text: str) -> list[str]:
             exponent = _SCIENTIFIC.match(text, j)  # 1e3, 2.5E-4: one number token
             if exponent:
                 j = exponent.end()
-            if tokens and tokens[-1][0].isdigit():  # `1 1`: two numbers are not a product
+            if tokens and tokens[-1][0].isdigit() and tokens[-2:-1] != ["_"]:  # `1 1` is no product; `\\log_2 8` is fine
                 raise ParseError("two numbers in a row")
             tokens.append(text[i:j])
             i = j
@@ -63,14 +70,28 @@ def _tokenize(text: str) -> list[str]:
             while j < len(text) and text[j].isalpha():
                 j += 1
             name = text[i:j]
-            if name not in ("\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi", "\\infty"):
+            if name[1:] in FUNCTIONS:
+                tokens.append("fn:" + name[1:])
+            elif name in ("\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi", "\\infty"):
+                tokens.append("\\frac" if name.endswith("frac") else name)
+            else:
                 raise ParseError(f"unsupported command {name}")
-            tokens.append("\\frac" if name.endswith("frac") else name)
             i = j
         elif ch.isalpha():
-            tokens.append(ch)  # one-letter variables; "xy" reads as x*y
-            i += 1
-        elif ch in "+-*/^(){}%":
+            j = i
+            while j < len(text) and text[j].isalpha():
+                j += 1
+            word = text[i:j]
+            if word in FUNCTIONS or word == "sqrt":  # sin(x), sqrt(2) as plain text
+                tokens.append("\\sqrt" if word == "sqrt" else "fn:" + word)
+                i = j
+            elif word == "pi":
+                tokens.append("\\pi")
+                i = j
+            else:
+                tokens.append(ch)  # one-letter variables; "xy" reads as x*y
+                i += 1
+        elif ch in "+-*/^(){}%_":
             tokens.append(ch)
             i += 1
         else:
@@ -114,7 +135,8 @@ class _Parser:
             if token in ("*", "/"):
                 node = (self.take(), node, self.unary())
             elif token is not None and (token[0].isdigit() or token[0] == "." or token.isalpha()
-                                        or token in ("(", "\\frac", "\\sqrt", "\\pi", "\\infty")):
+                                        or token in ("(", "\\frac", "\\sqrt", "\\pi", "\\infty")
+                                        or token.startswith("fn:")):
                 node = ("*", node, self.unary())  # implicit multiplication: 2x, 2(x+1)
             else:
                 return node
@@ -171,6 +193,22 @@ class _Parser:
         if token == "\\infty":
             self.take()
             return ("num", math.inf)
+        if token.startswith("fn:"):
+            # \\sin x, \\sin(x), \\sin^2 x (the square of sin x), \\log_2 8
+            self.take()
+            base = None
+            if token == "fn:log" and self.peek() == "_":
+                self.take("_")
+                base = self.atom()
+            power = None
+            if self.peek() == "^":
+                self.take()
+                power = self.atom()
+            self.enter()
+            argument = self.power()
+            self.depth -= 1
+            node = ("fn", token[3:], argument, base)
+            return node if power is None else ("^", node, power)
         if token[0].isdigit() or token[0] == ".":
             self.take()
             try:
@@ -200,6 +238,8 @@ def variables(node) -> set[str]:
         return {node[1]}
     if kind == "num":
         return set()
+    if kind == "fn":
+        return set().union(*(variables(child) for child in node[2:] if child is not None))
     return set().union(*(variables(child) for child in node[1:]))
 
 
@@ -211,6 +251,11 @@ def evaluate(node, env: dict[str, float]) -> float:
         return env[node[1]]
     if kind == "neg":
         return -evaluate(node[1], env)
+    if kind == "fn":
+        value = evaluate(node[2], env)
+        if node[1] == "log" and node[3] is not None:
+            return math.log(value, evaluate(node[3], env))
+        return FUNCTIONS[node[1]](value)
     if kind == "sqrt":
         value = evaluate(node[1], env)
         if value < 0:
@@ -250,6 +295,32 @@ def equivalent(pred: str, ref: str, num_points: int = 5) -> bool:
             if not (math.isfinite(x) and math.isfinite(y)) or not _close(x, y):
                 return False
         return True
+    except (ParseError, ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
+        return False
+
+
+def proportional(a: str, b: str, positive: bool, num_points: int = 5) -> bool:
+    """True when `a` = c * `b` for one constant c != 0 (c > 0 with `positive`) at every sample
+    point: the same equation (or, with c > 0, inequality) written with its sides scaled.
+
+    >>> proportional("x/4 + y/2 - 1", "x + 2y - 4", True), proportional("x - 1", "1 - x", True)
+    (True, False)
+    """
+    try:
+        pa, pb = parse(a), parse(b)
+        names = sorted(variables(pa) | variables(pb))
+        if not names:
+            return False
+        rng = random.Random(1)
+        ratios = []
+        for _ in range(num_points):
+            env = {n: rng.uniform(0.5, 2.5) for n in names}
+            x, y = evaluate(pa, env), evaluate(pb, env)
+            if not (math.isfinite(x) and math.isfinite(y)) or abs(y) < 1e-12:
+                return False
+            ratios.append(x / y)
+        c = ratios[0]
+        return abs(c) > 1e-12 and (c > 0 or not positive) and all(_close(r, c) for r in ratios)
     except (ParseError, ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
         return False
 

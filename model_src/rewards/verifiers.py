@@ -36,7 +36,7 @@ MAX_CHARS = 512  # longer box contents are judged too long to be an answer
 CHART_REL_TOL = 0.025
 IOU_THRESHOLD = 0.5
 VIDEO_TOL_S = 1.0
-TRUE_WORDS, FALSE_WORDS = {"yes", "true", "correct", "y"}, {"no", "false", "incorrect", "n"}
+TRUE_WORDS, FALSE_WORDS = {"yes", "true", "correct", "y", "t"}, {"no", "false", "incorrect", "n", "f"}
 _CURRENCY = "$€£¥₹"
 
 
@@ -65,14 +65,19 @@ def verify_math(pred: str, ref: str) -> tuple[float, str]:
         return 1.0, "match"
     if len(pred) > MAX_CHARS:
         return 0.0, "too_long"
+    if _LETTER.match(ref.strip()):  # a multiple-choice question in a math set: `A. Blue` answers `A`
+        return verify_choice(pred, ref)
     return (1.0, "equivalent") if same(pred, ref) else (0.0, "mismatch")
+
+
+_LETTER = re.compile(r"^\(?[A-J]\)?$")
 
 
 def verify_chart(pred: str, ref: str) -> tuple[float, str]:
     """Numbers within 2.5% relative; years (integers 1000-3000) exactly; yes/no equivalents. A
     percentage on either side also matches the same value as a fraction (`45%` is `0.45`)."""
     p, r = normalize_answer(pred), normalize_answer(ref)
-    if p == r:
+    if p == r or p.replace(" ", "") == r.replace(" ", ""):
         return 1.0, "match"
     for words in (TRUE_WORDS, FALSE_WORDS):
         if r in words:

@@ -11,7 +11,7 @@ PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-packing bench-rlcs bench-trl bench-rollouts lint clean lock serve-venv serve gpu-check
+.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-rewards bench-packing bench-rlcs bench-trl bench-rollouts lint clean lock serve-venv serve gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -79,8 +79,12 @@ gpu-check: ## GPU readiness: training, GRPO and evaluation on CUDA in bf16, MFU 
 golden: $(STAMP) data ## run PROFILE (small) afresh and compare every stage's metrics with tests/golden/ (minutes)
 	$(BIN)/thinkpipe golden --profile $(PROFILE)
 
-bench-curation: $(STAMP) ## curation rows/s and peak memory at 10k and 100k rows (generates once, minutes)
-	$(BIN)/python bench/bench_curation.py
+CURATION_SIZES ?= 10000 100000
+bench-curation: $(STAMP) ## curation rows/s and peak memory, controlled duplication (CURATION_SIZES="10000 100000 500000"; minutes)
+	$(BIN)/python bench/bench_curation.py --sizes $(CURATION_SIZES)
+
+bench-rewards: $(STAMP) ## reward verifiers: agreement with the regression sets, time per call, slowest call (seconds)
+	$(BIN)/python bench/bench_rewards.py
 
 bench-packing: $(STAMP) data ## useful tokens/s, packed vs padded batches, same model and steps
 	$(BIN)/python bench/bench_packing.py

@@ -6,7 +6,7 @@ Goal (issue 19): linear time (rows/s about constant) and flat memory (peak RSS a
 
 The corpora quarantine the same share at every size, so sizes compare like with like: every base
 row is made distinct (its question carries the row's number, so no two base rows share a
-question), then a fixed share is injected: `EXACT` exact copies of an earlier row (new id),
+question) and the eval rows are the same 500 at every size, then a fixed share is injected: `EXACT` exact copies of an earlier row (new id),
 `NEAR` near copies (the same pixels re-encoded), `LEAKS` training rows that repeat an eval row's
 image and answer. Corpora are generated once under bench/out/ and reused.
 
@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "curation"
 EXACT, NEAR, LEAKS = 0.04, 0.03, 0.02  # injected shares of the training rows
+EVAL_ROWS = 500  # the same held-out set at every size: natural leaks (a generated image close to an
+                 # eval image with the same answer) then stay a fixed share of the training rows
 SHARD_ROWS = 5000
 
 
@@ -55,7 +57,7 @@ def build_corpus(rows: int) -> Path:
     shard: list[dict] = []
     kept_train: list[dict] = []  # a bounded sample of earlier rows to copy from
     evals: list[dict] = []
-    counts = {"base": 0, "exact": 0, "near": 0, "leak": 0}
+    counts = {"base": 0, "eval": 0, "exact": 0, "near": 0, "leak": 0}
     written, seed, shards = 0, 0, 0
 
     def emit(row: dict) -> None:
@@ -75,6 +77,9 @@ def build_corpus(rows: int) -> Path:
                     for row in domain_rows(cfg, domain, split):
                         if written >= rows:
                             break
+                        if split == "eval" and counts["eval"] >= EVAL_ROWS:
+                            continue
+                        counts["eval"] += split == "eval"
                         row["id"] = f"s{seed}-{row['id']}"
                         row["question"] = f"{row['question']} (item {written})"  # no two base rows alike
                         emit(row)

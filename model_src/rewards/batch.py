@@ -135,7 +135,8 @@ class Scorer:
                 return RewardResult(self.unreachable_reward, True,
                                     {"format": 1.0, "judge": self.unreachable_reward}, verdict.reason)
             return RewardResult(rule.reward, rule.format_ok, rule.parts, f"{rule.reason};{verdict.reason}")
-        reward = verdict.reward if rule is None else max(rule.reward, verdict.reward)
+        # the rule's accuracy before any repetition penalty, which is applied once, below
+        reward = verdict.reward if rule is None else max(rule.parts.get("accuracy", rule.reward), verdict.reward)
         parts = {"format": 1.0, **(rule.parts if rule else {}), "judge": verdict.reward}
         if self.repetition_penalty > 0:
             parts["repetition"] = repetition(request.response)

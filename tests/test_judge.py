@@ -38,7 +38,7 @@ def test_a_hung_call_scores_zero_as_timeout_and_does_not_serialize_the_batch():
                                                            (0.0, "timeout")]
         assert results[1].format_ok  # the format was fine: only the verifier ran out of time
         assert scorer.stats["reward_timeouts"] == 2
-        assert elapsed < 2.5, elapsed  # two hung calls side by side: about one limit, not two
+        assert elapsed < 1.9, elapsed  # two hung calls side by side: about one limit (1 s), not two (2 s)
         # the killed workers were replaced: the pool keeps scoring
         assert [r.reward for r in scorer.score_many([ScoreRequest("math", wrap("7"), "7")] * 4)] == [1.0] * 4
 
@@ -83,12 +83,12 @@ def test_rule_with_judge_fallback_asks_only_about_what_the_rule_rejects():
 
 
 def test_requests_go_out_concurrently_up_to_the_configured_limit():
-    with JudgeServer(delay_s=0.3) as server, judge_scorer(server.api_url, "reward.judge.concurrency=4") as scorer:
+    with JudgeServer(delay_s=0.5) as server, judge_scorer(server.api_url, "reward.judge.concurrency=4") as scorer:
         started = time.perf_counter()
         scorer.score_many([ScoreRequest("vqa", wrap(f"answer {i}"), "answer", "q") for i in range(8)])
         elapsed = time.perf_counter() - started
-    assert server.max_in_flight == 4 and len(server.requests) == 8
-    assert elapsed < 8 * 0.3 * 0.6, elapsed  # 2 rounds of 4, not 8 one after another
+    assert 1 < server.max_in_flight <= 4 and len(server.requests) == 8  # never more than the limit at once
+    assert elapsed < 8 * 0.5 * 0.6, elapsed  # about 2 rounds of 4, not 8 one after another
 
 
 def _free_port() -> int:
@@ -109,7 +109,7 @@ def test_a_judge_that_fails_gives_the_defined_reward_and_a_metric_never_a_hung_s
         judged, fallback = scorer.score_many([ScoreRequest("vqa", wrap("red car"), "red car", "q"),
                                               ScoreRequest("chart", wrap("about forty"), "40", "q")])
         elapsed = time.perf_counter() - started
-    assert elapsed < 3, elapsed
+    assert elapsed < 4, elapsed  # bounded by the 1 s timeout, not the slow server's 5 s
     assert judged.reward == 0.25 and fallback.reward == 0.0  # judge-only: the configured reward; fallback: the rule's
     expected = "judge_unparsed" if case == "babbling" else "judge_unreachable"
     assert judged.reason.startswith(expected) and fallback.reason.startswith(f"mismatch;{expected}")

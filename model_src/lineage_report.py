@@ -118,7 +118,7 @@ def lineage_report(ref: str, client=None) -> dict:
 
 
 KEY_METRICS = ("final_loss", "first_loss", "kept_rows", "quarantined_rows", "final_reward_mean",
-               "accuracy_mean", "format_ok_mean")
+               "accuracy_mean", "visual_gain_mean", "format_ok_mean")
 
 
 def render_lineage(report: dict) -> str:
@@ -131,7 +131,8 @@ def render_lineage(report: dict) -> str:
         lines.append(f"  {key:<12} {value}")
     if report.get("eval_table"):
         lines.append("evaluation (held-out, per domain):")
-        columns = [c for c in ("accuracy", "format_ok", "forced_answer") if c in report["eval_table"][0]]
+        columns = [c for c in ("accuracy", "blind_accuracy", "visual_gain", "format_ok", "forced_answer")
+                   if c in report["eval_table"][0]]
         lines.append("  " + f"{'domain':<10}" + "".join(f"{c:>14}" for c in columns))
         for row in report["eval_table"]:
             lines.append("  " + f"{row['domain']:<10}" + "".join(f"{row.get(c, float('nan')):>14.3f}" for c in columns))

@@ -12,14 +12,26 @@ from model_src.lineage import Lineage, RunScope
 from model_src.names import EVAL_DATA_HASH_TAG, EVAL_TAG_PREFIX, MODEL_CONTENT_TAG, PROMOTION_TAG
 
 
-def model_card(lineage: Lineage, scope: RunScope, metrics: dict[str, float], name: str) -> str:
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
-    return (f"# {name}\n\nA GLM-4.1V-style vision-language model trained by thinkpipe.\n\n"
+def model_card(lineage: Lineage, scope: RunScope, metrics: dict[str, float], name: str, promotion: str = "") -> str:
+    """The model card: lineage, a per-domain table (accuracy beside the image-blind baseline and the
+    visual gain, so a model that answers from priors shows), the other metrics, the promotion
+    decision. Export writes it beside the weights and makes it the registered version's description."""
+    from model_src.eval.evaluate import domain_table
+
+    columns = [c for c in ("accuracy", "blind_accuracy", "visual_gain", "format_ok", "pass_at_1")
+               if any(c in row for row in domain_table(metrics))]
+    table = domain_table({k: v for k, v in metrics.items() if k.split("/", 1)[0] in columns})
+    per_domain = "\n".join(f"| {row['domain']} | " + " | ".join(f"{row.get(c, float('nan')):.3f}" for c in columns) + " |"
+                           for row in table)
+    overall = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if "/" not in k)
+    card = (f"# {name}\n\nA GLM-4.1V-style vision-language model trained by thinkpipe.\n\n"
             f"## Lineage\n\n| what | value |\n|---|---|\n| git commit | `{lineage.git_commit}` |\n"
             f"| data hash (DVC) | `{lineage.data_hash}` |\n| data rev | `{lineage.data_rev}` |\n"
             f"| config hash | `{lineage.config_hash}` |\n| image | `{lineage.image}` |\n"
             f"| MLflow parent run | `{scope.parent_run_id}` |\n\n"
-            f"## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n")
+            f"## Evaluation per domain\n\n| domain | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}\n"
+            f"{per_domain}\n\n## Overall\n\n| metric | value |\n|---|---|\n{overall}\n")
+    return card + (f"\n## Promotion\n\n{promotion}\n" if promotion else "")
 
 
 def version_with_content(client, name: str, content_hash: str):

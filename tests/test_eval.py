@@ -33,6 +33,10 @@ def test_pass_at_k_table_and_worst_examples(tmp_path):
         assert 0.0 <= metrics[f"sampled_accuracy/{domain}"] <= metrics[f"pass_at_2/{domain}"]
         assert (metrics[f"sampled_accuracy/{domain}"] == 0.0) == (metrics[f"pass_at_2/{domain}"] == 0.0)
     assert {r["domain"] for r in records} == {"stem", "digits"} and all("pass_at_2" in r for r in records)
+    for domain in ("stem", "digits"):  # the image-blind baseline: the same prompts with blank images
+        mine = [r for r in records if r["domain"] == domain]
+        assert metrics[f"blind_accuracy/{domain}"] == sum(r["blind_reward"] for r in mine) / len(mine)
+        assert metrics[f"visual_gain/{domain}"] == metrics[f"accuracy/{domain}"] - metrics[f"blind_accuracy/{domain}"]
     from mlflow.utils.validation import _validate_metric_name
 
     for name in metrics:  # what the evaluate stage logs must be a valid MLflow metric name

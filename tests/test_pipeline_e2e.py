@@ -135,6 +135,10 @@ def test_lineage_prints_chain_for_registered_version(tiny, first_run):
     attached = json.loads(Path(mlflow.artifacts.download_artifacts(
         version.tags["thinkpipe.lineage_report"], tracking_uri=tiny.tracking_uri)).read_text())
     assert attached["lineage"] == report["lineage"] and attached["version"] == "1"
+    # the version's description is the model card: per domain, accuracy beside the image-blind baseline
+    assert all({"blind_accuracy", "visual_gain"} <= set(row) for row in report["eval_table"])
+    assert "| domain | accuracy | blind_accuracy | visual_gain |" in version.description
+    assert "## Promotion\n\nchampion: no champion yet" in version.description
     assert [s["run_id"] for s in attached["stages"]] == [s["run_id"] for s in report["stages"]]
     model_files = Path(mlflow.artifacts.download_artifacts(f"models:/{TINY_MODEL}/1", tracking_uri=tiny.tracking_uri))
     assert json.loads((model_files / "lineage.json").read_text())["lineage"] == report["lineage"]  # with the weights

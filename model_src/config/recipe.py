@@ -275,6 +275,8 @@ class EvalConfig:
     # the pretrained and SFT checkpoints are also scored, on the first this-many samples per domain
     # (the same samples for every stage), so MLflow shows each stage's gain; 0 = final model only
     checkpoint_samples_per_domain: int = 8
+    # the same prompts answered with blank images too: blind_accuracy and visual_gain per domain
+    blind_baseline: bool = True
 
     def validate(self, prefix: str) -> None:
         _require(self.max_new_tokens > 0, f"{prefix}.max_new_tokens", "must be > 0")

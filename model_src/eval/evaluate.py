@@ -30,9 +30,10 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
     and their means. Responses come from `engine` (a rollout engine: transformers `generate` on
     `model` when None, or vLLM in-process or as a server, `evaluate.rollout_engine`). They are
     scored by `scorer` as RL scores rollouts (in this process when None); each record keeps the
-    reward's parts and reason, and `reward_timeouts` counts calls that ran out of time."""
-    from tqdm import tqdm
-
+    reward's parts and reason, and `reward_timeouts` counts calls that ran out of time. With
+    `cfg.blind_baseline`, the same prompts are answered again with blank images:
+    `blind_accuracy/<domain>` and `visual_gain/<domain>` (accuracy - blind accuracy), and
+    `visual_gain_mean`."""
     from model_src.rl.rollout import TransformersEngine
 
     engine = engine or TransformersEngine(model, processor)
@@ -47,24 +48,7 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
     selected = [row for domain in sorted(by_domain) for row in by_domain[domain]]
     if not selected:
         raise ValueError("evaluate: the eval split is empty")
-    rank, world = process_group()
-    batches = [selected[start:start + cfg.batch_size] for start in range(0, len(selected), cfg.batch_size)]
-    mine: list[tuple[int, list[dict]]] = []
-    for index in tqdm(range(rank, len(batches), world), desc="evaluate", unit="batch", disable=rank != 0):
-        chunk = batches[index]
-        examples = [prompt_example(processor, row) for row in chunk]
-        out = engine.generate(examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
-                              force_answer_tokens=cfg.force_answer_tokens)
-        lengths = out.response_mask.sum(dim=1).tolist()
-        results = scorer.score_many([_request(row, text) for row, text in zip(chunk, out.texts)])
-        mine.append((index, [
-            {"id": row["id"], "domain": row["domain"], "question": row["question"], "reference": row["answer"],
-             "response": text, "reward": result.reward, "format_ok": result.format_ok, "reason": result.reason,
-             "parts": result.parts, "forced": forced, "response_tokens": int(length)}
-            for row, text, forced, length, result in zip(chunk, out.texts, out.forced, lengths, results)]))
-    # every rank's batches back in the selection's order: the records one process would make
-    gathered = sorted((part for parts in all_gather_objects(mine) for part in parts), key=lambda part: part[0])
-    records = [record for _, part in gathered for record in part]
+    records = _greedy_records(engine, processor, selected, cfg, scorer)
     metrics: dict[str, float] = {}
     for domain in sorted(by_domain):
         mine = [r for r in records if r["domain"] == domain]
@@ -79,11 +63,68 @@ def evaluate_model(model, processor, rows: list[dict], cfg: EvalConfig,
         metrics.update(sampled_metrics)
         for record in records:
             record[f"pass_at_{cfg.pass_k}"] = passed[record["id"]]
+    if cfg.blind_baseline:
+        # the same prompts with every image blank (white, same size): what the model answers without
+        # looking. A model that reads its images beats it; one that answers from priors does not
+        blind = _greedy_records(engine, processor, [blank_images(row) for row in selected], cfg, scorer, "blind")
+        for record, blind_record in zip(records, blind):
+            record["blind_reward"] = blind_record["reward"]
+        for domain in sorted(by_domain):
+            mine = [r for r in records if r["domain"] == domain]
+            metrics[f"blind_accuracy/{domain}"] = statistics.fmean(r["blind_reward"] for r in mine)
+            metrics[f"visual_gain/{domain}"] = metrics[f"accuracy/{domain}"] - metrics[f"blind_accuracy/{domain}"]
+        metrics["visual_gain_mean"] = statistics.fmean(metrics[f"visual_gain/{d}"] for d in sorted(by_domain))
     metrics["accuracy_mean"] = statistics.fmean(metrics[f"accuracy/{d}"] for d in sorted(by_domain))
     metrics["format_ok_mean"] = statistics.fmean(metrics[f"format_ok/{d}"] for d in sorted(by_domain))
     metrics["num_samples"] = float(len(records))
     metrics["reward_timeouts"] = all_reduce_sum(float(scorer.stats["reward_timeouts"] - timeouts_before))
     return metrics, records
+
+
+def _greedy_records(engine, processor, selected: list[dict], cfg: EvalConfig, scorer: Scorer,
+                    desc: str = "evaluate") -> list[dict]:
+    """Greedy answers to `selected`, scored, one record each, in the selection's order. Every
+    process decodes its share of the batches; every process gets all the records."""
+    from tqdm import tqdm
+
+    rank, world = process_group()
+    batches = [selected[start:start + cfg.batch_size] for start in range(0, len(selected), cfg.batch_size)]
+    mine: list[tuple[int, list[dict]]] = []
+    for index in tqdm(range(rank, len(batches), world), desc=desc, unit="batch", disable=rank != 0):
+        chunk = batches[index]
+        examples = [prompt_example(processor, row) for row in chunk]
+        out = engine.generate(examples, max_new_tokens=cfg.max_new_tokens, do_sample=False,
+                              force_answer_tokens=cfg.force_answer_tokens)
+        lengths = out.response_mask.sum(dim=1).tolist()
+        results = scorer.score_many([_request(row, text) for row, text in zip(chunk, out.texts)])
+        mine.append((index, [
+            {"id": row["id"], "domain": row["domain"], "question": row["question"], "reference": row["answer"],
+             "response": text, "reward": result.reward, "format_ok": result.format_ok, "reason": result.reason,
+             "parts": result.parts, "forced": forced, "response_tokens": int(length)}
+            for row, text, forced, length, result in zip(chunk, out.texts, out.forced, lengths, results)]))
+    # every rank's batches back in the selection's order: the records one process would make
+    gathered = sorted((part for parts in all_gather_objects(mine) for part in parts), key=lambda part: part[0])
+    return [record for _, part in gathered for record in part]
+
+
+def blank_images(row: dict) -> dict:
+    """`row` with each image replaced by a white PNG of the same size (the blind baseline's input).
+
+    >>> import io; from PIL import Image
+    >>> png = io.BytesIO(); Image.new("RGB", (30, 20), (9, 9, 9)).save(png, format="PNG")
+    >>> Image.open(io.BytesIO(blank_images({"images": [png.getvalue()]})["images"][0])).getextrema()
+    ((255, 255), (255, 255), (255, 255))
+    """
+    import io
+
+    from PIL import Image
+
+    blank = []
+    for data in row["images"]:
+        buffer = io.BytesIO()
+        Image.new("RGB", Image.open(io.BytesIO(data)).size, (255, 255, 255)).save(buffer, format="PNG")
+        blank.append(buffer.getvalue())
+    return {**row, "images": blank}
 
 
 def aggregate_sampled(ids_by_domain: dict[str, list[str]], sampled: dict[str, list[float]],

@@ -53,7 +53,8 @@ def _evaluate(ctx: StageContext, loaded, processor, rows: list[dict], policy, sc
     stages = [name for name in CHECKPOINT_INPUTS if name in ctx.inputs]
     if stages and cfg.checkpoint_samples_per_domain:
         # the selection is deterministic, so the first n per domain are the same rows for all
-        few = derive(cfg, "evaluate", max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0)
+        few = derive(cfg, "evaluate", max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0,
+                     blind_baseline=False)
         ids: set[str] = set()
         for name in stages:
             checkpoint, checkpoint_processor = load_model(ctx.inputs[name], policy)

@@ -101,6 +101,9 @@ def work(ctx: StageContext) -> dict[str, float]:
                                ctx.cfg.export.promotion_tolerance)
     print(f"export: {name} version {version} {'is the new champion' if promoted else 'stays candidate'}: "
           f"{reason}", flush=True)
+    # what a reviewer reads on the version's page in the MLflow UI: the card, with the decision
+    client.update_model_version(name, version, description=model_card(
+        ctx.lineage, ctx.scope, eval_metrics, name, f"{'champion' if promoted else 'candidate'}: {reason}"))
     ctx.set_result("model_version", version)
     ctx.set_result("promoted", str(promoted).lower())
     ctx.set_result("promotion_reason", reason)

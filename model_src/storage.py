@@ -42,12 +42,24 @@ def s3_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "thinkpipe")) / "s3"
 
 
+UPLOAD_MANIFEST = "thinkpipe-upload.json"  # written last by upload_s3: {key: sha256} of a complete upload
+
+
+class StorageError(RuntimeError):
+    """An S3 prefix that cannot be trusted: a key outside the cache, a checksum that does not match,
+    an upload that did not finish."""
+
+
 def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
     """Download every object under `s3://bucket/prefix/` into the cache and return the folder.
 
     boto3 reads credentials and `AWS_ENDPOINT_URL` (MinIO, any S3-compatible store) from the
     environment; nothing is passed in code. Objects whose size and ETag match the cached copy's
-    record are not downloaded again. Fails naming the URI when nothing is there.
+    record are not downloaded again. Fails naming the URI when nothing is there, and naming the
+    key when one would land outside the cache folder (`../x`), when a downloaded object's sha256
+    differs from the one stored with it (upload_s3 stores it; weights from elsewhere are checked
+    where the store carries one), or when a thinkpipe upload is incomplete (its manifest, written
+    last, lists an object that is missing).
     """
     import boto3
     from tqdm import tqdm
@@ -59,6 +71,12 @@ def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
                for o in page.get("Contents", [])]
     if not objects:
         raise FileNotFoundError(f"{uri}: no objects under this prefix (is it an HF-format checkpoint folder?)")
+    root = target.resolve()
+    for obj in objects:  # every key confined to the cache folder before anything is written
+        relative = obj["Key"][len(prefix) + 1:]
+        if not relative or relative.startswith("/") or not (root / relative).resolve().is_relative_to(root):
+            raise StorageError(f"{uri}: object key {obj['Key']!r} would be written outside {target}; refusing it")
+    expected = _upload_manifest(client, bucket, prefix, objects, uri)
     manifest_path = target / ".s3-manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for obj in tqdm(objects, desc=f"fetch {uri}", unit="file"):
@@ -70,15 +88,34 @@ def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(local.name + ".part")
         client.download_file(bucket, obj["Key"], str(partial))
+        digest = expected.get(obj["Key"]) or client.head_object(Bucket=bucket, Key=obj["Key"]).get(
+            "Metadata", {}).get("sha256")
+        if digest and sha256_file(partial) != digest:
+            partial.unlink()
+            raise StorageError(f"{uri}: object {obj['Key']!r} does not match its recorded sha256 {digest[:12]}...")
         partial.replace(local)  # a killed download never leaves a half file under the real name
         manifest[relative] = stamp
         manifest_path.write_text(json.dumps(manifest, indent=1))
     return target
 
 
+def _upload_manifest(client, bucket: str, prefix: str, objects: list[dict], uri: str) -> dict[str, str]:
+    """{key: sha256} from a thinkpipe upload's manifest ({} for a prefix without one); refuses an
+    upload that did not finish."""
+    key = f"{prefix}/{UPLOAD_MANIFEST}"
+    if not any(o["Key"] == key for o in objects):
+        return {}
+    listed = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    missing = sorted(set(listed) - {o["Key"] for o in objects})
+    if missing:
+        raise StorageError(f"{uri}: incomplete upload: {len(missing)} object(s) its manifest lists are missing, "
+                           f"e.g. {missing[0]!r}")
+    return listed
+
+
 def upload_s3(folder: str | Path, uri: str) -> dict[str, str]:
     """Upload every file of `folder` under `s3://bucket/prefix/`; each object carries its sha256
-    as metadata. Returns {key: sha256}."""
+    as metadata, and a manifest of them all is written last (`UPLOAD_MANIFEST`). Returns {key: sha256}."""
     import boto3
     from tqdm import tqdm
 
@@ -91,4 +128,7 @@ def upload_s3(folder: str | Path, uri: str) -> dict[str, str]:
         digest = sha256_file(path)
         client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
         uploaded[key] = digest
+    # last, so that its presence means every object above is there (fetch_s3 checks it)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{UPLOAD_MANIFEST}" if prefix else UPLOAD_MANIFEST,
+                      Body=json.dumps(uploaded, indent=1, sort_keys=True).encode())
     return uploaded

@@ -32,3 +32,32 @@ def test_upload_then_fetch_keeps_every_byte(tmp_path, monkeypatch):
                 assert (fetched / path.relative_to(folder)).read_bytes() == path.read_bytes()
         with pytest.raises(ValueError, match="not an s3:// URI"):
             upload_s3(folder, "exports/glm")
+
+
+def test_fetch_refuses_keys_outside_the_cache_tampered_objects_and_incomplete_uploads(tmp_path, monkeypatch):
+    from model_src.storage import StorageError
+
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights" * 100)
+    (folder / "config.json").write_text('{"a": 1}')
+    with s3_server("exports") as (env, client):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        # a key that climbs out of the cache folder: refused before anything is written
+        client.put_object(Bucket="exports", Key="evil/../../../escaped.txt", Body=b"x")
+        client.put_object(Bucket="exports", Key="evil/ok.txt", Body=b"x")
+        with pytest.raises(StorageError, match=r"outside .*refusing"):
+            fetch_s3("s3://exports/evil", cache_dir=tmp_path / "cache")
+        assert not list((tmp_path / "cache").rglob("*.txt"))
+        # an object whose bytes no longer match the sha256 stored with it
+        upload_s3(folder, "s3://exports/run-1")
+        client.put_object(Bucket="exports", Key="run-1/config.json", Body=b'{"a": 2}',
+                          Metadata={"sha256": sha256_file(folder / "config.json")})
+        with pytest.raises(StorageError, match="config.json' does not match its recorded sha256"):
+            fetch_s3("s3://exports/run-1", cache_dir=tmp_path / "cache")
+        # an upload that did not finish: its manifest lists an object that is not there
+        upload_s3(folder, "s3://exports/run-2")
+        client.delete_object(Bucket="exports", Key="run-2/model.safetensors")
+        with pytest.raises(StorageError, match="incomplete upload"):
+            fetch_s3("s3://exports/run-2", cache_dir=tmp_path / "cache")

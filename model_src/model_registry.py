@@ -48,14 +48,26 @@ def version_with_content(client, name: str, content_hash: str):
     return min(same, key=lambda v: int(v.version)) if same else None
 
 
+def no_such_alias(exc) -> bool:
+    """Whether an MlflowException says the model or the alias does not exist (the only errors that
+    mean "no champion yet"; a registry that is down or refuses must not read as an empty one)."""
+    code = str(getattr(exc, "error_code", ""))
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc))
+
+
 def champion_of(client, name: str):
-    """The version aliased `champion`, or None when there is none yet."""
+    """The version aliased `champion`, or None when there is none yet; any other registry error
+    (a 5xx, a timeout, a refused login) is raised, so the stage fails with its cause instead of
+    promoting unconditionally."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, "champion")
-    except MlflowException:  # no champion alias yet
-        return None
+    except MlflowException as exc:
+        if no_such_alias(exc):
+            return None
+        raise
 
 
 def promote(client, name: str, version: str, metrics: dict[str, float], eval_data: str,

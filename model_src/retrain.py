@@ -70,12 +70,12 @@ def data_version_at(repo: str | Path, rev: str = "HEAD", dvc_file: str = "data.d
 def champion_data_version(model_name: str, client=None) -> tuple[str, DataVersion] | None:
     """(version, data version) of the model's `champion` alias, or None when there is none."""
     import mlflow
-    from mlflow.exceptions import MlflowException
+
+    from model_src.model_registry import champion_of
 
     client = client or mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
+    version = champion_of(client, model_name)  # a registry error is raised, not read as "no champion"
+    if version is None:
         return None
     tags = version.tags
     if DATA_HASH_TAG not in tags:

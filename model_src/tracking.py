@@ -25,25 +25,75 @@ def local_tracking(root: str | Path) -> tuple[str, str]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
-def check_tracking_uri(uri: str, timeout_s: float = 20.0) -> None:
-    """Fail fast, naming the URI, when the tracking store cannot be reached.
+DNS_TIMEOUT_S = 5.0
 
-    HTTP servers are polled on `/health` until `timeout_s`; SQLite and file stores need a
-    writable folder. Anything else is tried with a cheap MLflow call.
+
+def safe_uri(uri: str) -> str:
+    """`uri` with any password in it masked, for messages and logs.
+
+    >>> safe_uri("https://pipeline:s3cret@mlflow.example:5000/"), safe_uri("sqlite:///x.db")
+    ('https://pipeline:***@mlflow.example:5000/', 'sqlite:///x.db')
     """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[1]}"))
+
+
+def _without_login(uri: str) -> str:
+    """`uri` without user and password (urllib cannot open a URL carrying them; /health needs none)."""
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
+def _resolves(host: str, timeout_s: float) -> bool:
+    """Whether `host` resolves within `timeout_s` (a socket timeout does not bound DNS)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(socket.getaddrinfo, host, None).result(timeout=timeout_s)
+        return True
+    except (FutureTimeout, OSError):
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 20.0) -> None:
+    """Fail fast, naming the URI (its password masked), when the tracking store cannot be used.
+
+    HTTP servers: the host must resolve within DNS_TIMEOUT_S, `/health` is polled until
+    `timeout_s`, then one authenticated call tells a refused login (HTTP 401/403: the credentials
+    in MLFLOW_TRACKING_USERNAME / PASSWORD) from an unreachable server. SQLite and file stores
+    need a writable folder. Anything else is tried with a cheap MLflow call.
+    """
+    shown = safe_uri(uri)
     if uri.startswith(("http://", "https://")):
+        host = urllib.parse.urlsplit(uri).hostname or ""
+        if not _resolves(host, DNS_TIMEOUT_S):
+            raise TrackingUnavailable(f"MLflow tracking server {shown}: host {host!r} does not resolve "
+                                      f"within {DNS_TIMEOUT_S:.0f} s; check the name or pass another --tracking-uri")
         deadline = time.monotonic() + timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as resp:
+                with urllib.request.urlopen(_without_login(uri).rstrip("/") + "/health", timeout=3) as resp:
                     if resp.status == 200:
+                        _check_login(uri, shown)
                         return
                     last_error = RuntimeError(f"HTTP {resp.status}")
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise TrackingUnavailable(_refused(shown, exc.code)) from None
+                last_error = exc
             except (urllib.error.URLError, OSError) as exc:
                 last_error = exc
             time.sleep(1.0)
-        raise TrackingUnavailable(f"MLflow tracking server {uri} is not reachable ({last_error}); "
+        raise TrackingUnavailable(f"MLflow tracking server {shown} is not reachable ({last_error}); "
                                   f"start it or pass another --tracking-uri")
     if uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///"):]).parent
@@ -55,16 +105,36 @@ def check_tracking_uri(uri: str, timeout_s: float = 20.0) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrackingUnavailable(f"MLflow tracking store {uri}: cannot create {folder} ({exc})") from exc
+            raise TrackingUnavailable(f"MLflow tracking store {shown}: cannot create {folder} ({exc})") from exc
         if not os.access(folder, os.W_OK):
-            raise TrackingUnavailable(f"MLflow tracking store {uri}: {folder} is not writable")
+            raise TrackingUnavailable(f"MLflow tracking store {shown}: {folder} is not writable")
         return
     try:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
-        raise TrackingUnavailable(f"MLflow tracking store {uri} is not usable: {exc}") from exc
+        raise TrackingUnavailable(f"MLflow tracking store {shown} is not usable: {type(exc).__name__}") from None
+
+
+def _refused(shown: str, code: int) -> str:
+    return (f"MLflow tracking server {shown} refused the login (HTTP {code}): set MLFLOW_TRACKING_USERNAME and "
+            f"MLFLOW_TRACKING_PASSWORD (on a cluster, from the Secret thinkpipe-mlflow-client)")
+
+
+def _check_login(uri: str, shown: str) -> None:
+    """One authenticated API call: a server behind basic auth answers /health to anyone."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        status = getattr(exc, "get_http_status_code", lambda: None)()
+        if status in (401, 403) or str(getattr(exc, "error_code", "")) in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise TrackingUnavailable(_refused(shown, status or 401)) from None
+        raise TrackingUnavailable(f"MLflow tracking server {shown} answers /health but not the API: "
+                                  f"{type(exc).__name__}") from None
 
 
 def ensure_experiment(name: str, artifact_location: str | None = None) -> str:

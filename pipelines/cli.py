@@ -113,6 +113,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
 
     from model_src.lineage import dvc_pin, git_commit
     from model_src.names import PIPELINE_RUN_ENV
+    from model_src.tracking import safe_uri
 
     data_hash, data_rev = dvc_pin(root, getattr(args, "data_pin", None) or "data.dvc")
     run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -127,7 +128,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
     # KFP's own cache, keyed as on a cluster: an unchanged stage starts no process
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(state_dir / "kfp"),
                raise_on_error=True, enable_caching=not args.no_cache)
-    print(f"thinkpipe: running {run_name} (profile {cfg.profile}) with MLflow at {tracking_uri}", flush=True)
+    print(f"thinkpipe: running {run_name} (profile {cfg.profile}) with MLflow at {safe_uri(tracking_uri)}", flush=True)
     started = time.monotonic()
     try:
         training_pipeline(
@@ -247,6 +248,7 @@ def _print_summary(setup: LocalSetup, run_name: str, run_id: str, seconds: float
     from mlflow.tracking import MlflowClient
 
     from model_src.names import PIPELINE_RUN_TAG, PIPELINE_STAGE, REUSED_TAG_PREFIX, STAGE_TAG, result_tag
+    from model_src.tracking import safe_uri
 
     client = MlflowClient()
     [parent] = client.search_runs([setup.experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{run_id}' "
@@ -281,7 +283,7 @@ def _print_summary(setup: LocalSetup, run_name: str, run_id: str, seconds: float
     if setup.tracking_uri.startswith("sqlite:"):
         print(f"  MLflow UI        : .venv/bin/mlflow ui --backend-store-uri {setup.tracking_uri}")
     else:
-        print(f"  MLflow UI        : {setup.tracking_uri}")
+        print(f"  MLflow UI        : {safe_uri(setup.tracking_uri)}")
 
 
 # ---------------------------------------------------------------------------------------- compile

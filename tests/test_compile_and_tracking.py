@@ -124,3 +124,47 @@ def test_init_and_curate_stages_log_to_a_real_mlflow_server(mlflow_server, tmp_p
         {"plots/domain_mix.png", "plots/lengths_difficulty.png"}
     docs = {a.path for a in client.list_artifacts(curate_run.info.run_id, "outputs/report/data_docs")}
     assert "outputs/report/data_docs/index.html" in docs
+
+
+def test_tracking_check_masks_credentials_names_a_refused_login_and_bounds_dns(monkeypatch):
+    """A password in the URI never reaches a message; HTTP 401 is a refused login, not an outage;
+    a name that does not resolve fails within the DNS limit instead of hanging."""
+    import json
+    import socket
+    from http.server import BaseHTTPRequestHandler
+
+    from model_src import tracking
+    from model_src.tracking import TrackingUnavailable, check_tracking_uri
+    from tests.loopback import LoopbackServer
+
+    with pytest.raises(TrackingUnavailable) as closed:
+        check_tracking_uri(f"http://pipeline:s3cret-pw@127.0.0.1:{free_port()}", timeout_s=1)
+    assert "pipeline:***@127.0.0.1" in str(closed.value) and "s3cret-pw" not in str(closed.value)
+
+    class BasicAuth(BaseHTTPRequestHandler):  # MLflow's basic-auth app: /health open, the API not
+        def do_GET(self):  # noqa: N802
+            status, body = (200, b"OK") if self.path == "/health" else (401, json.dumps(
+                {"error_code": "UNAUTHENTICATED", "message": "You are not authenticated."}).encode())
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with LoopbackServer(BasicAuth) as server:
+        started = time.monotonic()
+        with pytest.raises(TrackingUnavailable, match="refused the login .*MLFLOW_TRACKING_USERNAME"):
+            check_tracking_uri(server.url.replace("http://", "http://pipeline:wrong@"), timeout_s=10)
+        assert time.monotonic() - started < 8  # told at once, not after polling to the deadline
+
+    monkeypatch.setattr(tracking, "DNS_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(30))  # a resolver that hangs
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match="does not resolve"):
+        check_tracking_uri("http://mlflow.internal.example:5000", timeout_s=10)
+    assert time.monotonic() - started < 3

@@ -170,3 +170,49 @@ def test_rl_resume_continues_curriculum_sampler_and_policy(tmp_path):
         assert torch.equal(p, q), name
     assert any(not torch.equal(p, q) for p, q in zip(straight_model.parameters(),
                                                      build_model(cfg.model, tokenizer, seed=0).parameters()))
+
+
+class _RunsCode:
+    """A pickle that would run code when loaded unsafely (it would create the marker file)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def test_resume_skips_a_corrupt_or_code_carrying_checkpoint_for_the_newest_good_one(tmp_path, capsys):
+    import torch
+
+    from model_src.train.checkpoint import resume_latest, save_checkpoint
+
+    def fresh():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        return model, torch.optim.AdamW(model.parameters())
+
+    model, optimizer = fresh()
+    folder = tmp_path / "ckpt"
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        save_checkpoint(folder, step, model, optimizer, None, {"run_id": "r"}, keep=3)
+    (folder / ".tmp-step-00000004-999").mkdir()  # a writer killed mid-checkpoint
+    # step 3: truncated on disk; step 2: replaced by a pickle that runs code when unpickled
+    state3 = folder / "step-00000003" / "state.pt"
+    state3.write_bytes(state3.read_bytes()[:100])
+    marker = tmp_path / "ran"
+    torch.save({"model": _RunsCode(str(marker))}, folder / "step-00000002" / "state.pt")
+    meta2 = json.loads((folder / "step-00000002" / "meta.json").read_text())
+    del meta2["state_sha256"]  # even with no checksum to catch it, loading runs no code
+    (folder / "step-00000002" / "meta.json").write_text(json.dumps(meta2))
+
+    model, optimizer = fresh()
+    path, meta = resume_latest(folder, model, optimizer, None)
+    assert path.name == "step-00000001" and meta["step"] == 1
+    assert model.weight.detach()[0, 0].item() == 1.0  # step 1's weights
+    assert not marker.exists()  # the hostile pickle was refused, not run
+    assert not list(folder.glob(".tmp-*"))  # the killed writer's leftovers are gone
+    printed = capsys.readouterr().out
+    assert "step-00000003: state.pt does not match the sha256" in printed and "step-00000002: cannot be read" in printed

@@ -171,8 +171,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     configured); in this process when None."""
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
-                                            set_rng_state)
+    from model_src.train.checkpoint import resume_latest, rng_state, save_checkpoint, set_rng_state
 
     if not rows:
         raise ValueError("rlcs: no RL prompts")
@@ -195,7 +194,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         ds = init_engine(model, optimizer, None, micro_batch=1, zero_stage=cfg.zero_stage, max_grad_norm=1.0)
     engine = engine or TransformersEngine(model, processor)
     ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and ds is not None else None
-    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir and ds is None else None
+    found = resume_latest(checkpoint_dir, model, optimizer, None) if checkpoint_dir and ds is None else None
+    resumed, meta = found if found is not None else (None, None)
     history: list[dict[str, float]] = []
     total_rollouts = 0
     first_iteration = 0
@@ -203,8 +203,6 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
         _, meta = ds.load_checkpoint(str(ds_dir))
         set_rng_state(meta["rng"])
         resumed = ds_dir
-    elif resumed is not None:
-        meta = load_checkpoint(resumed, model, optimizer, None)
     if resumed is not None:  # the offline grading is in the saved curriculum: not redone
         engine.sync_weights(model)
         curriculum = build_curriculum(model, processor, rows, examples, derive(cfg, "rlcs", offline_k=0))

@@ -4,7 +4,9 @@ A checkpoint is a folder `step-<N>` holding `state.pt` (model, optimizer and sch
 every RNG state) and `meta.json` (step, MLflow run id, anything the loop needs to continue such as
 the data position or the curriculum state). It is written into a temporary folder and renamed into
 place, so a process killed mid-write leaves either the previous checkpoint or the new one, never a
-torn one. Only the newest `keep` checkpoints are kept.
+torn one. Only the newest `keep` checkpoints are kept. `meta.json` records the sha256 of
+`state.pt`; loading checks it, reads the state with `weights_only=True`, and `resume_latest` falls
+back to an older checkpoint when the newest does not verify or load.
 """
 
 from __future__ import annotations
@@ -18,16 +20,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_src.storage import sha256_file
+
 PREFIX = "step-"
+STATE_SHA256 = "state_sha256"  # meta.json's record of state.pt
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state in types `torch.load(weights_only=True)` reads (numpy's keys as a list)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
+            "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
 
@@ -45,7 +54,8 @@ def save_checkpoint(folder: str | Path, step: int, model, optimizer, scheduler, 
              "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
              "extra": extra_state or {}}
     torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True))
+    digest = sha256_file(tmp / "state.pt")  # checked before the state is read back (load_checkpoint)
+    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, STATE_SHA256: digest}, indent=2, sort_keys=True))
     for file in tmp.iterdir():  # durable before the rename makes it visible
         with open(file, "rb") as fh:
             os.fsync(fh.fileno())
@@ -74,13 +84,45 @@ def load_meta(path: str | Path) -> dict:
     return json.loads((Path(path) / "meta.json").read_text())
 
 
+class CorruptCheckpoint(RuntimeError):
+    pass
+
+
 def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict:
     """Restore everything saved by `save_checkpoint`; returns its meta (with `step`) and, under
-    `extra_state`, what the loop saved besides."""
-    state = torch.load(Path(path) / "state.pt", weights_only=False)
+    `extra_state`, what the loop saved besides. The state file must match the sha256 its meta
+    recorded, and is read with `weights_only=True`: a checkpoint on a shared volume cannot run
+    code in the process that loads it. Raises CorruptCheckpoint before touching the model."""
+    path = Path(path)
+    try:
+        meta = load_meta(path)
+        recorded = meta.get(STATE_SHA256)
+        if recorded and sha256_file(path / "state.pt") != recorded:
+            raise CorruptCheckpoint(f"{path}: state.pt does not match the sha256 its meta.json recorded")
+        state = torch.load(path / "state.pt", weights_only=True)
+    except CorruptCheckpoint:
+        raise
+    except Exception as exc:  # truncated, unpicklable, or holding something that is not plain data
+        raise CorruptCheckpoint(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
-    return {**load_meta(path), "extra_state": state.get("extra", {})}
+    return {**meta, "extra_state": state.get("extra", {})}
+
+
+def resume_latest(folder: str | Path, model, optimizer, scheduler) -> tuple[Path, dict] | None:
+    """(checkpoint, meta) of the newest checkpoint in `folder` that verifies and loads, older ones
+    tried when a newer one is corrupt (each refusal printed); None when there is none. Temp folders
+    a killed writer left are removed first."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for stale in folder.glob(f".tmp-{PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    for candidate in reversed(list_checkpoints(folder)):
+        try:
+            return candidate, load_checkpoint(candidate, model, optimizer, scheduler)
+        except CorruptCheckpoint as exc:
+            print(f"checkpoint: skipping {exc}", flush=True)
+    return None

@@ -90,8 +90,7 @@ def train_supervised(
     import torch
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
-                                            set_rng_state)
+    from model_src.train.checkpoint import resume_latest, rng_state, save_checkpoint, set_rng_state
     from model_src.train.distributed import all_reduce_sum, gathered, rank_and_world
 
     if not examples:
@@ -133,9 +132,9 @@ def train_supervised(
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
         real_tokens, slot_tokens = meta.get("real_tokens", 0), meta.get("slot_tokens", 0)
         print(f"{desc}: resuming from {ds_dir} (step {first_step} of {cfg.num_steps})", flush=True)
-    resumed = latest_checkpoint(checkpoint_dir) if checkpoint_dir and not engine else None
-    if resumed is not None:
-        meta = load_checkpoint(resumed, model, optimizer, scheduler)
+    found = resume_latest(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir and not engine else None
+    if found is not None:
+        resumed, meta = found
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
         real_tokens, slot_tokens = meta.get("real_tokens", 0), meta.get("slot_tokens", 0)
         print(f"{desc}: resuming from {resumed} (step {first_step} of {cfg.num_steps})", flush=True)

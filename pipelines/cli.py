@@ -82,6 +82,10 @@ def _local_setup(args: argparse.Namespace) -> LocalSetup:
     from model_src.tracking import check_tracking_uri, ensure_experiment
 
     cfg = load_config(args.profile, args.set or [])  # bad profile/key/type fails here, before any work
+    if cfg.model.init_from:  # released weights: there, before init and curation run
+        from model_src.model.build import check_weights_location
+
+        check_weights_location(cfg.model.init_from)
     root = repo_root()
     state_dir = Path(args.state_dir or root / DEFAULT_STATE_DIR).resolve()
     tracking_uri, artifact_root = resolve_tracking_uri(args.tracking_uri, state_dir)

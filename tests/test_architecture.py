@@ -84,6 +84,19 @@ def test_init_from_a_local_folder_or_s3_loads_the_released_weights(released, tmp
         assert (tmp_path / "cache" / "s3" / "models" / "glm" / "tiny" / "model.safetensors").exists()
         with pytest.raises(FileNotFoundError, match="s3://models/nothing"):
             load_model_and_processor("s3://models/nothing")
+        # the CLI's check before any stage: weights that are there pass; a wrong prefix, a closed
+        # endpoint or a local folder without config.json fail naming model.init_from
+        from model_src.config import ConfigError
+        from model_src.model.build import check_weights_location
+
+        check_weights_location("s3://models/glm/tiny")
+        check_weights_location(str(folder))
+        with pytest.raises(ConfigError, match="'model.init_from': no objects under s3://models/nothing"):
+            check_weights_location("s3://models/nothing")
+    with pytest.raises(ConfigError, match="'model.init_from'.*cannot be listed"):  # the server is gone now
+        check_weights_location("s3://models/glm/tiny", timeout_s=2)
+    with pytest.raises(ConfigError, match="no config.json"):
+        check_weights_location(str(tmp_path))
 
 
 def test_pretrain_stage_hands_on_released_weights_when_skipped(released, tmp_path, monkeypatch):

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Iterable
 
 from model_src.config import ModelConfig
@@ -162,6 +164,32 @@ def build_model(cfg: ModelConfig, tokenizer, seed: int):
         do_sample=False, max_new_tokens=64,
     )
     return model
+
+
+def check_weights_location(path: str, timeout_s: float = 20.0) -> None:
+    """Fail fast, naming `model.init_from`, when released weights are not where it says: a local
+    folder needs config.json; an `s3://` prefix must list objects (boto3, within `timeout_s`).
+    The CLI runs this before any stage, so a wrong path is not found only in pretraining."""
+    from model_src.config import ConfigError
+
+    if not str(path).startswith("s3://"):
+        if not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"config key 'model.init_from': {path} is not an HF-format folder (no config.json)")
+        return
+    import boto3
+    from botocore.config import Config
+
+    from model_src.storage import split_uri
+
+    bucket, prefix = split_uri(str(path))
+    client = boto3.client("s3", config=Config(connect_timeout=timeout_s, read_timeout=timeout_s,
+                                              retries={"max_attempts": 1}))
+    try:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/", MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001 - unreachable, refused, no such bucket: all mean "not there"
+        raise ConfigError(f"config key 'model.init_from': {path} cannot be listed ({type(exc).__name__})") from None
+    if not listed.get("KeyCount"):
+        raise ConfigError(f"config key 'model.init_from': no objects under {path}")
 
 
 def load_model_and_processor(path: str):

@@ -138,8 +138,11 @@ def _check_login(uri: str, shown: str) -> None:
 
 
 def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
-    """Experiment id for `name`, creating it (with an absolute artifact root) when missing."""
+    """Experiment id for `name`, creating it (with an absolute artifact root) when missing; two runs
+    starting together on a fresh store both get the one experiment."""
     from mlflow.tracking import MlflowClient
+
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
@@ -147,7 +150,13 @@ def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # another run created it between the lookup and here: use theirs
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def local_artifact_path(artifact_uri: str) -> Path | None:

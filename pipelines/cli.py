@@ -100,6 +100,16 @@ def _local_setup(args: argparse.Namespace) -> LocalSetup:
     return LocalSetup(cfg, root, state_dir, tracking_uri, ensure_experiment(cfg.experiment, artifact_root))
 
 
+def check_run_name(name: str) -> str:
+    """A run name goes into MLflow search filters and KFP names: quotes, backslashes, backticks and
+    control characters are refused here, naming the character."""
+    bad = next((ch for ch in name if ch in "'\"\\`" or ord(ch) < 32), None)
+    if bad is not None or not name.strip():
+        raise CliError(f"run name {name!r}: {'empty' if bad is None else f'character {bad!r} is not allowed'} "
+                       f"(use letters, digits, spaces and - _ . : + @)")
+    return name
+
+
 def unique_run_id(run_name: str) -> str:
     """The pipeline run's identity (tag `thinkpipe.pipeline_run`): its name plus a random suffix,
     so two runs started in the same second, or given the same name, never share a parent run."""
@@ -120,7 +130,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
     from model_src.tracking import safe_uri
 
     data_hash, data_rev = dvc_pin(root, getattr(args, "data_pin", None) or "data.dvc")
-    run_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = check_run_name(args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_id = unique_run_id(run_name)
     os.environ[PIPELINE_RUN_ENV] = run_id  # the stage subprocesses find their parent run by it
 
@@ -221,7 +231,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.submit import submit_run
 
     cfg, params, commit = _cluster_params(args, args.pipeline)
-    job_name = args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    job_name = check_run_name(args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
     params["pipeline_run_name"] = job_name
     done = submit_run(_kfp_client(args), pipeline=args.pipeline, profile=args.profile,
                       experiment=args.experiment or cfg.experiment, namespace=args.namespace, job_name=job_name,

@@ -168,3 +168,28 @@ def test_tracking_check_masks_credentials_names_a_refused_login_and_bounds_dns(m
     with pytest.raises(TrackingUnavailable, match="does not resolve"):
         check_tracking_uri("http://mlflow.internal.example:5000", timeout_s=10)
     assert time.monotonic() - started < 3
+
+
+def test_two_runs_creating_the_experiment_at_once_share_it_and_quotes_in_run_names_are_refused(tmp_path, monkeypatch):
+    import mlflow
+
+    from model_src.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    other = mlflow.MlflowClient(uri).create_experiment("thinkpipe-race")  # the other run got there first ...
+    original = mlflow.MlflowClient.get_experiment_by_name
+    calls = []
+
+    def looked_up_before_it_existed(self, name):  # ... after this run had looked and found nothing
+        calls.append(name)
+        return None if len(calls) == 1 else original(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", looked_up_before_it_existed)
+    assert ensure_experiment("thinkpipe-race") == other and len(calls) == 2
+
+    proc = subprocess.run([*THINKPIPE, "run", "--profile", "tiny", "--run-name", "it's mine",
+                           "--state-dir", str(tmp_path / "state"), "--tracking-uri", f"sqlite:///{tmp_path / 's.db'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "character \"'\" is not allowed" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state" / "kfp").exists()  # refused before any stage

@@ -137,14 +137,14 @@ def _check_login(uri: str, shown: str) -> None:
                                   f"{type(exc).__name__}") from None
 
 
-def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
+def ensure_experiment(name: str, artifact_location: str | None = None, tracking_uri: str | None = None) -> str:
     """Experiment id for `name`, creating it (with an absolute artifact root) when missing; two runs
     starting together on a fresh store both get the one experiment."""
     from mlflow.tracking import MlflowClient
 
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":

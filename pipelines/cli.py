@@ -97,7 +97,7 @@ def _local_setup(args: argparse.Namespace) -> LocalSetup:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    return LocalSetup(cfg, root, state_dir, tracking_uri, ensure_experiment(cfg.experiment, artifact_root))
+    return LocalSetup(cfg, root, state_dir, tracking_uri, ensure_experiment(cfg.experiment, artifact_root, tracking_uri))
 
 
 def check_run_name(name: str) -> str:

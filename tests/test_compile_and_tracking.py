@@ -176,7 +176,6 @@ def test_two_runs_creating_the_experiment_at_once_share_it_and_quotes_in_run_nam
     from model_src.tracking import ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     other = mlflow.MlflowClient(uri).create_experiment("thinkpipe-race")  # the other run got there first ...
     original = mlflow.MlflowClient.get_experiment_by_name
     calls = []
@@ -186,7 +185,7 @@ def test_two_runs_creating_the_experiment_at_once_share_it_and_quotes_in_run_nam
         return None if len(calls) == 1 else original(self, name)
 
     monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", looked_up_before_it_existed)
-    assert ensure_experiment("thinkpipe-race") == other and len(calls) == 2
+    assert ensure_experiment("thinkpipe-race", tracking_uri=uri) == other and len(calls) == 2
 
     proc = subprocess.run([*THINKPIPE, "run", "--profile", "tiny", "--run-name", "it's mine",
                            "--state-dir", str(tmp_path / "state"), "--tracking-uri", f"sqlite:///{tmp_path / 's.db'}"],

@@ -234,7 +234,11 @@ def test_better_model_becomes_champion_and_is_uploaded_to_s3(tiny, first_run):
         prefix = export_run.data.tags["thinkpipe.result.s3_uri"].removeprefix("s3://exports/")
         objects = s3.list_objects_v2(Bucket="exports", Prefix=prefix)["Contents"]
         files = [p for p in folder.rglob("*") if p.is_file()]
-        assert len(objects) == len(files) > 5
+        from model_src.storage import UPLOAD_MANIFEST
+
+        manifest = json.loads(s3.get_object(Bucket="exports", Key=f"{prefix}/{UPLOAD_MANIFEST}")["Body"].read())
+        objects = [o for o in objects if o["Key"] != f"{prefix}/{UPLOAD_MANIFEST}"]
+        assert len(objects) == len(files) == len(manifest) > 5  # every file, and the manifest lists them all
         for obj in objects:
             local = folder / obj["Key"].removeprefix(prefix + "/")
             body = s3.get_object(Bucket="exports", Key=obj["Key"])["Body"].read()

@@ -44,7 +44,6 @@ _WORD = re.compile(r"[a-z]+")
 class Verdict:
     reward: float | None  # 1.0 yes, 0.0 no, None: no verdict (see reason)
     reason: str  # judge:yes | judge:no | judge_unreachable:<why> | judge_unparsed
-    cached: bool = False
 
 
 def parse_verdict(text: str) -> float | None:
@@ -119,6 +118,6 @@ class Judge:
                         self._cache[key] = verdict
                 elif not failed:  # cached, earlier or in this batch
                     self.stats["judge_cache_hits"] += 1
-                    verdict = Verdict(self._cache[key].reward, self._cache[key].reason, cached=True)
+                    verdict = self._cache[key]
                 out.append(verdict)  # a failed key's duplicates share its failure
         return out

@@ -150,23 +150,24 @@ def _difference_form(parts: tuple) -> tuple[str, str]:
     return op, f"({left})-({right})"
 
 
+def _same_parts(a: tuple, b: tuple) -> bool:
+    """The same relations in order, and each operand the same value (or the same text)."""
+    return all(x == y for x, y in zip(a[1::2], b[1::2])) and all(
+        value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], b[::2]))
+
+
 def _relation_equal(a: tuple, b: tuple) -> bool:
     if len(a) != len(b):
         return False
     if len(a) == 3:  # one relation: the same after moving everything to one side (`-x < -3` is `x > 3`)
         (op_a, da), (op_b, db) = _difference_form(a), _difference_form(b)
-        if op_a == op_b and (equivalent(da, db) or (op_a in ("=", "!=") and equivalent(da, f"-({db})"))):
-            return True
+        symmetric = op_a in ("=", "!=")
         # or with both sides scaled: an equation by any factor, an inequality by a positive one
-        if op_a == op_b and proportional(da, db, positive=op_a not in ("=", "!=")):
+        if op_a == op_b and (equivalent(da, db) or (symmetric and equivalent(da, f"-({db})"))
+                             or proportional(da, db, positive=not symmetric)):
             return True
-    forward = all(x == y for x, y in zip(a[1::2], b[1::2])) and all(
-        value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], b[::2]))
-    if forward:
-        return True
-    flipped = tuple(_FLIP[p] if i % 2 else p for i, p in enumerate(reversed(b)))
-    return all(x == y for x, y in zip(a[1::2], flipped[1::2])) and all(
-        value_equal(x, y) or x.replace(" ", "") == y.replace(" ", "") for x, y in zip(a[::2], flipped[::2]))
+    flipped = tuple(_FLIP[p] if i % 2 else p for i, p in enumerate(reversed(b)))  # `b` read right to left
+    return _same_parts(a, b) or _same_parts(a, flipped)
 
 
 def as_interval(relation: tuple) -> Answer | None:

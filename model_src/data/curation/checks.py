@@ -83,9 +83,9 @@ def check_image(data: bytes | None, cfg: CurateConfig = CurateConfig()
                 image = oriented if oriented.mode in READY_MODES else _to_rgb(oriented)
                 if image is None:
                     return "image_mode", None, None
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="PNG")
-                return None, image.convert("RGB"), buffer.getvalue()
+                rgb, buffer = image.convert("RGB"), io.BytesIO()
+                rgb.save(buffer, format="PNG")
+                return None, rgb, buffer.getvalue()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image_too_many_pixels", None, None
     except Exception:  # noqa: BLE001 - any decode failure is a corrupt image

@@ -2,7 +2,9 @@
 controlled duplication.
 
 Goal (issue 19): linear time (rows/s about constant) and flat memory (peak RSS at the largest size
-<= 1.2x the smallest). Each size is curated in its own child process so its peak RSS is its own.
+<= 1.2x the smallest). Each size is curated in its own child process so its peak RSS is its own:
+the scan of every part (the DAG's fan-out; `--workers N` runs N side by side), then the curate
+stage's join (DuckDB on disk) and write, timed apart.
 
 The corpora quarantine the same share at every size, so sizes compare like with like: every base
 row is made distinct (its question carries the row's number, so no two base rows share a
@@ -10,7 +12,7 @@ question) and the eval rows are the same 500 at every size, then a fixed share i
 `NEAR` near copies (the same pixels re-encoded), `LEAKS` training rows that repeat an eval row's
 image and answer. Corpora are generated once under bench/out/ and reused.
 
-    .venv/bin/python bench/bench_curation.py [--sizes 10000 100000 500000] [--validate]
+    .venv/bin/python bench/bench_curation.py [--sizes 10000 100000 500000] [--validate] [--workers 2]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import io
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -117,16 +120,29 @@ def build_corpus(rows: int) -> Path:
 
 CHILD = """
 import json, resource, sys, time
+from concurrent.futures import ProcessPoolExecutor
 from model_src.config import CurateConfig
-from model_src.data.curate import curate
+from model_src.data.curate import curate, plan_parts, scan_part
+from model_src.data.curation.reading import shard_files
 from model_src.data.schema import SPLITS
-src, dst, validate = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+src, dst, validate, workers = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+cfg = CurateConfig(max_quarantine_share=1.0)
 started = time.monotonic()
-report = curate(src, {n: f"{dst}/{n}" for n in (*SPLITS, "report")}, CurateConfig(max_quarantine_share=1.0),
-                validate=validate)
-print(json.dumps({"seconds": time.monotonic() - started, "rows": report["input_rows"],
+files, parts = shard_files(src), plan_parts(src, cfg)
+folders = [f"{dst}/keys/part-{p}" for p in parts]
+if workers > 1:  # the DAG's fan-out, as processes
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(scan_part, [files] * len(parts), parts, [len(parts)] * len(parts), folders, [cfg] * len(parts)))
+else:
+    for part, folder in zip(parts, folders):
+        scan_part(files, part, len(parts), folder, cfg)
+scanned = time.monotonic()
+report = curate(src, {n: f"{dst}/{n}" for n in (*SPLITS, "report")}, cfg, validate=validate, keys_dirs=folders)
+rss = lambda who: resource.getrusage(who).ru_maxrss / 1024
+print(json.dumps({"seconds": time.monotonic() - started, "scan_seconds": scanned - started,
+                  "join_write_seconds": time.monotonic() - scanned, "rows": report["input_rows"],
                   "kept": report["kept_rows"], "quarantined": report["quarantined_rows"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": max(rss(resource.RUSAGE_SELF), rss(resource.RUSAGE_CHILDREN))}))
 """
 
 
@@ -135,14 +151,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--corpus-only", action="store_true", help="generate the corpora, curate nothing")
     parser.add_argument("--validate", action="store_true", help="include the Great Expectations gate")
+    parser.add_argument("--workers", type=int, default=1, help="scan processes (peak RSS: the largest process)")
     args = parser.parse_args()
     results = []
     for rows in args.sizes:
         corpus = build_corpus(rows)
         if args.corpus_only:
             continue
+        shutil.rmtree(OUT / f"curated-{rows}", ignore_errors=True)
         proc = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(OUT / f"curated-{rows}"),
-                               "1" if args.validate else "0"], cwd=ROOT, capture_output=True, text=True)
+                               "1" if args.validate else "0", str(args.workers)], cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(proc.stderr[-3000:])
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -150,7 +168,8 @@ def main() -> None:
         result["injected"] = json.loads((corpus / "DONE").read_text())
         result["quarantined_share"] = result["quarantined"] / result["rows"]
         results.append(result)
-        print(f"{result['rows']:>7} rows: {result['seconds']:7.1f} s  {result['rows_per_s']:6.0f} rows/s  "
+        print(f"{result['rows']:>7} rows: {result['seconds']:7.1f} s (scan {result['scan_seconds']:.1f} s, join and "
+              f"write {result['join_write_seconds']:.1f} s)  {result['rows_per_s']:6.0f} rows/s  "
               f"peak RSS {result['peak_rss_mb']:6.0f} MB  (kept {result['kept']}, quarantined {result['quarantined']}, "
               f"{result['quarantined_share']:.1%}; injected {result['injected']})",
               flush=True)

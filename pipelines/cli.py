@@ -407,7 +407,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
     cfg = load_config(args.profile, args.set or [])
     out = Path(args.output)
     try:
-        report = curate(args.input, {name: out / name for name in (*SPLITS, "report")}, cfg.curate, progress=True)
+        report = curate(args.input, {name: out / name for name in (*SPLITS, "report")}, cfg.curate, progress=True,
+                        workers=args.workers)
     except CurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -557,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--input", required=True)
     cur.add_argument("--output", required=True)
     cur.add_argument("--profile", default="small")
+    cur.add_argument("--workers", type=int, default=1,
+                     help="processes scanning the parts (curate.scan_tasks) side by side, as the DAG's fan-out does")
     cur.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="config override, e.g. curate.domains={receipts: {verifier: ocr, answer_type: text}}")
     cur.set_defaults(fn=cmd_curate)

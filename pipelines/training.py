@@ -1,5 +1,8 @@
 """The training DAG: init -> curate -> pretrain -> sft -> rlcs -> evaluate -> export, then finish.
 
+Curate fans out first: curate-plan names the scan parts, one curate-scan task a part runs in a
+`dsl.ParallelFor`, and `dsl.Collected` hands every part's keys to the curate stage.
+
 Stages pass typed KFP artifacts (Dataset, Model, Metrics) and one lineage value that init makes.
 The same function runs under `kfp.local` (`thinkpipe run`) and compiles to the IR YAML a cluster
 runs (`thinkpipe compile`). KFP's caching is set per stage from the registry
@@ -10,7 +13,7 @@ the stages whether they succeeded or failed and closes the pipeline's MLflow par
 
 from kfp import dsl
 
-from components.curate import curate
+from components.curate import curate, curate_plan, curate_scan
 from components.evaluate import evaluate
 from components.export import export
 from components.finish import finish
@@ -32,6 +35,7 @@ def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: b
     caching lives in the IR, per task, so a run without it needs an IR without it)."""
 
     def configure(task, stage: str):
+        # a stage's fan-out tasks (curate-scan) take its caching and its cluster settings
         task.set_caching_options(stage != "finish" and kfp_caching and registry_stage(stage).kfp_caching)
         if cluster is not None:
             (apply_exit_handler_settings(task, cluster) if stage == "finish" else
@@ -57,7 +61,12 @@ def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: b
             # the lineage value and the upstream artifacts are each stage's KFP cache key; the MLflow
             # parent run is found at run time from the pipeline run's identity, not passed in
             common = dict(lineage=init_task.output, use_cache=use_cache)
-            curate_task = configure(curate(data_dir=data_dir, **common), "curate")
+            plan_task = configure(curate_plan(lineage=init_task.output, data_dir=data_dir), "curate")
+            # one item a part (kfp.local 2.17 cannot loop over one of several named outputs)
+            with dsl.ParallelFor(plan_task.output) as item:
+                scan_task = configure(curate_scan(item=item, data_dir=data_dir), "curate")
+            curate_task = configure(curate(data_dir=data_dir, keys=dsl.Collected(scan_task.outputs["keys"]), **common),
+                                    "curate")
             pretrain_task = configure(pretrain(pretrain_data=curate_task.outputs["pretrain_data"], **common), "pretrain")
             sft_task = configure(sft(sft_data=curate_task.outputs["sft_data"], base_model=pretrain_task.outputs["model"],
                                      **common), "sft")

@@ -12,7 +12,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from model_src.cluster.training_job import render_training_job
 from model_src.config import ConfigError, load_config
-from model_src.stages.registry import STAGE_NAMES, STAGES
+from model_src.stages.registry import STAGE_OF_TASK, STAGES, TASK_NAMES
 from pipelines.training import build_training_pipeline
 
 
@@ -34,13 +34,20 @@ def stage_tasks(spec: dict) -> dict:
     return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
 
 
+def all_tasks(spec: dict) -> dict:
+    """Every container task of every DAG (the exit handler's and the ParallelFor loop's), by name."""
+    return {name: task for comp in spec["components"].values() if "dag" in comp
+            for name, task in comp["dag"]["tasks"].items() if not name.startswith(("for-loop", "exit-handler"))}
+
+
 def test_cluster_ir_carries_each_stages_settings_from_the_profile(tmp_path):
     spec, executors = compile_ir(tmp_path, "glm4v-9b")
     cfg = load_config("glm4v-9b").cluster
     containers = {name.removeprefix("exec-"): ex["container"] for name, ex in spec["deploymentSpec"]["executors"].items()}
-    assert set(containers) == {*STAGE_NAMES, "finish"}
+    assert set(containers) == {*TASK_NAMES, "finish"}
     for stage, container in containers.items():
-        wanted = getattr(cfg.stages, "init" if stage == "finish" else stage)  # finish is a small pod, like init
+        # finish is a small pod, like init; a stage's fan-out tasks (curate-scan) get the stage's settings
+        wanted = getattr(cfg.stages, "init" if stage == "finish" else STAGE_OF_TASK[stage])
         assert container["resources"]["cpuLimit"] == float(wanted.cpu_limit), stage
         k8s = executors[f"exec-{stage}"]
         assert {m["mountPath"]: m["constant"] for m in k8s["pvcMount"]} == {
@@ -75,7 +82,7 @@ def test_every_pod_carries_what_the_namespace_admits(tmp_path):
     uid = int(next(line.split()[1].split(":")[0] for line in (ROOT / "Dockerfile").read_text().splitlines()
                    if line.startswith("USER ")))
     _, executors = compile_ir(tmp_path, "glm4v-9b")
-    assert len(executors) == len(STAGE_NAMES) + 1  # every stage and finish
+    assert len(executors) == len(TASK_NAMES) + 1  # every stage, its fan-out tasks and finish
     for name, k8s in executors.items():
         labels = k8s["podMetadata"]["labels"]
         assert all(labels.items() >= wanted.items() for wanted in selected), name
@@ -93,8 +100,9 @@ def test_every_pod_carries_what_the_namespace_admits(tmp_path):
 def test_caching_follows_the_registry_and_the_wiring_its_upstream_links(tmp_path):
     spec, executors = compile_ir(tmp_path, "glm4v-9b")
     tasks = stage_tasks(spec)
-    enabled = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()}
-    assert enabled == {s.name: s.kfp_caching for s in STAGES}
+    enabled = {name: task["cachingOptions"].get("enableCache", False) for name, task in all_tasks(spec).items()
+               if name != "finish"}
+    assert enabled == {task: s.kfp_caching for s in STAGES for task in s.tasks}
     assert not enabled["init"] and enabled["export"]
     finish = spec["root"]["dag"]["tasks"]["finish"]
     assert not finish["cachingOptions"].get("enableCache", False)
@@ -106,10 +114,29 @@ def test_caching_follows_the_registry_and_the_wiring_its_upstream_links(tmp_path
         params = task["inputs"]["parameters"]
         assert params["lineage"] == {"taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "init"}}
         assert not {"pipeline_run_name", "git_commit", "config_json"} & set(params), s.name
-        producers = sorted(a["taskOutputArtifact"]["producerTask"] for a in task["inputs"].get("artifacts", {}).values())
+        producers = sorted(a["taskOutputArtifact"]["producerTask"] for a in task["inputs"].get("artifacts", {}).values()
+                           if not a["taskOutputArtifact"]["producerTask"].startswith("for-loop"))  # fan-out: below
         assert producers == sorted(up for up, _ in s.upstream.values()), s.name  # the DAG is the registry's
         assert {"name": "THINKPIPE_PIPELINE_RUN", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"} \
             in executors[f"exec-{s.name}"]["fieldPathAsEnv"]
+
+
+def test_curate_fans_out_one_scan_task_a_part_keyed_on_the_curate_config(tmp_path):
+    """curate-plan names the parts; a ParallelFor runs curate-scan once a part; the curate stage
+    collects every part's keys. A scan's cache key is the plan's `scan_key` (curate config and data
+    hash), not the lineage: a change to a later stage's config reuses the scans."""
+    spec, _ = compile_ir(tmp_path, "glm4v-9b")
+    tasks = stage_tasks(spec)
+    loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--curate-plan-Output"
+    assert loop["inputs"]["parameters"]["pipelinechannel--curate-plan-Output"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output", "producerTask": "curate-plan"}
+    scan = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["curate-scan"]
+    assert set(scan["inputs"]["parameters"]) == {"item", "data_dir"}  # no lineage: the item carries scan_key
+    keys = tasks["curate"]["inputs"]["artifacts"]["keys"]["taskOutputArtifact"]
+    assert keys["producerTask"].startswith("for-loop")
+    collected = spec["components"][loop["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    assert [v["isArtifactList"] for v in collected.values()] == [True]
 
 
 def test_secret_names_are_configuration(tmp_path):
@@ -121,7 +148,7 @@ def test_secret_names_are_configuration(tmp_path):
 
 def test_local_profiles_compile_without_cluster_settings(tmp_path):
     spec, executors = compile_ir(tmp_path, "tiny")
-    assert set(executors) == {f"exec-{s}" for s in (*STAGE_NAMES, "finish")}
+    assert set(executors) == {f"exec-{s}" for s in (*TASK_NAMES, "finish")}
     # only the namespace env and what any namespace admits (labels, non-root): no profile settings
     assert all(set(ex) == {"fieldPathAsEnv", "podMetadata", "securityContext"} for ex in executors.values())
     assert all("resources" not in ex["container"] for ex in spec["deploymentSpec"]["executors"].values())

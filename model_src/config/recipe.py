@@ -117,6 +117,11 @@ class CurateConfig:
     max_quarantine_share: float = 0.25  # gate: per domain, above this the stage fails
     min_domain_share: float = 0.02      # gate: every domain keeps at least this share of kept rows
     batch_rows: int = 512        # rows decoded at a time (streaming keeps memory flat)
+    # scale-out (model_src/data/curation/): the per-shard scan fans out over at most `scan_tasks`
+    # parallel tasks; the global join runs in DuckDB within `join_memory_mb`, spilling to disk
+    scan_tasks: int = 8
+    join_memory_mb: int = 256
+    join_threads: int = 0        # DuckDB threads; 0: every core
     # a user's own domains beside the built-in eight (schema.DOMAINS): name -> verifier, answer type
     domains: dict[str, DomainConfig] = field(default_factory=dict)
 
@@ -131,8 +136,10 @@ class CurateConfig:
         for name in ("recaption_ratio", "max_quarantine_share", "min_domain_share"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"{prefix}.{name}", f"must be in [0, 1], got {value}")
-        for name in ("max_image_pixels", "max_text_chars", "batch_rows"):
+        for name in ("max_image_pixels", "max_text_chars", "batch_rows", "scan_tasks"):
             _require(getattr(self, name) > 0, f"{prefix}.{name}", "must be > 0")
+        _require(self.join_memory_mb >= 64, f"{prefix}.join_memory_mb", "must be >= 64 (DuckDB needs room to spill)")
+        _require(self.join_threads >= 0, f"{prefix}.join_threads", "must be >= 0 (0: every core)")
         _require(self.max_aspect_ratio >= 1.0, f"{prefix}.max_aspect_ratio", "must be >= 1")
         _require(self.min_image_side >= 1, f"{prefix}.min_image_side", "must be >= 1")
         from model_src.data.schema import DOMAINS

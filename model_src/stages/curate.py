@@ -1,5 +1,11 @@
 """curate: every raw row checked, bad ones quarantined with a reason, the rest split per stage.
 
+Three kinds of task (model_src/data/curation/ has the passes): `plan` schema-checks the shards and
+names the scan parts; `scan`, one task a part (a `dsl.ParallelFor`), checks and hashes its shards;
+the stage itself joins every part's keys on disk (DuckDB), writes the splits and the report, and
+owns the MLflow run. A scan task's cache key is the curate config and the data's hash (`scan_key`),
+not the whole lineage, so a change to a later stage's config reuses the scans.
+
 Departs from the paper, which curates web-scale corpora with model-based filters (docs/recipe.md
 section 2): here rows are checked structurally (decodable image, sizes, text, answer
 format), deduplicated by exact and perceptual image hash, removed when they leak an eval image or
@@ -11,6 +17,7 @@ fails the stage, before any training, when too much of a domain is quarantined.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from model_src.lineage import Lineage
@@ -30,7 +37,29 @@ def log_data_input(path: str | Path, lineage: Lineage, context: str) -> None:
                      tags={"dvc.path": "data/raw", "dvc.hash": lineage.data_hash, "dvc.rev": lineage.data_rev})
 
 
-def work(ctx: StageContext) -> dict[str, float]:
+def plan(*, lineage: str, data_dir: str) -> list[dict]:
+    """One item a scan task: {part, parts, scan_key}. `scan_key` (the curate config and the data's
+    DVC hash) is what a scan reads, so it is the scan task's cache key instead of the lineage."""
+    from model_src.data.curate import plan_parts
+
+    value = Lineage.from_json(lineage)
+    scan_key = json.dumps({"curate": value.config.to_dict()["curate"], "data_hash": value.data_hash}, sort_keys=True)
+    parts = plan_parts(data_dir, value.config.curate)
+    return [{"part": part, "parts": len(parts), "scan_key": scan_key} for part in parts]
+
+
+def scan(*, item: dict, data_dir: str, output: str) -> int:
+    """Scan the part of the corpus a `plan` item names into `output`; returns the rows scanned."""
+    from model_src.config import config_from_dict
+    from model_src.data.curate import scan_part
+    from model_src.data.curation.reading import shard_files
+
+    cfg = config_from_dict({"curate": json.loads(item["scan_key"])["curate"]}).curate
+    # a loop item's numbers arrive as floats (a protobuf Struct)
+    return scan_part(shard_files(data_dir, check=False), int(item["part"]), int(item["parts"]), output, cfg)
+
+
+def work(ctx: StageContext, keys_dirs: list[str] | None = None) -> dict[str, float]:
     import mlflow
 
     from model_src.data.curate import curate
@@ -39,7 +68,7 @@ def work(ctx: StageContext) -> dict[str, float]:
     log_data_input(ctx.inputs["raw"], ctx.lineage, "curation")
     report_dir = ctx.outputs["report"]
     try:
-        report = curate(ctx.inputs["raw"], ctx.outputs, ctx.cfg.curate)
+        report = curate(ctx.inputs["raw"], ctx.outputs, ctx.cfg.curate, keys_dirs=keys_dirs)
     except GateError:
         mlflow.log_artifacts(str(report_dir), "failed_curation")
         raise
@@ -52,7 +81,11 @@ def work(ctx: StageContext) -> dict[str, float]:
             **{f"kept/{domain}": n for domain, n in report["kept_by_domain"].items()}}
 
 
-def run(*, lineage: str | Lineage, data_dir: str, outputs: dict[str, str], use_cache: bool = True) -> dict[str, float]:
-    """outputs: folders for `pretrain`, `sft`, `rl`, `eval` and `report`. A failed quality gate
-    fails the stage after logging the report and Data Docs (under `failed_curation/`)."""
-    return run_stage("curate", lineage=lineage, inputs={"raw": data_dir}, outputs=outputs, work=work, use_cache=use_cache)
+def run(*, lineage: str | Lineage, data_dir: str, outputs: dict[str, str], use_cache: bool = True,
+        keys_dirs: list[str] | None = None) -> dict[str, float]:
+    """outputs: folders for `pretrain`, `sft`, `rl`, `eval` and `report`; `keys_dirs`: the scan
+    tasks' outputs (None: scanned here). A failed quality gate fails the stage after logging the
+    report and Data Docs (under `failed_curation/`). The scans are derived from the raw data and
+    the config, so they are not inputs of the stage's content key."""
+    return run_stage("curate", lineage=lineage, inputs={"raw": data_dir}, outputs=outputs,
+                     work=lambda ctx: work(ctx, keys_dirs), use_cache=use_cache)

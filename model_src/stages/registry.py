@@ -36,13 +36,22 @@ class Stage:
     system_metrics: bool = False
     # may run as a multi-node training job on a cluster (model_src/cluster/training_job.py)
     training_job: bool = False
+    # tasks that do part of the stage's work before it, fanned out (their own components, with the
+    # stage's cluster settings and caching): curate's per-shard scan
+    fan_out: tuple[str, ...] = ()
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The DAG's task names of this stage: its fan-out tasks, then itself."""
+        return (*self.fan_out, self.name)
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("init", "check the data against its DVC pin, open the pipeline's MLflow parent run, hand on the lineage",
           kfp_caching=False),
     Stage("curate", "check every raw row, quarantine bad ones with a reason, deduplicate, split",
-          config_sections=("curate",), outputs=("pretrain", "sft", "rl", "eval", "report")),
+          config_sections=("curate",), outputs=("pretrain", "sft", "rl", "eval", "report"),
+          fan_out=("curate-plan", "curate-scan")),
     Stage("pretrain", "learn the tokenizer, build Glm4v, train it to caption images",
           config_sections=("seed", "tokenizer", "model", "pretrain"),
           upstream={"pretrain_data": ("curate", "pretrain")}, outputs=("model",),
@@ -66,6 +75,8 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+TASK_NAMES: tuple[str, ...] = tuple(task for s in STAGES for task in s.tasks)  # every task of the DAG but finish
+STAGE_OF_TASK: dict[str, str] = {task: s.name for s in STAGES for task in s.tasks}
 _BY_NAME = {s.name: s for s in STAGES}
 
 
@@ -82,5 +93,6 @@ def describe() -> str:
     for s in STAGES:
         links = ", ".join(f"{name}<-{up}.{out}" for name, (up, out) in s.upstream.items()) or "(pipeline parameters)"
         lines.append(f"{s.name:<9} {'yes' if s.kfp_caching else 'no':<7} {','.join(s.config_sections) or '-':<32} {links}")
-        lines.append(f"{'':<9} {s.summary}; outputs: {', '.join(s.outputs) or '-'}")
+        lines.append(f"{'':<9} {s.summary}; outputs: {', '.join(s.outputs) or '-'}"
+                     + (f"; fans out first: {', '.join(s.fan_out)}" if s.fan_out else ""))
     return "\n".join(lines)

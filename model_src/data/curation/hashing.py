@@ -1,4 +1,9 @@
-"""Content and perceptual hashes, and the index that finds exact and near duplicates."""
+"""Content and perceptual hashes, and the keys the global join compares (curation/join.py).
+
+Near duplicates are found by the pigeonhole principle: a 256-bit hash split into `max_bits + 1`
+bands; two hashes within `max_bits` bits of each other agree exactly on at least one band, so only
+rows sharing a band value are compared (banded LSH, exact for Hamming distance).
+"""
 
 from __future__ import annotations
 
@@ -37,73 +42,27 @@ def row_phash(images: list[Image.Image]) -> int:
     return int(str(imagehash.phash(strip, hash_size=16)), 16)
 
 
-class NearDupIndex:
-    """Earlier entries whose hash is within `max_bits` bits of a query, under a grouping key.
-
-    Pigeonhole: split the hash into `max_bits + 1` bands; two hashes that differ in at most
-    `max_bits` bits agree exactly on at least one band, so only rows sharing a band are compared.
-
-    >>> index = NearDupIndex(max_bits=2)
-    >>> index.add("q", 0b1011, "first")
-    >>> index.find("q", 0b1000), index.find("q", 0b0100), index.find("other", 0b1011)
-    ('first', None, None)
-    """
-
-    def __init__(self, max_bits: int, bits: int = PHASH_BITS):
-        self.max_bits = max_bits
-        bands = max_bits + 1
-        edges = [round(bits * k / bands) for k in range(bands + 1)]
-        self.masks = [(((1 << (hi - lo)) - 1) << lo) for lo, hi in zip(edges, edges[1:])]
-        # compact on purpose (this index is most of curation's memory): one int slot per band,
-        # pointing at entry numbers; a collision of slots is harmless, candidates are re-checked
-        self.values: list[int] = []
-        self.ids: list[str] = []
-        self.table: dict[int, int | list[int]] = {}
-
-    def _slots(self, key, value: int):
-        return (hash((key, band, value & mask)) for band, mask in enumerate(self.masks))
-
-    def find(self, key, value: int) -> str | None:
-        for slot in self._slots(key, value):
-            entry = self.table.get(slot)
-            for i in (entry if isinstance(entry, list) else () if entry is None else (entry,)):
-                if (value ^ self.values[i]).bit_count() <= self.max_bits:
-                    return self.ids[i]
-        return None
-
-    def add(self, key, value: int, row_id: str) -> None:
-        i = len(self.values)
-        self.values.append(value)
-        self.ids.append(row_id)
-        for slot in self._slots(key, value):
-            entry = self.table.get(slot)
-            if entry is None:
-                self.table[slot] = i
-            elif isinstance(entry, list):
-                entry.append(i)
-            else:
-                self.table[slot] = [entry, i]
+def key(*parts: str) -> bytes:
+    """A 16-byte key of text parts (what the join groups and matches on)."""
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
 
 
+def band_edges(max_bits: int, bits: int = PHASH_BITS) -> list[tuple[int, int]]:
+    """The `max_bits + 1` bit ranges [lo, hi) of the pigeonhole bands."""
+    bands = max_bits + 1
+    edges = [round(bits * k / bands) for k in range(bands + 1)]
+    return list(zip(edges, edges[1:]))
 
 
-class Deduplicator:
-    """Rows seen so far, by exact content (images, question, answer) and by perceptual hash under
-    the same question and answer; `duplicate_of` says which earlier row a new one repeats."""
+def band_keys(phash: int, max_bits: int) -> list[int]:
+    """One signed 64-bit key per band: a hash of the band's number and value (a band can be wider
+    than 64 bits; a collision of keys is harmless, the join re-checks the distance)."""
+    return [int.from_bytes(hashlib.blake2b(f"{k}:{(phash >> lo) & ((1 << (hi - lo)) - 1)}".encode(),
+                                           digest_size=8).digest(), "big", signed=True)
+            for k, (lo, hi) in enumerate(band_edges(max_bits))]
 
-    def __init__(self, near_dup_hamming: int):
-        self.exact: dict[bytes, str] = {}
-        self.near = NearDupIndex(near_dup_hamming)
 
-    def duplicate_of(self, row: dict, image_digest: str, phash: int) -> tuple[str, str] | None:
-        """(reason, detail) when `row` repeats an earlier row; else records it and returns None."""
-        key = (normalize_text(row["question"]), normalize_text(row["answer"]), len(row["images"]))
-        digest = hashlib.sha256("\x00".join((image_digest, *key[:2])).encode()).digest()[:16]
-        if digest in self.exact:
-            return "exact_duplicate", f"duplicate of {self.exact[digest]}"
-        twin = self.near.find(key, phash)
-        if twin is not None:
-            return "near_duplicate", f"near duplicate of {twin}"
-        self.exact[digest] = row["id"]
-        self.near.add(key, phash, row["id"])
-        return None
+def phash_words(phash: int) -> list[int]:
+    """The hash as four signed 64-bit words (how parquet and DuckDB store it; XOR and popcount
+    of the words give the Hamming distance)."""
+    return [int.from_bytes(((phash >> (64 * k)) & (2**64 - 1)).to_bytes(8, "big"), "big", signed=True) for k in range(4)]

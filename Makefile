@@ -86,7 +86,7 @@ bench-curation: $(STAMP) ## curation rows/s and peak memory, controlled duplicat
 bench-rewards: $(STAMP) ## reward verifiers: agreement with the regression sets, time per call, slowest call (seconds)
 	$(BIN)/python bench/bench_rewards.py
 
-bench-packing: $(STAMP) data ## useful tokens/s, packed vs padded batches, same model and steps
+bench-packing: $(STAMP) data ## useful tokens/s: packed rows vs random and length-grouped padded batches, same samples prepared alike (minutes)
 	$(BIN)/python bench/bench_packing.py
 
 bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model, warmed up on digits (3 seeds; about 7 min on 2 idle cores)

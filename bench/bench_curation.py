@@ -3,8 +3,9 @@ controlled duplication.
 
 Goal (issue 19): linear time (rows/s about constant) and flat memory (peak RSS at the largest size
 <= 1.2x the smallest). Each size is curated in its own child process so its peak RSS is its own:
-the scan of every part (the DAG's fan-out; `--workers N` runs N side by side), then the curate
-stage's join (DuckDB on disk) and write, timed apart.
+each scan part in a fresh process, as each is its own pod in the DAG (`--workers N` runs N side by
+side), then the curate stage's join (DuckDB on disk) and write in the bench's process, timed apart.
+Peak RSS is the largest of any one task (a scan part, or the stage).
 
 The corpora quarantine the same share at every size, so sizes compare like with like: every base
 row is made distinct (its question carries the row's number, so no two base rows share a
@@ -119,7 +120,7 @@ def build_corpus(rows: int) -> Path:
 
 
 CHILD = """
-import json, resource, sys, time
+import json, multiprocessing, resource, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from model_src.config import CurateConfig
 from model_src.data.curate import curate, plan_parts, scan_part
@@ -130,18 +131,16 @@ cfg = CurateConfig(max_quarantine_share=1.0)
 started = time.monotonic()
 files, parts = shard_files(src), plan_parts(src, cfg)
 folders = [f"{dst}/keys/part-{p}" for p in parts]
-if workers > 1:  # the DAG's fan-out, as processes
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(scan_part, [files] * len(parts), parts, [len(parts)] * len(parts), folders, [cfg] * len(parts)))
-else:
-    for part, folder in zip(parts, folders):
-        scan_part(files, part, len(parts), folder, cfg)
+# each scan part in a fresh process, as each is its own pod in the DAG; `workers` at a time
+with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+    list(pool.map(scan_part, [files] * len(parts), parts, [len(parts)] * len(parts), folders, [cfg] * len(parts)))
 scanned = time.monotonic()
 report = curate(src, {n: f"{dst}/{n}" for n in (*SPLITS, "report")}, cfg, validate=validate, keys_dirs=folders)
 rss = lambda who: resource.getrusage(who).ru_maxrss / 1024
 print(json.dumps({"seconds": time.monotonic() - started, "scan_seconds": scanned - started,
-                  "join_write_seconds": time.monotonic() - scanned, "rows": report["input_rows"],
+                  "join_write_seconds": time.monotonic() - scanned, "rows": report["input_rows"], "parts": len(parts),
                   "kept": report["kept_rows"], "quarantined": report["quarantined_rows"],
+                  "scan_task_peak_mb": rss(resource.RUSAGE_CHILDREN), "stage_peak_mb": rss(resource.RUSAGE_SELF),
                   "peak_rss_mb": max(rss(resource.RUSAGE_SELF), rss(resource.RUSAGE_CHILDREN))}))
 """
 
@@ -151,7 +150,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--corpus-only", action="store_true", help="generate the corpora, curate nothing")
     parser.add_argument("--validate", action="store_true", help="include the Great Expectations gate")
-    parser.add_argument("--workers", type=int, default=1, help="scan processes (peak RSS: the largest process)")
+    parser.add_argument("--workers", type=int, default=1, help="scan processes side by side")
     args = parser.parse_args()
     results = []
     for rows in args.sizes:
@@ -170,7 +169,8 @@ def main() -> None:
         results.append(result)
         print(f"{result['rows']:>7} rows: {result['seconds']:7.1f} s (scan {result['scan_seconds']:.1f} s, join and "
               f"write {result['join_write_seconds']:.1f} s)  {result['rows_per_s']:6.0f} rows/s  "
-              f"peak RSS {result['peak_rss_mb']:6.0f} MB  (kept {result['kept']}, quarantined {result['quarantined']}, "
+              f"peak RSS {result['peak_rss_mb']:6.0f} MB (scan task {result['scan_task_peak_mb']:.0f}, stage "
+              f"{result['stage_peak_mb']:.0f}; {result['parts']} parts)  (kept {result['kept']}, quarantined {result['quarantined']}, "
               f"{result['quarantined_share']:.1%}; injected {result['injected']})",
               flush=True)
     if len(results) >= 2:

@@ -35,9 +35,24 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("kind", ["sft", "pretrain"])
-def test_packed_loss_and_gradients_equal_one_by_one(setup, kind):
+@pytest.mark.parametrize("kind, attention", [("sft", "sdpa"), ("pretrain", "sdpa"), ("sft", "per-sample"),
+                                             ("pretrain", "per-sample")])
+def test_packed_loss_and_gradients_equal_one_by_one(setup, kind, attention):
+    """Both attentions the trainer can use on packed rows: SDPA with transformers' block-diagonal
+    mask, and packed_attention's per-sample SDPA (what packed training uses)."""
     rows, processor, model = setup
+    if attention == "per-sample":
+        from model_src.train.packed_attention import NAME, packed_attention
+
+        with packed_attention(model):
+            assert model.config.text_config._attn_implementation == NAME
+            _check_packed_equals_one_by_one(rows, processor, model, kind)
+        assert model.config.text_config._attn_implementation == "sdpa"  # restored
+    else:
+        _check_packed_equals_one_by_one(rows, processor, model, kind)
+
+
+def _check_packed_equals_one_by_one(rows, processor, model, kind):
     picked = _pick(rows, ["stem", "video", "chart", "grounding", "digits", "stem"])
     examples = [sft_example(processor, r) if kind == "sft" else pretrain_example(r) for r in picked]
     encoded = [encode(model, processor, ex) for ex in examples]

@@ -120,7 +120,7 @@ class CurateConfig:
     # scale-out (model_src/data/curation/): the per-shard scan fans out over at most `scan_tasks`
     # parallel tasks; the global join runs in DuckDB within `join_memory_mb`, spilling to disk
     scan_tasks: int = 8
-    join_memory_mb: int = 256
+    join_memory_mb: int = 128
     join_threads: int = 0        # DuckDB threads; 0: every core
     # a user's own domains beside the built-in eight (schema.DOMAINS): name -> verifier, answer type
     domains: dict[str, DomainConfig] = field(default_factory=dict)

@@ -59,8 +59,8 @@ from model_src.data.curation.checks import check_row
 from model_src.data.curation.hashing import content_hash
 from model_src.data.curation.join import join_keys
 from model_src.data.curation.ledger import Ledger
-from model_src.data.curation.reading import CurationError, iter_file_rows, shard_files
-from model_src.data.curation.scan import keys_path, scan_part
+from model_src.data.curation.reading import CurationError, iter_batches, iter_file_rows, shard_files
+from model_src.data.curation.scan import scan_part
 from model_src.data.curation.splitting import assign_split, recaption, with_caption
 from model_src.data.curation.writing import CURATED_SCHEMA, QUARANTINE_SCHEMA, Writers, write_splits
 from model_src.data.schema import verifier_for
@@ -113,7 +113,7 @@ def _decisions(path: Path):
     time, in order (the file is sorted)."""
     by_file: dict[int, dict[int, tuple[str, str]]] = {}
     current = None
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+    for batch in iter_batches(path, 65536):
         columns = batch.to_pydict()
         for f, r, reason, detail in zip(columns["file_index"], columns["row_index"], columns["reason"], columns["detail"]):
             if f != current:
@@ -166,9 +166,9 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
         if pending is not None and pending[0] == file_index:
             dropped = pending[1]
             pending = next(decisions, None)
-        keys = (row for batch in pq.ParquetFile(keys_file).iter_batches(
-            batch_size=cfg.batch_rows, columns=["row_index", "reason", "detail", "is_eval", "kept_images"])
-            for row in batch.to_pylist())
+        keys = (row for batch in iter_batches(keys_file, cfg.batch_rows,
+                                              ["row_index", "reason", "detail", "is_eval", "kept_images"])
+                for row in batch.to_pylist())
         for row, record in zip(iter_file_rows(file, cfg.batch_rows), keys):
             ledger.arrived(row)
             bar.update(1)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model_src.config import CurateConfig
+from model_src.data.curation.reading import iter_batches
 from model_src.data.schema import ANSWER_PATTERNS, DOMAINS, SPLITS
 
 
@@ -41,7 +42,7 @@ def _frame(path: Path) -> pd.DataFrame:
 
 def _image_counts(path: Path) -> list[int]:
     counts = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=["images"]):
+    for batch in iter_batches(path, 1024, ["images"]):
         counts.extend(pc.list_value_length(batch.column(0)).to_pylist())
     return counts
 

@@ -72,15 +72,18 @@ class EncodedCache:
         return sample
 
 
-def plan_steps(lengths: list[int], stream: Iterator[int], num_steps: int, rows_per_step: int, pack_length: int,
+def plan_steps(lengths: list[int], stream: Iterator[int], num_steps: int | None, rows_per_step: int, pack_length: int,
                row_ids: list[str] | None = None, lookahead: int = 32) -> list[list[list[int]]]:
     """For every step, `rows_per_step` rows, each a list of example indices whose lengths sum to at
     most `pack_length`. Examples come from `stream` in order, except that each row is filled first
-    fit from a window of the next `lookahead` examples (so short samples plug the gaps).
+    fit from a window of the next `lookahead` examples (so short samples plug the gaps). With
+    `num_steps` None the plan ends with the stream, every example of it placed once.
 
     >>> plan_steps([5, 3, 4, 2, 6], iter([0, 1, 2, 3, 4] * 3), num_steps=2, rows_per_step=1, pack_length=8,
     ...            lookahead=4)
     [[[0, 1]], [[2, 3]]]
+    >>> plan_steps([5, 3, 4, 2, 6], iter([0, 1, 2, 3, 4]), num_steps=None, rows_per_step=2, pack_length=8)
+    [[[0, 1], [2, 3]], [[4]]]
     """
     too_long = [i for i, n in enumerate(lengths) if n > pack_length]
     if too_long:
@@ -90,11 +93,17 @@ def plan_steps(lengths: list[int], stream: Iterator[int], num_steps: int, rows_p
                          f"({len(too_long)} such examples): raise train.pack_length")
     window: list[int] = []
     plan = []
-    for _ in range(num_steps):
+    exhausted = False
+    while num_steps is None or len(plan) < num_steps:
         rows = []
         for _ in range(rows_per_step):
-            while len(window) < lookahead:
-                window.append(next(stream))
+            while len(window) < lookahead and not exhausted:
+                try:
+                    window.append(next(stream))
+                except StopIteration:
+                    if num_steps is not None:
+                        raise
+                    exhausted = True
             row, free = [], pack_length
             for i in list(window):
                 if lengths[i] <= free:
@@ -103,7 +112,10 @@ def plan_steps(lengths: list[int], stream: Iterator[int], num_steps: int, rows_p
                     window.remove(i)
                     if free == 0:
                         break
-            rows.append(row)
+            if row:
+                rows.append(row)
+        if not rows:
+            break
         plan.append(rows)
     return plan
 

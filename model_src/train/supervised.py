@@ -67,7 +67,24 @@ def batch_order(num_examples: int, batch_size: int, num_steps: int, seed: int,
     return [[next(stream) for _ in range(batch_size)] for _ in range(num_steps)]
 
 
-def train_supervised(
+def train_supervised(model, processor, examples: list[Example], cfg: TrainConfig, *args, **kwargs) -> dict[str, float]:
+    """Train in place; `weights` (one per example) make batches a balanced resample. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
+    steps and an existing one is resumed from: model, optimizer, scheduler, RNG states and the data
+    position (the batch order is a function of the seed, so the step number is the position).
+    `on_checkpoint(step, loss)` runs on rank 0 after each checkpoint is written (the stage logs
+    the weights as an MLflow LoggedModel). Batches go to the model's device (the stage placed it by
+    the device policy) and forward passes run under `autocast()`. Packed rows (`cfg.pack_length`)
+    attend per sample (model_src/train/packed_attention.py) while training.
+
+    Arguments after `cfg`: seed, log, desc, checkpoint_dir, checkpoint_meta, weights, on_checkpoint,
+    autocast (see `_train_supervised`)."""
+    from model_src.train.packed_attention import packed_attention
+
+    with packed_attention(model) if cfg.pack_length else nullcontext():
+        return _train_supervised(model, processor, examples, cfg, *args, **kwargs)
+
+
+def _train_supervised(
     model,
     processor,
     examples: list[Example],
@@ -81,12 +98,6 @@ def train_supervised(
     on_checkpoint: Callable[[int, float], None] | None = None,
     autocast: Callable[[], ContextManager] = nullcontext,
 ) -> dict[str, float]:
-    """Train in place; `weights` (one per example) make batches a balanced resample. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
-    steps and an existing one is resumed from: model, optimizer, scheduler, RNG states and the data
-    position (the batch order is a function of the seed, so the step number is the position).
-    `on_checkpoint(step, loss)` runs on rank 0 after each checkpoint is written (the stage logs
-    the weights as an MLflow LoggedModel). Batches go to the model's device (the stage placed it by
-    the device policy) and forward passes run under `autocast()`."""
     import torch
     from tqdm import tqdm
 

@@ -34,12 +34,15 @@ def row_phash(images: list[Image.Image]) -> int:
     a re-render); at 256 bits re-renders stay at 0 and different expressions are >= 30 apart.
     """
     import imagehash
+    import numpy as np
 
     tiles = [image.convert("L").resize((64, 64), Image.Resampling.BILINEAR) for image in images]
     strip = Image.new("L", (64 * len(tiles), 64))
     for k, tile in enumerate(tiles):
         strip.paste(tile, (64 * k, 0))
-    return int(str(imagehash.phash(strip, hash_size=16)), 16)
+    # the bits as one integer, row-major and most significant first (what int(str(hash), 16) gives,
+    # without the hex string: a quarter of the hash's time)
+    return int.from_bytes(np.packbits(imagehash.phash(strip, hash_size=16).hash.flatten()).tobytes(), "big")
 
 
 def key(*parts: str) -> bytes:

@@ -38,6 +38,13 @@ def shard_files(input_path: str | Path, check: bool = True) -> list[Path]:
     return files
 
 
+def iter_batches(path: Path, batch_rows: int, columns: list[str] | None = None):
+    """A parquet file's record batches, read as they are consumed: no pre-buffering of whole row
+    groups (pyarrow's default reads ahead and, measured on a 155 MB split file, held 280 MB)."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).iter_batches(batch_size=batch_rows,
+                                                                                   columns=columns)
+
+
 def _as_bytes(column: pa.Array) -> pa.Array:
     """A string column viewed as raw bytes (no UTF-8 validation), large or not."""
     return column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
@@ -47,7 +54,7 @@ def iter_file_rows(file: Path, batch_rows: int) -> Iterator[dict]:
     """The rows of one shard in order, `batch_rows` at a time. Text columns are decoded here so a
     non-UTF-8 value marks its row (`_bad_utf8` = column) instead of failing the batch; the value
     is kept backslash-escaped, so nothing is lost."""
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=list(ROW_SCHEMA.names)):
+    for batch in iter_batches(file, batch_rows, list(ROW_SCHEMA.names)):
         columns = {}
         for name in ROW_SCHEMA.names:
             column = batch.column(name)

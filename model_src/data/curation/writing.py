@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_src.data.curation.balance import balance_weights
+from model_src.data.curation.reading import iter_batches
 from model_src.data.schema import ROW_SCHEMA, SPLITS, split_path
 
 CURATED_SCHEMA = (ROW_SCHEMA.append(pa.field("stage_split", pa.string()))
@@ -62,7 +63,7 @@ def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir:
     for split in SPLITS:
         weights = balance_weights(concepts[split], task_weights) if concepts[split] else {}
         out_path = split_path(output_dirs[split])
-        for batch in pq.ParquetFile(staging / f"{split}.parquet").iter_batches(batch_size=batch_rows):
+        for batch in iter_batches(staging / f"{split}.parquet", batch_rows):
             for row in batch.to_pylist():
                 row["sample_weight"] = weights[(row["domain"], row["task"])]
                 writers.write(out_path, row, CURATED_SCHEMA)

@@ -70,19 +70,42 @@ def champion_of(client, name: str):
         raise
 
 
-def promote(client, name: str, version: str, metrics: dict[str, float], eval_data: str,
-            tolerance: float) -> tuple[bool, str]:
-    """Alias the new version `candidate`, and `champion` when the promotion gate lets it."""
+def promote(client, name: str, version: str, metrics: dict[str, float], eval_data: str, tolerance: float,
+            holder: str, before_aliases=None) -> tuple[bool, str]:
+    """Alias the new version `candidate`, and `champion` when the promotion gate lets it against the
+    champion read under the same lock (cluster.lock.exclusive: MLflow cannot compare-and-set an
+    alias, so two exports at once would each read the old champion and each take the alias).
+    `before_aliases(promoted, reason)` runs inside the lock, before any alias moves: the aliases are
+    the last act, so a failure before them leaves the champion where it was."""
+    from model_src.cluster.lock import exclusive
     from model_src.eval.promotion import decide_promotion
 
-    current = champion_of(client, name)
-    champion = None if current is None else {
-        k[len(EVAL_TAG_PREFIX):]: float(v) for k, v in current.tags.items() if k.startswith(EVAL_TAG_PREFIX)}
-    promoted, reason = decide_promotion(metrics, champion, eval_data,
-                                        None if current is None else current.tags.get(EVAL_DATA_HASH_TAG),
-                                        tolerance)
-    client.set_registered_model_alias(name, "candidate", version)
-    if promoted:
-        client.set_registered_model_alias(name, "champion", version)
-    client.set_model_version_tag(name, version, PROMOTION_TAG, f"{'champion' if promoted else 'candidate'}: {reason}")
+    with exclusive(f"promote-{name}", holder):
+        current = champion_of(client, name)
+        champion = None if current is None else {
+            k[len(EVAL_TAG_PREFIX):]: float(v) for k, v in current.tags.items() if k.startswith(EVAL_TAG_PREFIX)}
+        promoted, reason = decide_promotion(metrics, champion, eval_data,
+                                            None if current is None else current.tags.get(EVAL_DATA_HASH_TAG),
+                                            tolerance)
+        _pause_for_fault_injection()
+        client.set_model_version_tag(name, version, PROMOTION_TAG,
+                                     f"{'champion' if promoted else 'candidate'}: {reason}")
+        if before_aliases is not None:
+            before_aliases(promoted, reason)
+        client.set_registered_model_alias(name, "candidate", version)
+        if promoted:
+            client.set_registered_model_alias(name, "champion", version)
     return promoted, reason
+
+
+def _pause_for_fault_injection() -> None:
+    """Widen the read-to-write window by $THINKPIPE_FAULT_PROMOTION_PAUSE_S seconds (tests: two
+    exports racing must still agree on one champion)."""
+    import os
+    import time
+
+    from model_src.names import PROMOTION_PAUSE_ENV
+
+    pause = float(os.environ.get(PROMOTION_PAUSE_ENV) or 0)
+    if pause > 0:
+        time.sleep(pause)

@@ -65,6 +65,7 @@ PIPELINE_RUN_ENV = "THINKPIPE_PIPELINE_RUN"        # the pipeline run a stage pr
 CHECKPOINT_ROOT_ENV = "THINKPIPE_CHECKPOINT_ROOT"  # where stages keep resumable checkpoints (a PVC)
 CACHE_ENV = "THINKPIPE_CACHE"                      # S3 / model download cache (a PVC)
 FAULT_ENV = "THINKPIPE_FAULT_STAGE"                # fault drills: the named stage fails after opening its run
+PROMOTION_PAUSE_ENV = "THINKPIPE_FAULT_PROMOTION_PAUSE_S"  # tests: widen promotion's read-to-write window
 NAMESPACE_ENV = "THINKPIPE_NAMESPACE"              # the pod's namespace, for the training-job launcher
 IMAGE_ENV = "THINKPIPE_IMAGE"                      # the training-job launcher's image
 # the bearer token thinkpipe's clients send to vLLM's server and to the rollout server (from a

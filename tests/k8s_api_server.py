@@ -11,7 +11,9 @@ that fails is answered 422 naming the field, with nothing created:
   trainer's webhook refuses it;
 - a PyTorchJob's pod templates against Kubernetes' own OpenAPI schema (`kubernetes-validate`,
   strict), the CRD itself having no published schema to check.
-A failed job stays until deleted, so a relaunch finds it (409 on create)."""
+A failed job stays until deleted, so a relaunch finds it (409 on create). Leases
+(coordination.k8s.io/v1, the promotion lock) are validated the same way and replaced only with the
+resourceVersion last read, as the API server's optimistic concurrency does (409 otherwise)."""
 
 from __future__ import annotations
 
@@ -90,6 +92,7 @@ def invalid_object(obj: dict) -> list[str]:
         return [f"{obj.get('kind')} at {'.'.join(str(p) for p in exc.path) or '(root)'}: {exc.message}"]
     return []
 LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?$")
 
 
 @dataclass
@@ -115,6 +118,8 @@ class ClusterState:
     objects: dict[tuple[str, str], dict] = field(default_factory=dict)
     object_log: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, kind, name)
     pods_become_ready: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the server's handlers run in threads
+    version: int = 0  # resourceVersion counter
 
 
 def _first_node(job: dict) -> tuple[str, dict[str, str], list[str], list[dict], str, int]:
@@ -202,9 +207,52 @@ def make_handler(state: ClusterState, cwd: Path):
                 return self._send({"kind": "Status", "status": "Success"})
             return self._send(state.objects[(kind, name)])
 
+        def _lease(self, name: str | None):
+            if self.command in ("POST", "PUT"):
+                obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                obj.setdefault("apiVersion", "coordination.k8s.io/v1")  # the server takes them from the URL
+                obj.setdefault("kind", "Lease")
+                invalid = invalid_object(obj)
+                if invalid:
+                    return self._send({"kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
+                                       "message": "; ".join(invalid)}, 422)
+                key = ("Lease", obj["metadata"]["name"])
+                with state.lock:
+                    current = state.objects.get(key)
+                    if self.command == "POST" and current is not None:
+                        return self._send({"kind": "Status", "status": "Failure", "reason": "AlreadyExists",
+                                           "code": 409}, 409)
+                    if self.command == "PUT" and (current is None or obj["metadata"].get("resourceVersion")
+                                                  != current["metadata"]["resourceVersion"]):
+                        return self._send({"kind": "Status", "status": "Failure", "reason": "Conflict",
+                                           "code": 409 if current is not None else 404}, 409 if current else 404)
+                    state.version += 1
+                    obj["metadata"]["resourceVersion"] = str(state.version)
+                    state.objects[key] = obj
+                    state.object_log.append(("create" if self.command == "POST" else "replace", "Lease", key[1]))
+                return self._send(obj, 201 if self.command == "POST" else 200)
+            with state.lock:
+                obj = state.objects.get(("Lease", name))
+                if obj is None:
+                    return self._not_found()
+                if self.command == "DELETE":
+                    del state.objects[("Lease", name)]
+                    state.object_log.append(("delete", "Lease", name))
+                    return self._send({"kind": "Status", "status": "Success"})
+            return self._send(obj)
+
+        def do_PUT(self):  # noqa: N802
+            url = urlparse(self.path)
+            state.requests.append(("PUT", url.path))
+            if match := LEASES.match(url.path):
+                return self._lease(match.group(2))
+            return self._not_found()
+
         def do_POST(self):  # noqa: N802
             url = urlparse(self.path)
             state.requests.append(("POST", url.path))
+            if LEASES.match(url.path):
+                return self._lease(None)
             if PODS.match(url.path):
                 return self._core_object("Pod", None)
             if SERVICES.match(url.path):
@@ -231,6 +279,8 @@ def make_handler(state: ClusterState, cwd: Path):
             url = urlparse(self.path)
             query = parse_qs(url.query)
             state.requests.append(("GET", url.path))
+            if match := LEASES.match(url.path):
+                return self._lease(match.group(2))
             if (match := JOBS.match(url.path)) and match.group(4):
                 job = state.jobs.get(match.group(4))
                 return self._send(job) if job else self._not_found()
@@ -255,6 +305,8 @@ def make_handler(state: ClusterState, cwd: Path):
         def do_DELETE(self):  # noqa: N802
             url = urlparse(self.path)
             state.requests.append(("DELETE", url.path))
+            if match := LEASES.match(url.path):
+                return self._lease(match.group(2))
             if match := POD.match(url.path):
                 return self._core_object("Pod", match.group(2))
             if (match := SERVICES.match(url.path)) and match.group(2):

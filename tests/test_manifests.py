@@ -103,7 +103,10 @@ def test_pipeline_role_is_least_privilege():
                for resource in rule["resources"] for verb in rule["verbs"]}
     assert not any("*" in item for item in granted)
     assert {r for _, r, _ in granted} == {"trainjobs", "trainjobs/status", "pytorchjobs", "pytorchjobs/status",
-                                          "pods", "pods/log"}
+                                          "pods", "pods/log", "leases"}
+    # the promotion lock (model_src/cluster/lock.py): what lease_lock calls, no list or watch
+    assert {(g, v) for g, r, v in granted if r == "leases"} == {
+        ("coordination.k8s.io", v) for v in ("create", "get", "update", "delete")}
     assert not {v for _, r, v in granted if r in ("pods", "pods/log", "trainjobs/status", "pytorchjobs/status")} \
         - {"get", "list", "watch"}
     # the training jobs' pods: an identity with no binding and no token

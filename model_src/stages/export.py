@@ -5,7 +5,9 @@ lineage and the evaluation, reloads it with the Auto classes and answers one que
 test), optionally uploads it to S3, logs it as an MLflow LoggedModel and registers it under
 `export.registered_model_name` with lineage and evaluation tags. The new version becomes
 `candidate`, and `champion` only if it beats the champion on the same eval data with no domain
-dropping more than `export.promotion_tolerance`. The lineage report is attached to the version.
+dropping more than `export.promotion_tolerance`. The lineage report is attached to the version
+first; promotion is the last act, under a lock (a Lease on a cluster), so a failure before it
+leaves the champion as it was and two exports at once agree on one champion.
 The same weights are registered once: a second export of them names the existing version.
 Not in the paper, which releases its weights by hand.
 """
@@ -97,17 +99,21 @@ def work(ctx: StageContext) -> dict[str, float]:
     version = mlflow.register_model(f"models:/{logged.model_id}", name, tags={
         **tags, EVAL_DATA_HASH_TAG: report["eval_data_hash"],
         **{f"{EVAL_TAG_PREFIX}{k}": str(v) for k, v in eval_metrics.items()}}).version
+    # the lineage report first, the promotion last: a failure in between leaves the champion as it was
+    _attach_lineage_report(ctx, client, name, version, logged.model_id)
+
+    def describe(promoted: bool, reason: str) -> None:
+        # what a reviewer reads on the version's page in the MLflow UI: the card, with the decision
+        client.update_model_version(name, version, description=model_card(
+            ctx.lineage, ctx.scope, eval_metrics, name, f"{'champion' if promoted else 'candidate'}: {reason}"))
+
     promoted, reason = promote(client, name, version, eval_metrics, report["eval_data_hash"],
-                               ctx.cfg.export.promotion_tolerance)
+                               ctx.cfg.export.promotion_tolerance, holder=ctx.run_id, before_aliases=describe)
     print(f"export: {name} version {version} {'is the new champion' if promoted else 'stays candidate'}: "
           f"{reason}", flush=True)
-    # what a reviewer reads on the version's page in the MLflow UI: the card, with the decision
-    client.update_model_version(name, version, description=model_card(
-        ctx.lineage, ctx.scope, eval_metrics, name, f"{'champion' if promoted else 'candidate'}: {reason}"))
     ctx.set_result("model_version", version)
     ctx.set_result("promoted", str(promoted).lower())
     ctx.set_result("promotion_reason", reason)
-    _attach_lineage_report(ctx, client, name, version, logged.model_id)
     return summary
 
 

@@ -33,6 +33,7 @@ STAGE_CONFIG_HASH_TAG = f"{TAG_PREFIX}stage_config_hash"
 OUTPUTS_RUN_TAG = f"{TAG_PREFIX}outputs_run_id"  # the run whose artifacts hold this stage's outputs
 CACHED_FROM_TAG = f"{TAG_PREFIX}cached_from"     # set when the outputs were reused, not computed
 RESUMED_TAG = f"{TAG_PREFIX}resumed"
+TAKEN_OVER_BY_TAG = f"{TAG_PREFIX}taken_over_by"     # on a run marked KILLED: the parent run that took its work over
 ERROR_TAG = f"{TAG_PREFIX}error"                 # on a FAILED stage or parent run: what failed
 INPUT_TAG_PREFIX = f"{TAG_PREFIX}input."         # + input name: sha256 of the input artifact
 OUTPUT_TAG_PREFIX = f"{TAG_PREFIX}output."       # + output name: sha256 of the output artifact

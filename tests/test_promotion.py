@@ -159,6 +159,16 @@ def test_the_promotion_lease_has_one_holder_and_an_expired_one_is_taken_over(tmp
             with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-late", timeout_s=0.5, poll_s=0.05, api=api):
                 pass
 
+        # a live holder renews its Lease: a 1-second Lease held 2.5 s is never taken over
+        api.delete_namespaced_lease("thinkpipe-promote-racer", "thinkpipe")
+        with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-long", duration_s=1, api=api):
+            with pytest.raises(LockTimeout):
+                with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-eager", timeout_s=2.5, poll_s=0.1,
+                                api=api):
+                    pass
+            assert api.read_namespaced_lease("thinkpipe-promote-racer", "thinkpipe").spec.holder_identity == "pod-long"
+        assert ("replace", "Lease", "thinkpipe-promote-racer") in server.state.object_log  # renewed
+
         # `exclusive` takes the Lease when the pod knows its namespace (the kube config names the server)
         import os
         os.environ["KUBECONFIG"] = str(server.kubeconfig(tmp_path / "kubeconfig"))

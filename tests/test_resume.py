@@ -54,8 +54,10 @@ def test_sigkilled_training_resumes_to_the_same_result(tmp_path):
 
 
 def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
-    """Kill the pretrain stage mid-training; the re-run continues the same MLflow run from the last
-    checkpoint and ends with the metrics of an uninterrupted run."""
+    """Kill the pretrain stage mid-training; the re-run, by another pipeline run, continues the same
+    MLflow run from the last checkpoint and ends with the metrics of an uninterrupted run, and the
+    killed pipeline's parent run, left RUNNING by the kill, is marked KILLED with a link to the
+    pipeline run that took its work over."""
     import time
 
     import mlflow
@@ -75,17 +77,21 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     # artifacts in tmp_path, not in the default ./mlruns of the cwd (the repo)
     mlflow.MlflowClient(tracking).create_experiment("resume-test", artifact_location=(tmp_path / "art").as_uri())
     os.environ["MLFLOW_TRACKING_URI"] = tracking
+    scopes = {}
     try:  # data_hash "" skips the pin check: this corpus is a small one made here
-        lineage, _ = init.run(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="",
-                              data_rev="r", image="i", pipeline_run_name="p-1")
+        for pipeline_run in ("p-1", "p-2"):
+            lineage, scopes[pipeline_run] = init.run(
+                config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="", data_rev="r",
+                image="i", pipeline_run_name=pipeline_run)
         (tmp_path / "lineage.json").write_text(lineage.to_json())
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
     args = [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(tmp_path / "lineage.json"),
             str(tmp_path / "cur" / "pretrain")]
 
-    def metrics_of(out: str) -> dict:
-        proc = subprocess.run([*args, out], cwd=ROOT, env=env, capture_output=True, text=True)
+    def metrics_of(out: str, pipeline_run: str = "p-1") -> dict:
+        proc = subprocess.run([*args, out], cwd=ROOT, env={**env, "THINKPIPE_PIPELINE_RUN": pipeline_run},
+                              capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         line = next(l for l in proc.stdout.splitlines() if l.startswith("METRICS "))
         return json.loads(line[len("METRICS "):])
@@ -103,13 +109,19 @@ def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     checkpoint = sorted((tmp_path / "ckpt").rglob("step-*"))[-1]
     run_id = load_meta(checkpoint)["run_id"]
 
-    resumed = metrics_of(str(tmp_path / "killed"))
+    resumed = metrics_of(str(tmp_path / "killed"), "p-2")  # another pipeline run takes the work over
     from model_src.golden import is_timing
 
     assert {k: v for k, v in resumed.items() if not is_timing(k)} == {k: v for k, v in straight.items() if not is_timing(k)}
     client = mlflow.MlflowClient(tracking)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["thinkpipe.resumed"] == "true"
+    assert run.data.tags["mlflow.parentRunId"] == scopes["p-2"].parent_run_id
+    killed = client.get_run(scopes["p-1"].parent_run_id)  # the SIGKILLed pipeline's parent
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["thinkpipe.taken_over_by"] == scopes["p-2"].parent_run_id
+    assert killed.data.tags["thinkpipe.taken_over_by.pipeline_run"] == "p-2"
+    assert client.get_run(scopes["p-2"].parent_run_id).info.status == "RUNNING"  # the live one is untouched
     history = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
     assert set(history) == set(range(50))  # one run holds the whole loss curve, before and after the kill
     # every checkpoint is also an MLflow LoggedModel of the run (the kill may beat step 20's upload)

@@ -1,10 +1,12 @@
 """One holder at a time, across processes and pods: what promotion needs, since MLflow cannot
-compare-and-set an alias (two exports that each read "no champion" would each set one).
+compare-and-set an alias (two exports that each read "no champion" would each set one), and what a
+stage's content key needs (one live run does a stage's work; model_src/stages/runner.py).
 
 - On a cluster (the pod knows its namespace: `THINKPIPE_NAMESPACE`): a Kubernetes Lease
-  (coordination.k8s.io/v1). It is taken by creating it; a Lease whose holder stopped renewing for
-  `duration_s` is taken over by a replace carrying the resourceVersion read, so of two pods
-  racing for an expired one the API server lets exactly one through (409 for the other).
+  (coordination.k8s.io/v1). It is taken by creating it and renewed every third of `duration_s`
+  while held; a Lease whose holder stopped renewing for `duration_s` (its pod died) is taken over
+  by a replace carrying the resourceVersion read, so of two pods racing for an expired one the API
+  server lets exactly one through (409 for the other).
 - Elsewhere: an exclusive `flock` on a file under the thinkpipe cache folder.
 
     with exclusive("promote-thinkpipe-glm4v", holder=run_id):
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -40,6 +43,7 @@ def file_lock(path: Path, timeout_s: float = 600.0, poll_s: float = 0.2):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout_s
+        waiting = False
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,6 +51,9 @@ def file_lock(path: Path, timeout_s: float = 600.0, poll_s: float = 0.2):
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise LockTimeout(f"{path}: still locked after {timeout_s:.0f} s") from None
+                if not waiting:
+                    print(f"waiting for {path}, held by another run", flush=True)
+                    waiting = True
                 time.sleep(poll_s)
         try:
             yield
@@ -77,6 +84,7 @@ def lease_lock(name: str, namespace: str, holder: str, duration_s: int = 120, ti
                                                       acquire_time=now, renew_time=now))
 
     deadline = time.monotonic() + timeout_s
+    waiting = False
     while True:
         try:
             api.create_namespaced_lease(namespace, body())
@@ -96,10 +104,28 @@ def lease_lock(name: str, namespace: str, holder: str, duration_s: int = 120, ti
                 raise
         if time.monotonic() > deadline:
             raise LockTimeout(f"Lease {namespace}/{name} still held after {timeout_s:.0f} s")
+        if not waiting:
+            print(f"waiting for Lease {namespace}/{name}, held by another run", flush=True)
+            waiting = True
         time.sleep(poll_s)
+    stop = threading.Event()
+
+    def renew() -> None:  # a held Lease is renewed, so nobody takes over a live holder
+        while not stop.wait(duration_s / 3):
+            try:
+                current = api.read_namespaced_lease(name, namespace)
+                current.spec.renew_time = _now()
+                api.replace_namespaced_lease(name, namespace, current)
+            except ApiException as exc:
+                print(f"warning: could not renew Lease {namespace}/{name}: {exc.status} {exc.reason}", flush=True)
+
+    renewer = threading.Thread(target=renew, daemon=True, name=f"renew-{name}")
+    renewer.start()
     try:
         yield
     finally:
+        stop.set()
+        renewer.join(10)
         try:
             api.delete_namespaced_lease(name, namespace)
         except ApiException as exc:

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from model_src.cluster.lock import exclusive
 from model_src.config import PipelineConfig
 from model_src.lineage import Lineage, RunScope, hash_path, stage_cache_key
 from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CHECKPOINT_ROOT_ENV, ERROR_TAG, FAULT_ENV, INPUT_TAG_PREFIX,
                              OUTPUT_TAG_PREFIX,
                              OUTPUTS_RUN_TAG, PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, PIPELINE_STAGE, RESULT_TAG_PREFIX, RESUMED_TAG,
-                             STAGE_CONFIG_HASH_TAG, STAGE_TAG, result_tag)
+                             STAGE_CONFIG_HASH_TAG, STAGE_TAG, TAKEN_OVER_BY_TAG, result_tag)
 from model_src.stages.registry import stage as registry_stage
 
 
@@ -126,6 +127,40 @@ def _restore_outputs(source_run_id: str, outputs: dict[str, Path]) -> None:
             shutil.copytree(local, dest)
 
 
+STAGE_LOCK_WAIT_S = 7 * 24 * 3600.0  # a stage may run for days on a cluster; the waiter waits it out
+
+
+def _close_abandoned_runs(scope: RunScope, key: str, resuming: str | None) -> None:
+    """Runs of this content key still RUNNING belong to attempts that died (a live one would hold
+    the key's lock we hold): mark them KILLED, linking this pipeline run, and their pipeline's
+    parent run too when it is still RUNNING and not ours. The run being resumed is continued, not
+    closed, but its old parent is."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    stale = client.search_runs([scope.experiment_id], filter_string=f"tags.`{CACHE_KEY_TAG}` = '{key}' "
+                                                                    "AND attributes.status = 'RUNNING'")
+    link = {TAKEN_OVER_BY_TAG: scope.parent_run_id, f"{TAKEN_OVER_BY_TAG}.pipeline_run": scope.pipeline_run}
+    parents = set()
+    for run in stale:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent and parent != scope.parent_run_id:
+            parents.add(parent)
+        if run.info.run_id != resuming:
+            for tag, value in link.items():
+                client.set_tag(run.info.run_id, tag, value)
+            client.set_terminated(run.info.run_id, "KILLED")
+            print(f"marked run {run.info.run_id} KILLED: its attempt died; this pipeline run takes over its work",
+                  flush=True)
+    for parent in parents:
+        if client.get_run(parent).info.status == "RUNNING":
+            for tag, value in link.items():
+                client.set_tag(parent, tag, value)
+            client.set_terminated(parent, "KILLED")
+            print(f"marked pipeline run {parent} KILLED: a stage of it died and this pipeline run took its work over",
+                  flush=True)
+
+
 def _run_to_resume(checkpoint_dir: Path | None) -> str | None:
     """The MLflow run id saved in this stage's newest checkpoint, if there is one."""
     from model_src.train.checkpoint import latest_checkpoint, load_meta
@@ -171,54 +206,59 @@ def run_stage(
         STAGE_CONFIG_HASH_TAG: stage_config_hash,
         **{f"{INPUT_TAG_PREFIX}{name}": h for name, h in input_hashes.items()},
     }
-    cached = _find_cached_run(scope.experiment_id, key) if use_cache else None
-    root = os.environ.get(CHECKPOINT_ROOT_ENV)
-    checkpoint_dir = Path(root) / stage / key if root else None
-    resume_run_id = _run_to_resume(checkpoint_dir) if cached is None else None
+    # one live run does this work: a second pipeline run with the same content key waits here, then
+    # finds the first's FINISHED run as a content-key hit; runs left RUNNING by a killed attempt
+    # are closed as KILLED by whoever takes the work over
+    with exclusive(f"stage-{stage}-{key[:32]}", holder=scope.pipeline_run, timeout_s=STAGE_LOCK_WAIT_S):
+        cached = _find_cached_run(scope.experiment_id, key) if use_cache else None
+        root = os.environ.get(CHECKPOINT_ROOT_ENV)
+        checkpoint_dir = Path(root) / stage / key if root else None
+        resume_run_id = _run_to_resume(checkpoint_dir) if cached is None else None
+        _close_abandoned_runs(scope, key, resume_run_id)
 
-    if resume_run_id:  # a killed attempt left a checkpoint: continue its MLflow run, now under this pipeline run
-        active = mlflow.start_run(run_id=resume_run_id, log_system_metrics=spec.system_metrics)
-        mlflow.set_tags({**tags, "mlflow.parentRunId": scope.parent_run_id, RESUMED_TAG: "true"})
-    else:
-        active = mlflow.start_run(experiment_id=scope.experiment_id, run_name=stage,
-                                  parent_run_id=scope.parent_run_id, tags=tags,
-                                  log_system_metrics=spec.system_metrics and cached is None)
-    with active as run:
-        try:
-            mlflow.log_params(params)
-            started = time.monotonic()
-            if cached is not None:
-                source = cached.data.tags.get(OUTPUTS_RUN_TAG, cached.info.run_id)
-                _restore_outputs(source, output_paths)
-                metrics = dict(cached.data.metrics)
-                carried = {k: v for k, v in cached.data.tags.items()
-                           if k.startswith(RESULT_TAG_PREFIX) or k.startswith(OUTPUT_TAG_PREFIX)}
-                mlflow.set_tags({**carried, CACHED_FROM_TAG: cached.info.run_id, OUTPUTS_RUN_TAG: source})
-                if metrics:
-                    mlflow.log_metrics(metrics)
-                print(f"[{stage}] content-key hit: reusing outputs of run {source} (key {key[:12]})", flush=True)
-            else:
-                if os.environ.get(FAULT_ENV) == stage:
-                    raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
-                for path in output_paths.values():
-                    path.mkdir(parents=True, exist_ok=True)
-                ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
-                metrics = work(ctx) or {}
-                if metrics:
-                    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-                for name, path in output_paths.items():
-                    mlflow.log_artifacts(str(path), f"outputs/{name}")
-                mlflow.set_tags({
-                    **ctx.result_tags,
-                    **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
-                    OUTPUTS_RUN_TAG: run.info.run_id,
-                })
-        except Exception as exc:  # the run says why it failed (the exit handler's failure notice reads it)
-            mlflow.set_tag(ERROR_TAG, failure_cause(exc))
-            raise
-        mlflow.log_metric("stage_seconds", time.monotonic() - started)
-    if checkpoint_dir is not None and cached is None:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # outputs are logged; checkpoints served their turn
+        if resume_run_id:  # a killed attempt left a checkpoint: continue its MLflow run, now under this pipeline run
+            active = mlflow.start_run(run_id=resume_run_id, log_system_metrics=spec.system_metrics)
+            mlflow.set_tags({**tags, "mlflow.parentRunId": scope.parent_run_id, RESUMED_TAG: "true"})
+        else:
+            active = mlflow.start_run(experiment_id=scope.experiment_id, run_name=stage,
+                                      parent_run_id=scope.parent_run_id, tags=tags,
+                                      log_system_metrics=spec.system_metrics and cached is None)
+        with active as run:
+            try:
+                mlflow.log_params(params)
+                started = time.monotonic()
+                if cached is not None:
+                    source = cached.data.tags.get(OUTPUTS_RUN_TAG, cached.info.run_id)
+                    _restore_outputs(source, output_paths)
+                    metrics = dict(cached.data.metrics)
+                    carried = {k: v for k, v in cached.data.tags.items()
+                               if k.startswith(RESULT_TAG_PREFIX) or k.startswith(OUTPUT_TAG_PREFIX)}
+                    mlflow.set_tags({**carried, CACHED_FROM_TAG: cached.info.run_id, OUTPUTS_RUN_TAG: source})
+                    if metrics:
+                        mlflow.log_metrics(metrics)
+                    print(f"[{stage}] content-key hit: reusing outputs of run {source} (key {key[:12]})", flush=True)
+                else:
+                    if os.environ.get(FAULT_ENV) == stage:
+                        raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
+                    for path in output_paths.values():
+                        path.mkdir(parents=True, exist_ok=True)
+                    ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
+                    metrics = work(ctx) or {}
+                    if metrics:
+                        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                    for name, path in output_paths.items():
+                        mlflow.log_artifacts(str(path), f"outputs/{name}")
+                    mlflow.set_tags({
+                        **ctx.result_tags,
+                        **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
+                        OUTPUTS_RUN_TAG: run.info.run_id,
+                    })
+            except Exception as exc:  # the run says why it failed (the exit handler's failure notice reads it)
+                mlflow.set_tag(ERROR_TAG, failure_cause(exc))
+                raise
+            mlflow.log_metric("stage_seconds", time.monotonic() - started)
+        if checkpoint_dir is not None and cached is None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # outputs are logged; checkpoints served their turn
     skip_final_gc()
     return metrics
 

@@ -79,3 +79,18 @@ def test_crashed_deepspeed_run_resumes_from_its_checkpoint_to_the_same_weights(d
     assert resumed["losses"] == pytest.approx(straight["losses"][4:], rel=1e-6)
     for name, weight in straight_weights["final"].items():
         torch.testing.assert_close(resumed_weights["final"][name], weight, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.slow
+def test_deepspeed_resume_skips_a_tampered_tag_for_the_newest_that_verifies(data, tmp_path):
+    """DeepSpeed's loader unpickles: a run loads only a tag whose files match the sha256 it recorded
+    when it wrote them. Fault: the newest tag's model file is altered on the shared volume; the
+    resume skips it (saying why) and continues from the older tag, so it trains steps 3-6."""
+    checkpoints = tmp_path / "ckpt"
+    _train(1, data, tmp_path / "crashed", 2, 0, str(checkpoints), "5", expect_code=3)  # tags step 2 and step 4
+    newest = checkpoints / "deepspeed" / "step-00000004"
+    assert (newest / "thinkpipe-checksums.json").is_file()
+    victim = next(p for p in sorted(newest.rglob("*model_states.pt")))
+    victim.write_bytes(victim.read_bytes() + b"\x00")
+    resumed, _ = _train(1, data, tmp_path / "resumed", 2, 0, str(checkpoints))
+    assert len(resumed["losses"]) == 4  # steps 3-6: it continued from step 2

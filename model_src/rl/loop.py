@@ -171,7 +171,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     configured); in this process when None."""
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import resume_latest, rng_state, save_checkpoint, set_rng_state
+    from model_src.train.checkpoint import (resume_deepspeed, resume_latest, rng_state, save_checkpoint,
+                                            save_deepspeed_checkpoint, set_rng_state)
 
     if not rows:
         raise ValueError("rlcs: no RL prompts")
@@ -199,8 +200,9 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     history: list[dict[str, float]] = []
     total_rollouts = 0
     first_iteration = 0
-    if ds_dir is not None and (ds_dir / "latest").exists():  # every rank loads its own optimizer shard
-        _, meta = ds.load_checkpoint(str(ds_dir))
+    ds_meta = resume_deepspeed(ds, ds_dir) if ds_dir is not None else None  # every rank loads its optimizer shard
+    if ds_meta is not None:
+        meta = ds_meta
         set_rng_state(meta["rng"])
         resumed = ds_dir
     if resumed is not None:  # the offline grading is in the saved curriculum: not redone
@@ -328,9 +330,8 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             meta = {**(checkpoint_meta or {}), "curriculum": curriculum.state_dict(), "history": history,
                     "total_rollouts": total_rollouts}
             if ds is not None:  # every rank writes its optimizer shard
-                ds.save_checkpoint(str(ds_dir), tag=f"step-{done:08d}",
-                                   client_state={**meta, "step": done, "rng": rng_state(),
-                                                 "extra_state": {"sampler_rng": rng.getstate()}})
+                save_deepspeed_checkpoint(ds, ds_dir, done, {**meta, "step": done, "rng": rng_state(),
+                                                             "extra_state": {"sampler_rng": rng.getstate()}})
             elif rank == 0:  # every rank holds the same weights, optimizer and sampler state
                 save_checkpoint(checkpoint_dir, done, model, optimizer, None, meta,
                                 extra_state={"sampler_rng": rng.getstate()})

@@ -6,7 +6,9 @@ the data position or the curriculum state). It is written into a temporary folde
 place, so a process killed mid-write leaves either the previous checkpoint or the new one, never a
 torn one. Only the newest `keep` checkpoints are kept. `meta.json` records the sha256 of
 `state.pt`; loading checks it, reads the state with `weights_only=True`, and `resume_latest` falls
-back to an older checkpoint when the newest does not verify or load.
+back to an older checkpoint when the newest does not verify or load. DeepSpeed's own checkpoints
+get the same guarantee from a checksum record of every file (`save_deepspeed_checkpoint`,
+`resume_deepspeed`).
 """
 
 from __future__ import annotations
@@ -125,4 +127,65 @@ def resume_latest(folder: str | Path, model, optimizer, scheduler) -> tuple[Path
             return candidate, load_checkpoint(candidate, model, optimizer, scheduler)
         except CorruptCheckpoint as exc:
             print(f"checkpoint: skipping {exc}", flush=True)
+    return None
+
+
+# DeepSpeed writes its own checkpoints (one shard per rank) and reads them with torch.load, which
+# unpickles: code in a file on the shared volume would run in the training pods. So a run records
+# the sha256 of every file it wrote, and resume loads only a tag whose files all match.
+DS_CHECKSUMS = "thinkpipe-checksums.json"
+
+
+def save_deepspeed_checkpoint(engine, folder: str | Path, step: int, client_state: dict) -> None:
+    """`engine.save_checkpoint` on every rank, then rank 0 records every file's sha256 (written
+    last, atomically: a tag without its record is not resumed from)."""
+    from model_src.train.distributed import barrier, rank_and_world
+
+    folder = Path(folder)
+    tag = f"{PREFIX}{step:08d}"
+    engine.save_checkpoint(str(folder), tag=tag, client_state=client_state)
+    barrier()  # every rank's shard is on disk
+    if rank_and_world()[0] == 0:
+        files = {p.relative_to(folder / tag).as_posix(): sha256_file(p)
+                 for p in sorted((folder / tag).rglob("*")) if p.is_file() and p.name != DS_CHECKSUMS}
+        tmp = folder / tag / f".{DS_CHECKSUMS}.tmp"
+        tmp.write_text(json.dumps(files, indent=1, sort_keys=True))
+        os.replace(tmp, folder / tag / DS_CHECKSUMS)
+    barrier()
+
+
+def verify_deepspeed_tag(path: Path) -> None:
+    """Raise CorruptCheckpoint unless every file of the tag folder is one the run recorded, unchanged."""
+    record = path / DS_CHECKSUMS
+    if not record.is_file():
+        raise CorruptCheckpoint(f"{path}: no {DS_CHECKSUMS} (written last: the save did not finish)")
+    recorded = json.loads(record.read_text())
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != DS_CHECKSUMS}
+    if present != set(recorded):
+        extra, missing = sorted(present - set(recorded)), sorted(set(recorded) - present)
+        raise CorruptCheckpoint(f"{path}: files not as recorded (unrecorded: {extra[:3]}, missing: {missing[:3]})")
+    for name, digest in recorded.items():
+        if sha256_file(path / name) != digest:
+            raise CorruptCheckpoint(f"{path}: {name} does not match the sha256 the run recorded")
+
+
+def resume_deepspeed(engine, folder: str | Path) -> dict | None:
+    """The client state of the newest DeepSpeed tag in `folder` that verifies (rank 0 checks, every
+    rank agrees), loaded on every rank; older tags tried when a newer one does not verify; None
+    when there is none."""
+    from model_src.train.distributed import all_reduce_sum, rank_and_world
+
+    folder = Path(folder)
+    tags = sorted((p for p in folder.glob(f"{PREFIX}*") if p.is_dir()), reverse=True) if folder.is_dir() else []
+    for path in tags:
+        ok = 1.0
+        if rank_and_world()[0] == 0:
+            try:
+                verify_deepspeed_tag(path)
+            except CorruptCheckpoint as exc:
+                print(f"checkpoint: skipping {exc}", flush=True)
+                ok = 0.0
+        if all_reduce_sum(ok if rank_and_world()[0] == 0 else 0.0) > 0:
+            _, client_state = engine.load_checkpoint(str(folder), tag=path.name)
+            return client_state
     return None

@@ -101,7 +101,8 @@ def _train_supervised(
     import torch
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import resume_latest, rng_state, save_checkpoint, set_rng_state
+    from model_src.train.checkpoint import (resume_deepspeed, resume_latest, rng_state, save_checkpoint,
+                                            save_deepspeed_checkpoint, set_rng_state)
     from model_src.train.distributed import all_reduce_sum, gathered, rank_and_world
 
     if not examples:
@@ -137,8 +138,8 @@ def _train_supervised(
                              zero_stage=cfg.zero_stage, max_grad_norm=cfg.max_grad_norm)
         rank, world = rank_and_world()
     ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and engine else None
-    if ds_dir is not None and (ds_dir / "latest").exists():  # every rank loads its own shard
-        _, meta = engine.load_checkpoint(str(ds_dir))
+    meta = resume_deepspeed(engine, ds_dir) if ds_dir is not None else None  # every rank loads its shard
+    if meta is not None:
         set_rng_state(meta.pop("rng"))
         first_step, losses, tokens = meta["step"], meta["losses"], meta["tokens"]
         real_tokens, slot_tokens = meta.get("real_tokens", 0), meta.get("slot_tokens", 0)
@@ -230,8 +231,7 @@ def _train_supervised(
             if engine is None:
                 save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, meta)
             else:  # DeepSpeed's save must run on every rank (each writes its shard)
-                engine.save_checkpoint(str(ds_dir), tag=f"step-{done:08d}",
-                                       client_state={**meta, "step": done, "rng": rng_state()})
+                save_deepspeed_checkpoint(engine, ds_dir, done, {**meta, "step": done, "rng": rng_state()})
             if on_checkpoint is not None:
                 with gathered(model, engine is not None and cfg.zero_stage == 3):  # every rank takes part
                     if rank == 0:

@@ -59,7 +59,7 @@ from model_src.data.curation.checks import check_row
 from model_src.data.curation.hashing import content_hash
 from model_src.data.curation.join import join_keys
 from model_src.data.curation.ledger import Ledger
-from model_src.data.curation.reading import CurationError, iter_batches, iter_file_rows, shard_files
+from model_src.data.curation.reading import CurationError, iter_batches, iter_file_rows, shard_files, use_jemalloc_pool
 from model_src.data.curation.scan import scan_part
 from model_src.data.curation.splitting import assign_split, recaption, with_caption
 from model_src.data.curation.writing import CURATED_SCHEMA, QUARANTINE_SCHEMA, Writers, write_splits
@@ -139,6 +139,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
     """
     from tqdm import tqdm
 
+    use_jemalloc_pool()
     files = shard_files(input_path)
     report_dir = Path(output_dirs["report"])
     work = report_dir / ".work"

@@ -38,6 +38,16 @@ def shard_files(input_path: str | Path, check: bool = True) -> list[Path]:
     return files
 
 
+def use_jemalloc_pool() -> None:
+    """Arrow buffers from jemalloc, which hands freed pages back to the OS, instead of the default
+    mimalloc, which kept them: the curate stage's peak at 500k rows was 401 MB with mimalloc, 325 MB
+    with jemalloc (the same work; bench/RESULTS.md). A no-op where pyarrow was built without it."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:
+        pass
+
+
 def iter_batches(path: Path, batch_rows: int, columns: list[str] | None = None):
     """A parquet file's record batches, read as they are consumed: no pre-buffering of whole row
     groups (pyarrow's default reads ahead and, measured on a 155 MB split file, held 280 MB)."""

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from model_src.config import CurateConfig
 from model_src.data.curation.checks import check_row
 from model_src.data.curation.hashing import band_keys, content_hash, key, normalize_text, phash_words, row_phash
-from model_src.data.curation.reading import iter_file_rows
+from model_src.data.curation.reading import iter_file_rows, use_jemalloc_pool
 
 SCAN_SCHEMA = pa.schema([
     ("file_index", pa.int32()), ("row_index", pa.int64()), ("is_eval", pa.bool_()), ("id", pa.string()),
@@ -72,6 +72,7 @@ def scan_part(files: list[Path], part: int, parts: int, out_dir: str | Path, cfg
     """Write the keys file of each shard of part `part`; returns the rows scanned."""
     from tqdm import tqdm
 
+    use_jemalloc_pool()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     owned = part_files(files, part, parts)

@@ -31,9 +31,11 @@ def test_training_dag_shape():
     assert set(root) == {"exit-handler-1", "finish"}  # the stages, then the exit handler whatever happened
     assert root["finish"]["dependentTasks"] == ["exit-handler-1"]
     tasks = ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert set(tasks) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
+    # curate fans out first: curate-plan, then a ParallelFor loop of curate-scan, collected by curate
+    assert set(tasks) == {"init", "curate-plan", "for-loop-2", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
     assert set(tasks["export"]["dependentTasks"]) == {"evaluate", "init", "rlcs"}
-    assert tasks["curate"]["dependentTasks"] == ["init"]  # fed the lineage value by init
+    assert tasks["curate-plan"]["dependentTasks"] == ["init"]  # fed the lineage value by init
+    assert set(tasks["curate"]["dependentTasks"]) == {"init", "for-loop-2"}
 
 
 def test_retraining_dag_runs_training_only_when_the_check_says_so():
@@ -50,7 +52,7 @@ def test_retraining_dag_runs_training_only_when_the_check_says_so():
     training = ir["components"][inner["thinkpipe-training"]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(training) == {"exit-handler-1", "finish"}
     stages = ir["components"][training["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(stages) == {"init", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
+    assert set(stages) == {"init", "curate-plan", "for-loop-2", "curate", "pretrain", "sft", "rlcs", "evaluate", "export"}
 
 
 def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):

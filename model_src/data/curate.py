@@ -73,13 +73,17 @@ __all__ = ["curate", "plan_parts", "scan_part", "CurationError", "CURATED_SCHEMA
 def plan_parts(input_path: str | Path, cfg: CurateConfig = CurateConfig()) -> list[int]:
     """The scan parts (0..k-1) of a corpus: one per shard, at most `scan_tasks`; every shard is
     schema-checked first, so a bad file fails before any task starts."""
-    return list(range(min(len(shard_files(input_path)), cfg.scan_tasks)))
+    return _parts(shard_files(input_path), cfg)
 
 
-def _scan_all(input_path: Path, keys_dir: Path, cfg: CurateConfig, workers: int, progress: bool) -> list[Path]:
-    """Every part scanned here, `workers` processes at a time (what the DAG's ParallelFor does)."""
-    files = shard_files(input_path)
-    parts = plan_parts(input_path, cfg)
+def _parts(files: list[Path], cfg: CurateConfig) -> list[int]:
+    return list(range(min(len(files), cfg.scan_tasks)))
+
+
+def _scan_all(files: list[Path], keys_dir: Path, cfg: CurateConfig, workers: int, progress: bool) -> list[Path]:
+    """Every part of the (already schema-checked) shards scanned here, `workers` processes at a
+    time (what the DAG's ParallelFor does)."""
+    parts = _parts(files, cfg)
     folders = [keys_dir / f"part-{part}" for part in parts]
     if workers <= 1:
         for part, folder in zip(parts, folders):
@@ -109,21 +113,19 @@ def _keys_files(files: list[Path], keys_dirs: list[Path]) -> list[Path]:
 
 
 def _decisions(path: Path):
-    """(file_index, row_index) -> (reason, detail) of the rows the join quarantined, one shard at a
+    """(file_index, {row_index: (reason, detail)}) of the rows the join quarantined, one shard at a
     time, in order (the file is sorted)."""
-    by_file: dict[int, dict[int, tuple[str, str]]] = {}
-    current = None
+    current, rows = None, {}
     for batch in iter_batches(path, 65536):
         columns = batch.to_pydict()
         for f, r, reason, detail in zip(columns["file_index"], columns["row_index"], columns["reason"], columns["detail"]):
             if f != current:
                 if current is not None:
-                    yield current, by_file.pop(current)
-                current = f
-                by_file[f] = {}
-            by_file[f][r] = (reason, detail)
+                    yield current, rows
+                current, rows = f, {}
+            rows[r] = (reason, detail)
     if current is not None:
-        yield current, by_file.pop(current)
+        yield current, rows
 
 
 def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: CurateConfig = CurateConfig(),
@@ -144,7 +146,7 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
     report_dir = Path(output_dirs["report"])
     work = report_dir / ".work"
     if keys_dirs is None:
-        keys_dirs = _scan_all(Path(input_path), work / "keys", cfg, workers, progress)
+        keys_dirs = _scan_all(files, work / "keys", cfg, workers, progress)
     keys_files = _keys_files(files, [Path(d) for d in keys_dirs])
     join_keys(keys_files, work / "decisions.parquet", cfg, work / "join")
 

@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest-xdist processes of `make test`; each takes whole test files, so a file's shared fixtures run once
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
@@ -11,7 +13,7 @@ PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-rewards bench-packing bench-rlcs bench-trl bench-rollouts lint clean lock serve-venv serve gpu-check
+.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-rewards bench-packing bench-rlcs bench-trl bench-rollouts bench-reading lint clean lock serve-venv serve gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -54,7 +56,7 @@ run: data ## run the whole DAG locally (PROFILE=small by default; PROFILE=tiny f
 	$(BIN)/thinkpipe run --profile $(PROFILE)
 
 test: $(STAMP) data ## the fast test suite (what CI runs); prints the slowest tests
-	$(BIN)/pytest -m "not slow and not gpu" --durations=15
+	$(BIN)/pytest -m "not slow and not gpu" -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-slow: $(STAMP) data ## the slow tests only
 	$(BIN)/pytest -m "slow"
@@ -94,6 +96,9 @@ bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT 
 
 bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)
 	$(BIN)/python bench/bench_trl.py
+
+bench-reading: $(STAMP) ## does the last `make run`'s SFT model read its images? per task: accuracy vs blank images, answer variety (STAGE=sft)
+	$(BIN)/python bench/bench_reading.py --stage $(or $(STAGE),sft)
 
 bench-rollouts: $(STAMP) $(SERVE_STAMP) ## rollout tokens/s: vLLM rollout server (.venv-serve) vs transformers generate, one RL step (minutes)
 	$(BIN)/python bench/bench_rollouts.py

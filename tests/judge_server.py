@@ -46,12 +46,12 @@ class JudgeServer(LoopbackServer):
                 try:
                     time.sleep(delay_s)
                     text = reply if reply is not None else stand_in_verdict(body["messages"][0]["content"])
-                    self._send(200, {"id": "judge", "object": "chat.completion", "model": body["model"],
-                                     "choices": [{"index": 0, "finish_reason": "stop",
-                                                  "message": {"role": "assistant", "content": text}}]})
-                finally:
+                finally:  # answered: no longer in flight (counted before the reply, which frees the client's slot)
                     with lock:
                         server.in_flight -= 1
+                self._send(200, {"id": "judge", "object": "chat.completion", "model": body["model"],
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": text}}]})
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()

@@ -134,12 +134,12 @@ def test_a_scan_is_keyed_on_the_curate_config_and_the_data_not_the_whole_lineage
     from model_src.stages import curate as stage
 
     def items(*overrides: str, data_hash: str = "h1") -> list[dict]:
-        config_json = load_config("tiny", list(overrides)).to_json()
+        config_json = load_config("tiny", ["curate.scan_tasks=2", *overrides]).to_json()
         lineage = Lineage.make(config_json=config_json, git_commit="c", data_hash=data_hash, data_rev="r", image="i")
         return stage.plan(lineage=lineage.to_json(), data_dir=str(raw))
 
     base = items()
-    assert [(i["part"], i["parts"]) for i in base] == [(0, 2), (1, 2)]  # tiny: curate.scan_tasks=2
+    assert [(i["part"], i["parts"]) for i in base] == [(0, 2), (1, 2)]
     assert items("sft.lr=0.5") == base
     assert items("curate.near_dup_hamming=4") != base
     assert items(data_hash="h2") != base

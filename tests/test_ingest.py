@@ -115,11 +115,12 @@ def test_a_mixed_corpus_of_every_format_trains_through_the_tiny_dag(samples, tmp
         assert proc.returncode == 0, proc.stderr
     pipeline = TinyPipeline(tmp_path / "state")
     result = pipeline.run("byod", "--data-dir", str(project / "raw"), "--data-pin", str(project / "raw.dvc"),
-                          "--set", DOMAIN_CONFIG)
+                          "--set", DOMAIN_CONFIG, "--set", "curate.scan_tasks=2")  # the scan fan-out, two wide
     assert result.returncode == 0, result.output[-5000:]
     stages = {run.data.tags["thinkpipe.stage"]: run for run in pipeline.runs_of("byod")[1]}
     curate = stages["curate"].data.metrics
     assert curate["input_rows"] == report["rows"] and curate["kept_rows"] + curate["quarantined_rows"] == report["rows"]
+    assert len(list((tmp_path / "state" / "kfp").glob("*/for-loop-*-iteration-1"))) == 1  # two scan tasks ran
     assert "reward_mean/shapes" in stages["rlcs"].data.metrics  # rewarded in the user's domain
     evaluate = stages["evaluate"].data.metrics
     assert evaluate["num_samples"] > 0 and "accuracy/shapes" in evaluate

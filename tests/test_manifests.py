@@ -183,16 +183,12 @@ def test_network_policies_allow_what_each_pod_needs_and_nothing_more():
         assert not _allowed(policies, src, dst, port), (src, dst, port)
 
 
-def test_no_secret_values_in_manifests_compiled_pipeline_or_mlflow_params(tiny, first_run):
+def test_no_secret_values_in_manifests_or_compiled_pipeline():
+    """(The MLflow params and tags of a pipeline run: tests/test_pipeline_e2e.py, beside the run.)"""
     texts = {str(p.relative_to(ROOT)): p.read_text() for p in MANIFESTS.rglob("*.yaml")}
     texts["pipelines/compiled/training.yaml"] = (ROOT / "pipelines" / "compiled" / "training.yaml").read_text()
     texts.update({f"rendered/{o}": yaml.safe_dump_all(_render(o)) for o in ("dev", "prod")})
-    client = tiny.client()
-    for experiment in client.search_experiments():
-        for run in client.search_runs([experiment.experiment_id]):
-            texts[f"mlflow params of {run.info.run_id}"] = "\n".join(f"{k}={v}" for k, v in run.data.params.items())
-            texts[f"mlflow tags of {run.info.run_id}"] = "\n".join(f"{k}={v}" for k, v in run.data.tags.items())
-    assert len(texts) > 20
+    assert len(texts) > 10
     found = {where: hits for where, text in texts.items() if (hits := find_secrets(text))}
     assert found == {}
     # the scanner does catch a planted value in the same kind of text

@@ -3,7 +3,6 @@ champion in a real MLflow registry; the data for a changed pin is pulled with DV
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from model_src.config import load_config
 from model_src.lineage import dvc_dir_hash
 from model_src.retrain import DataVersion, check_data, clone_repo, data_version_at, materialize_data
 from model_src.stages import check_data as check_data_stage
-from tests.conftest import ROOT, THINKPIPE, TINY_MODEL
+from tests.conftest import TINY_MODEL
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -120,19 +119,3 @@ def test_changed_data_is_pulled_from_the_dvc_remote_and_verified(project, regist
     bad = DataVersion("0" * 32 + ".dir", second.data_rev)
     with pytest.raises(Exception, match=bad.data_hash):
         materialize_data(clone, bad, tmp_path / "pvc2")
-
-
-def test_cli_retrain_does_nothing_when_the_champion_has_the_latest_data(tiny, first_run):
-    proc = subprocess.run([*THINKPIPE, "retrain", "--profile", "tiny", "--state-dir", str(tiny.state_dir),
-                           "--tracking-uri", tiny.tracking_uri, "--run-name", "cron"],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "thinkpipe retrain: nothing to do: data unchanged: champion version" in proc.stdout
-    client = tiny.client()
-    exp = client.get_experiment_by_name("thinkpipe-tiny")
-    [check] = client.search_runs([exp.experiment_id], "attributes.run_name = 'cron-check'")
-    assert check.data.tags["thinkpipe.retrain"] == "false"
-    decision = json.loads(open(mlflow.artifacts.download_artifacts(
-        run_id=check.info.run_id, artifact_path="retrain_decision.json")).read())
-    assert decision["latest"]["data_hash"] == yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
-    assert not client.search_runs([exp.experiment_id], "tags.`thinkpipe.pipeline_run` = 'cron'")

@@ -71,9 +71,7 @@ def print_table(title: str, table: list[dict]) -> None:
 
 
 def main() -> None:
-    from bench_rlcs import fresh_rows, latest_outputs, warm_up
-
-    from model_src.data.schema import read_split
+    from bench_rlcs import WARMUP_SEED, fresh_rows, last_run_model_and_eval, warm_up
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="thinkpipe")
@@ -87,26 +85,15 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
-
-    from pipelines.cli import DEFAULT_STATE_DIR, resolve_tracking_uri
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(None, ROOT / DEFAULT_STATE_DIR)[0])
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bench-reading-"))
-    model_dir = latest_outputs(args.experiment, args.stage, "model", tmp / "model")
-    eval_rows = read_split(latest_outputs(args.experiment, "curate", "eval", tmp / "eval"))
-    domains = sorted({r["domain"] for r in eval_rows}) if args.domains == "all" else args.domains.split(",")
-    unknown = sorted(set(domains) - {r["domain"] for r in eval_rows})
-    if unknown:
-        raise SystemExit(f"--domains: no eval rows of {unknown} in the curated eval split")
-    eval_rows = [r for r in eval_rows if r["domain"] in domains]
+    model_dir, eval_rows, domains = last_run_model_and_eval(args.experiment, args.stage, args.domains, tmp)
     results = {"stage": args.stage, "domains": domains, "tables": {}}
     table = reading_table(model_dir, eval_rows, args.batch_size, args.max_new_tokens)
     results["tables"]["0"] = table
     print_table(f"{args.stage} model of the last run, {len(eval_rows)} held-out prompts", table)
     if args.continue_sft:
-        rows = fresh_rows(domains, args.sft_rows, 7001, eval_rows, "reading")
+        rows = fresh_rows(domains, args.sft_rows, WARMUP_SEED, eval_rows, "reading")
         for steps in args.continue_sft:
             tuned = warm_up(model_dir, rows, steps, args.seed, tmp / f"sft-{steps}")
             table = reading_table(tuned, eval_rows, args.batch_size, args.max_new_tokens)

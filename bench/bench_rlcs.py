@@ -57,6 +57,24 @@ def latest_outputs(experiment: str, stage: str, name: str, dest: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=source, artifact_path=f"outputs/{name}", dst_path=str(dest)))
 
 
+def last_run_model_and_eval(experiment: str, stage: str, domains_arg: str, tmp: Path) -> tuple[Path, list[dict], list[str]]:
+    """The newest finished `stage` model, the curated eval rows of `domains_arg` ("all" or a
+    comma-separated list) and those domains, from the MLflow store of `make run`."""
+    import mlflow
+
+    from model_src.data.schema import read_split
+    from pipelines.cli import DEFAULT_STATE_DIR, resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(None, ROOT / DEFAULT_STATE_DIR)[0])
+    model = latest_outputs(experiment, stage, "model", tmp / stage)
+    eval_rows = read_split(latest_outputs(experiment, "curate", "eval", tmp / "eval"))
+    domains = sorted({r["domain"] for r in eval_rows}) if domains_arg == "all" else domains_arg.split(",")
+    unknown = sorted(set(domains) - {r["domain"] for r in eval_rows})
+    if unknown:
+        raise SystemExit(f"--domains: no eval rows of {unknown} in the last run's eval split")
+    return model, [r for r in eval_rows if r["domain"] in domains], domains
+
+
 WARMUP_SEED, RL_POOL_SEED = 7001, 7002  # generator seeds of the fresh rows (the corpus uses its own)
 
 
@@ -165,21 +183,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for both variants")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
 
     from model_src.data.schema import read_split
 
-    from pipelines.cli import DEFAULT_STATE_DIR, resolve_tracking_uri
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(None, ROOT / DEFAULT_STATE_DIR)[0])
     tmp = Path(tempfile.mkdtemp(prefix="bench-rlcs-"))
-    sft = latest_outputs(args.experiment, "sft", "model", tmp / "sft")
-    eval_rows = read_split(latest_outputs(args.experiment, "curate", "eval", tmp / "eval"))
-    domains = sorted({r["domain"] for r in eval_rows}) if args.domains == "all" else args.domains.split(",")
-    unknown = sorted(set(domains) - {r["domain"] for r in eval_rows})
-    if unknown:
-        raise SystemExit(f"--domains: no eval rows for {unknown} in the last run's eval split")
-    eval_rows = [r for r in eval_rows if r["domain"] in domains]
+    sft, eval_rows, domains = last_run_model_and_eval(args.experiment, "sft", args.domains, tmp)
     started = time.monotonic()
     if args.warmup_steps:
         rows = fresh_rows(domains, args.warmup_rows, WARMUP_SEED, eval_rows, "warmup")

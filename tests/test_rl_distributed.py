@@ -4,8 +4,10 @@ Each rank rolls out half of every draw's prompt groups, from per-group seeds; re
 so selection, curriculum and metrics see the whole step; gradients are summed before one identical
 step. The two runs' weights, curriculum states and per-iteration metrics agree to float rounding:
 a gradient summed over ranks adds in another order than one summed in one process, and Adam's
-normalised step turns those 1e-7 gradient differences into weight differences of up to about
-1e-5, well under one step's size (lr 3e-3)."""
+normalised step turns those 1e-7 gradient differences into weight differences of 1e-5 to 1e-4 (the
+summation order, and so the size, depends on the compute threads: 6.7e-5 seen with one), well under
+one step's size (lr 3e-3). The check allows a tenth of a step; ranks that skipped the gradient sum
+would differ by whole steps."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def _rank(rank: int, store: str, folder: str, rows: list[dict], results) -> None
         dist.destroy_process_group()
 
 
-def _close(a, b, path: str = "", weight_atol: float = 3e-5) -> list[str]:
+def _close(a, b, path: str = "", weight_atol: float = 3e-4) -> list[str]:
     """Where two nested results differ beyond float rounding (weights: `weight_atol`)."""
     if isinstance(a, dict):
         if set(a) != set(b):
@@ -227,7 +229,7 @@ def test_two_deepspeed_zero2_processes_train_like_one_plain_process(tmp_path):
     run = _torchrun(tmp_path / "policy", tmp_path / "zero2", ["rlcs.deepspeed=true", "rlcs.zero_stage=2",
                                                                "rlcs.micro_batch_size=3"], nproc=2)
     assert run["returncode"] == 0, run["log"]
-    differences = _close(one, run["result"], weight_atol=3e-4)
+    differences = _close(one, run["result"])
     assert not differences, differences[:10]
 
 

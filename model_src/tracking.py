@@ -18,6 +18,10 @@ class TrackingUnavailable(RuntimeError):
     pass
 
 
+class TrackingLost(TrackingUnavailable):
+    """The tracking server stopped answering mid-stage and MLflow's own retries are spent."""
+
+
 def local_tracking(root: str | Path) -> tuple[str, str]:
     """(tracking URI, artifact root URI) of the embedded default store under `root`."""
     root = Path(root).resolve()
@@ -179,3 +183,41 @@ def finish_run(run_id: str, status: str = "FINISHED") -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_terminated(run_id, status=status)
+
+
+# Transient tracking errors are retried by MLflow's HTTP client itself, with exponential backoff:
+# refused connections, timeouts and 429/5xx answers, MLFLOW_HTTP_REQUEST_MAX_RETRIES times (default
+# 7, about 4 minutes with MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR 2), each request bounded by
+# MLFLOW_HTTP_REQUEST_TIMEOUT. thinkpipe keeps that policy (set the variables in `cluster.env` to
+# change it) and handles what comes after it: the server is then given up on.
+def tracking_gave_up(exc: BaseException) -> bool:
+    """Whether `exc` is MLflow giving up on its tracking server after its retries (the connection,
+    a timeout or too many 429/5xx answers), not a refusal of the request itself (a bad parameter,
+    a missing run), which retrying would not change."""
+    import requests
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                              requests.exceptions.RetryError)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def stop_retrying() -> None:
+    """Once the server is given up on, later MLflow calls of this process (ending the run, MLflow's
+    own exit hook) fail at once instead of spending the whole retry budget again."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+
+
+def retry_policy() -> str:
+    """MLflow's retry settings in force, for messages."""
+    from mlflow.environment_variables import (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+                                              MLFLOW_HTTP_REQUEST_TIMEOUT)
+
+    return (f"{MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()} retries, backoff factor {MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()}, "
+            f"{MLFLOW_HTTP_REQUEST_TIMEOUT.get()} s per request")

@@ -3,11 +3,8 @@ log to a real MLflow server."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 import yaml
@@ -15,6 +12,7 @@ import yaml
 from model_src.config import load_config
 from pipelines.compile import PIPELINES, compile_pipeline
 from tests.conftest import ROOT, THINKPIPE
+from tests.mlflow_server import MlflowServer
 from model_src.train.distributed import free_port
 
 
@@ -69,28 +67,8 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mlflow server did not start")
-                time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+    with MlflowServer(tmp_path) as server:
+        yield server.url
 
 
 def test_init_and_curate_stages_log_to_a_real_mlflow_server(mlflow_server, tmp_path, monkeypatch):

@@ -228,6 +228,76 @@ def test_pretrain_stage_runs_as_a_two_process_deepspeed_job(k8s, tmp_path):
     assert not (tmp_path / "pvc" / "pretrain").exists() or not list((tmp_path / "pvc" / "pretrain").rglob("spec.json"))
 
 
+@pytest.mark.slow  # a two-process DeepSpeed job on CPU, twice: minutes
+def test_a_lost_tracking_server_ends_every_rank_of_a_job_and_the_rerun_resumes_its_run(k8s, tmp_path, monkeypatch):
+    """The tracking server dies for good mid-job: rank 0 gives up after MLflow's retries and exits,
+    torchrun stops rank 1 (waiting in a collective) at once, the stage ends with the cause. Once the
+    server is back, the stage's retry resumes the DeepSpeed checkpoint in the same MLflow run."""
+    import threading
+
+    import psutil
+
+    from model_src.data.curate import curate
+    from model_src.data.generate import GeneratorConfig, generate_corpus
+    from model_src.data.schema import SPLITS
+    from model_src.stages import init, pretrain
+    from model_src.tracking import TrackingLost
+    from tests.mlflow_server import MlflowServer
+
+    retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    cfg = load_config("tiny", ["pretrain.num_steps=12", "pretrain.batch_size=4", "pretrain.log_every=1",
+                               "pretrain.deepspeed=true", "pretrain.zero_stage=2", "pretrain.checkpoint_every=4",
+                               "experiment=lost-test", *CLUSTER_OVERRIDES, f"cluster.checkpoint_mount={tmp_path / 'pvc'}",
+                               "cluster.training_job.gpus_per_node=0", "cluster.training_job.processes_per_node=2",
+                               "cluster.training_job.poll_seconds=0.2"])
+    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 24, "digits": 24}))
+    curate(tmp_path / "raw", {n: tmp_path / "cur" / n for n in (*SPLITS, "report")}, cfg.curate, validate=False)
+    with MlflowServer(tmp_path / "server") as server:
+        k8s.state.base_env.update({"MLFLOW_TRACKING_URI": server.url, **retries})  # cluster.env on a cluster
+        for name, value in {"MLFLOW_TRACKING_URI": server.url, "THINKPIPE_CHECKPOINT_ROOT": str(tmp_path / "pvc"),
+                            "THINKPIPE_PIPELINE_RUN": "lost", **retries}.items():
+            monkeypatch.setenv(name, value)  # restored after the test, the stage's give-up setting too
+        mlflow.set_tracking_uri(server.url)
+        lineage, _ = init.run(config_json=cfg.to_json(), data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="",
+                              data_rev="r", image="local-image", pipeline_run_name="lost")
+
+        def kill_at_first_checkpoint() -> None:
+            while not list((tmp_path / "pvc").rglob("step-00000004/thinkpipe-checksums.json")):
+                time.sleep(0.05)
+            server.kill()
+            killed_at.append(time.monotonic())
+
+        killed_at: list[float] = []
+        watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
+        watcher.start()
+        args = dict(lineage=lineage, pretrain_data=str(tmp_path / "cur" / "pretrain"), model_out=str(tmp_path / "model"),
+                    use_cache=False)
+        with pytest.raises(TrackingLost, match=f"stage pretrain: the MLflow tracking server {server.url} stopped "
+                                               "answering .* its checkpoints in .* are kept"):
+            pretrain.run(**args)
+        ended_after = time.monotonic() - killed_at[0]
+        assert ended_after < 120, ended_after  # not gloo's 30-minute collective timeout
+        [pod] = k8s.state.pods.values()
+        assert "job_main: rank 0: the MLflow tracking server stopped answering" in pod.log
+        assert not [p for p in psutil.process_iter(["cmdline"]) if "model_src.cluster.job_main" in " ".join(
+            p.info["cmdline"] or [])]  # rank 1 did not linger
+        [tag] = list((tmp_path / "pvc" / "pretrain").glob("*/deepspeed/step-*"))
+        run_id = json.loads((tag / "meta.json").read_text())["run_id"]
+
+        server.start()
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # the give-up setting was this process's
+        k8s.state.pods.clear()
+        pretrain.run(**args)  # the stage's retry (the same pipeline run)
+        log = next(iter(k8s.state.pods.values())).log
+        assert "resuming from" in log
+        client = mlflow.MlflowClient(server.url)
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["thinkpipe.resumed"] == "true"
+        steps = {m.step for m in client.get_metric_history(run_id, "loss")}
+        assert steps == set(range(12))  # one run holds the whole curve, across the outage
+
+
 def _post(k8s, path: str, job: dict) -> tuple[int, dict]:
     return post_json(f"{k8s.url}{path}", job)
 

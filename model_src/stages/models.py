@@ -47,8 +47,11 @@ def log_model_folder(ctx: StageContext, name: str, folder: str | Path, tags: dic
 
 def checkpoint_logger(ctx: StageContext, model, processor):
     """`on_checkpoint` for the training loop: each checkpoint's weights become an MLflow
-    LoggedModel of the stage run (name `<stage>-step-<N>`, the step's loss as its metric), so a
-    reviewer can pick up any intermediate model after the local checkpoint files are gone."""
+    LoggedModel of the stage run (name `<stage>-step-<N>`: the weights after N steps), so a
+    reviewer can pick up any intermediate model after the local checkpoint files are gone. Its
+    metric is the loss of the step that made it, at that step's index (N - 1): logging with a
+    model id writes into the run's history too, where it must repeat that step's entry, not add
+    a wrong point at step N."""
 
     def log_checkpoint(step: int, loss: float) -> None:
         import tempfile
@@ -56,6 +59,6 @@ def checkpoint_logger(ctx: StageContext, model, processor):
         with tempfile.TemporaryDirectory() as tmp:
             save_model(model, processor, tmp)
             log_model_folder(ctx, f"{ctx.stage}-step-{step}", tmp,
-                             {STAGE_TAG: ctx.stage, STEP_TAG: str(step)}, {"loss": loss}, step)
+                             {STAGE_TAG: ctx.stage, STEP_TAG: str(step)}, {"loss": loss}, step - 1)
 
     return log_checkpoint

@@ -23,6 +23,7 @@ pipeline's exit handler (finish.py) marks the parent run FAILED.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -38,6 +39,7 @@ from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CHECKPOINT_ROOT_ENV
                              OUTPUTS_RUN_TAG, PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, PIPELINE_STAGE, RESULT_TAG_PREFIX, RESUMED_TAG,
                              STAGE_CONFIG_HASH_TAG, STAGE_TAG, TAKEN_OVER_BY_TAG, result_tag)
 from model_src.stages.registry import stage as registry_stage
+from model_src.tracking import TrackingLost, retry_policy, safe_uri, stop_retrying, tracking_gave_up
 
 
 class InjectedFault(RuntimeError):
@@ -163,10 +165,9 @@ def _close_abandoned_runs(scope: RunScope, key: str, resuming: str | None) -> No
 
 def _run_to_resume(checkpoint_dir: Path | None) -> str | None:
     """The MLflow run id saved in this stage's newest checkpoint, if there is one."""
-    from model_src.train.checkpoint import latest_checkpoint, load_meta
+    from model_src.train.checkpoint import newest_run_id
 
-    newest = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
-    return load_meta(newest).get("run_id") if newest else None
+    return newest_run_id(checkpoint_dir) if checkpoint_dir else None
 
 
 def run_stage(
@@ -217,50 +218,87 @@ def run_stage(
         _close_abandoned_runs(scope, key, resume_run_id)
 
         if resume_run_id:  # a killed attempt left a checkpoint: continue its MLflow run, now under this pipeline run
-            active = mlflow.start_run(run_id=resume_run_id, log_system_metrics=spec.system_metrics)
+            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=spec.system_metrics)
             mlflow.set_tags({**tags, "mlflow.parentRunId": scope.parent_run_id, RESUMED_TAG: "true"})
         else:
-            active = mlflow.start_run(experiment_id=scope.experiment_id, run_name=stage,
-                                      parent_run_id=scope.parent_run_id, tags=tags,
-                                      log_system_metrics=spec.system_metrics and cached is None)
-        with active as run:
-            try:
-                mlflow.log_params(params)
-                started = time.monotonic()
-                if cached is not None:
-                    source = cached.data.tags.get(OUTPUTS_RUN_TAG, cached.info.run_id)
-                    _restore_outputs(source, output_paths)
-                    metrics = dict(cached.data.metrics)
-                    carried = {k: v for k, v in cached.data.tags.items()
-                               if k.startswith(RESULT_TAG_PREFIX) or k.startswith(OUTPUT_TAG_PREFIX)}
-                    mlflow.set_tags({**carried, CACHED_FROM_TAG: cached.info.run_id, OUTPUTS_RUN_TAG: source})
-                    if metrics:
-                        mlflow.log_metrics(metrics)
-                    print(f"[{stage}] content-key hit: reusing outputs of run {source} (key {key[:12]})", flush=True)
-                else:
-                    if os.environ.get(FAULT_ENV) == stage:
-                        raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
-                    for path in output_paths.values():
-                        path.mkdir(parents=True, exist_ok=True)
-                    ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
-                    metrics = work(ctx) or {}
-                    if metrics:
-                        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-                    for name, path in output_paths.items():
-                        mlflow.log_artifacts(str(path), f"outputs/{name}")
-                    mlflow.set_tags({
-                        **ctx.result_tags,
-                        **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
-                        OUTPUTS_RUN_TAG: run.info.run_id,
-                    })
-            except Exception as exc:  # the run says why it failed (the exit handler's failure notice reads it)
-                mlflow.set_tag(ERROR_TAG, failure_cause(exc))
+            run = mlflow.start_run(experiment_id=scope.experiment_id, run_name=stage,
+                                   parent_run_id=scope.parent_run_id, tags=tags,
+                                   log_system_metrics=spec.system_metrics and cached is None)
+        try:  # the run is ended below, not by a `with`: a lost tracking server is not asked again to end it
+            mlflow.log_params(params)
+            started = time.monotonic()
+            if cached is not None:
+                source = cached.data.tags.get(OUTPUTS_RUN_TAG, cached.info.run_id)
+                _restore_outputs(source, output_paths)
+                metrics = dict(cached.data.metrics)
+                carried = {k: v for k, v in cached.data.tags.items()
+                           if k.startswith(RESULT_TAG_PREFIX) or k.startswith(OUTPUT_TAG_PREFIX)}
+                mlflow.set_tags({**carried, CACHED_FROM_TAG: cached.info.run_id, OUTPUTS_RUN_TAG: source})
+                if metrics:
+                    mlflow.log_metrics(metrics)
+                print(f"[{stage}] content-key hit: reusing outputs of run {source} (key {key[:12]})", flush=True)
+            else:
+                if os.environ.get(FAULT_ENV) == stage:
+                    raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
+                for path in output_paths.values():
+                    path.mkdir(parents=True, exist_ok=True)
+                ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
+                metrics = work(ctx) or {}
+                if metrics:
+                    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                for name, path in output_paths.items():
+                    mlflow.log_artifacts(str(path), f"outputs/{name}")
+                mlflow.set_tags({
+                    **ctx.result_tags,
+                    **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
+                    OUTPUTS_RUN_TAG: run.info.run_id,
+                })
+        except BaseException as exc:  # an interrupt too: the run must not be ended as FINISHED
+            if not tracking_gave_up(exc) and _record_failure(exc) is None:
+                mlflow.end_run("FAILED")
                 raise
-            mlflow.log_metric("stage_seconds", time.monotonic() - started)
+            lost = _tracking_lost(stage, run.info.run_id, checkpoint_dir)
+            stop_retrying()
+            with contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")  # forgets the run here; the server is not asked twice
+            raise lost from exc
+        mlflow.log_metric("stage_seconds", time.monotonic() - started)
+        mlflow.end_run()
         if checkpoint_dir is not None and cached is None:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # outputs are logged; checkpoints served their turn
     skip_final_gc()
     return metrics
+
+
+def _record_failure(exc: BaseException) -> BaseException | None:
+    """Tag the stage's run with why it failed (the exit handler's failure notice reads it); returns
+    the tracking error instead when the server could not be told."""
+    import mlflow
+
+    from model_src.tracking import tracking_gave_up
+
+    try:
+        mlflow.set_tag(ERROR_TAG, failure_cause(exc))
+    except Exception as tag_error:
+        if tracking_gave_up(tag_error):
+            return tag_error
+        raise
+    return None
+
+
+def _tracking_lost(stage: str, run_id: str, checkpoint_dir: Path | None) -> TrackingLost:
+    """The error a stage ends with when its tracking server stopped answering: what was kept and
+    how to go on. The run stays RUNNING on the server; the rerun that takes the work over resumes
+    it from its newest checkpoint, or marks it KILLED when there is none."""
+    import mlflow
+
+    from model_src.train.checkpoint import PREFIX
+
+    saved = checkpoint_dir is not None and any(checkpoint_dir.rglob(f"{PREFIX}*"))  # plain or DeepSpeed tags
+    kept = (f"its checkpoints in {checkpoint_dir} are kept: a rerun resumes from the newest and continues run "
+            f"{run_id}" if saved else f"it had no checkpoint: a rerun starts it over and marks run {run_id} KILLED")
+    return TrackingLost(f"stage {stage}: the MLflow tracking server {safe_uri(mlflow.get_tracking_uri())} stopped "
+                        f"answering ({retry_policy()} spent); {kept}. Rerun the pipeline once the server is back.")
 
 
 def failure_cause(exc: BaseException) -> str:

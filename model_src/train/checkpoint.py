@@ -82,6 +82,20 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def newest_run_id(stage_folder: str | Path) -> str | None:
+    """The MLflow run id in the newest checkpoint of a stage's folder, plain or DeepSpeed (its tags
+    under `deepspeed/`, counted once their checksum record is written), if there is one."""
+    stage_folder = Path(stage_folder)
+    plain = [(load_meta(p)["step"], p) for p in list_checkpoints(stage_folder)]
+    ds = stage_folder / "deepspeed"
+    tags = [(load_meta(p)["step"], p) for p in (sorted(ds.glob(f"{PREFIX}*")) if ds.is_dir() else [])
+            if (p / DS_CHECKSUMS).is_file() and (p / "meta.json").is_file()]
+    if not plain + tags:
+        return None
+    _, newest = max(plain + tags, key=lambda pair: pair[0])
+    return load_meta(newest).get("run_id") or None
+
+
 def load_meta(path: str | Path) -> dict:
     return json.loads((Path(path) / "meta.json").read_text())
 
@@ -146,6 +160,8 @@ def save_deepspeed_checkpoint(engine, folder: str | Path, step: int, client_stat
     engine.save_checkpoint(str(folder), tag=tag, client_state=client_state)
     barrier()  # every rank's shard is on disk
     if rank_and_world()[0] == 0:
+        # what the stage reads without unpickling anything: whose run this is (runner.py resumes it)
+        (folder / tag / "meta.json").write_text(json.dumps({"step": step, "run_id": client_state.get("run_id", "")}))
         files = {p.relative_to(folder / tag).as_posix(): sha256_file(p)
                  for p in sorted((folder / tag).rglob("*")) if p.is_file() and p.name != DS_CHECKSUMS}
         tmp = folder / tag / f".{DS_CHECKSUMS}.tmp"

@@ -1,0 +1,116 @@
+"""Faults of the tracking server, against a real `mlflow server` killed mid-stage: a short outage is
+waited out by MLflow's own retries and loses no metric; a lasting one ends the stage within its
+retry budget, saying so and keeping the checkpoints, and the rerun resumes the same MLflow run to
+the end. (Every rank of a multi-process job ending with rank 0 is tests/test_training_job.py's.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from model_src.config import load_config
+from model_src.data.curate import curate
+from model_src.data.generate import GeneratorConfig, generate_corpus
+from model_src.data.schema import SPLITS
+from tests.conftest import ROOT
+from tests.mlflow_server import MlflowServer
+
+STEPS = 40
+OVERRIDES = [f"pretrain.num_steps={STEPS}", "pretrain.checkpoint_every=10", "experiment=outage"]
+
+
+def _wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not list(root.rglob(path_glob)):
+        assert proc.poll() is None, f"the stage ended before {path_glob} appeared: {proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {path_glob} under {root} after {timeout_s} s"
+        time.sleep(0.05)
+
+
+def _loss_history(client, run_id: str) -> dict[int, float]:
+    """Step -> training loss, checking that a step logged twice (before a failure and again after the
+    resume from an older checkpoint, or by a checkpoint's LoggedModel) has the same value each time."""
+    history: dict[int, float] = {}
+    for m in client.get_metric_history(run_id, "loss"):
+        assert history.setdefault(m.step, m.value) == pytest.approx(m.value, rel=1e-6), m.step
+    return history
+
+
+def test_a_tracking_outage_is_waited_out_and_a_lasting_one_ends_the_stage_keeping_its_checkpoints(tmp_path):
+    import mlflow
+
+    from model_src.stages import init
+    from model_src.train.checkpoint import load_meta
+
+    cfg = load_config("tiny", OVERRIDES)
+    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 32, "digits": 32}))
+    curate(tmp_path / "raw", {n: tmp_path / "cur" / n for n in (*SPLITS, "report")}, cfg.curate, validate=False)
+    with MlflowServer(tmp_path / "server") as server:
+        base_env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "THINKPIPE_CHECKPOINT_ROOT": str(tmp_path / "ckpt"), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        os.environ["MLFLOW_TRACKING_URI"] = server.url
+        mlflow.set_tracking_uri(server.url)
+        try:
+            lineages = {}
+            for pipeline_run, seed in (("waits", 1), ("gives-up", 2), ("resumes", 2)):  # other seed: other key
+                lineage, _ = init.run(config_json=load_config("tiny", [*OVERRIDES, f"seed={seed}"]).to_json(),
+                                      data_dir=str(tmp_path / "raw"), git_commit="c", data_hash="", data_rev="r",
+                                      image="i", pipeline_run_name=pipeline_run)
+                lineages[pipeline_run] = tmp_path / f"{pipeline_run}.json"
+                lineages[pipeline_run].write_text(lineage.to_json())
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+
+        def start(pipeline_run: str, retries: int) -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(lineages[pipeline_run]),
+                 str(tmp_path / "cur" / "pretrain"), str(tmp_path / f"model-{pipeline_run}")],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env={**base_env, "THINKPIPE_PIPELINE_RUN": pipeline_run, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)})
+
+        # 1. the server dies mid-training and is back seconds later: MLflow's retries (here up to
+        # 0+2+4+8+16+32 s) wait it out; the stage finishes with every step's loss
+        stage = start("waits", retries=6)
+        _wait_for("step-00000010", tmp_path / "ckpt", stage)
+        server.kill()
+        time.sleep(2)
+        server.start()
+        output = stage.communicate(timeout=300)[0]
+        assert stage.returncode == 0, output[-3000:]
+        client = mlflow.MlflowClient(server.url)
+        [waited] = client.search_runs([client.get_experiment_by_name("outage").experiment_id],
+                                      "tags.`thinkpipe.stage` = 'pretrain' AND tags.`thinkpipe.pipeline_run` = 'waits'")
+        assert waited.info.status == "FINISHED"
+        assert set(_loss_history(client, waited.info.run_id)) == set(range(STEPS))
+
+        # 2. the server dies for good: once its retries (0+2 s) are spent the stage ends at once,
+        # naming the server and what it kept; the rank does not wait out the budget again to end its run
+        stage = start("gives-up", retries=2)
+        _wait_for("step-00000020", tmp_path / "ckpt", stage)
+        server.kill()
+        killed_at = time.monotonic()
+        output = stage.communicate(timeout=300)[0]
+        gave_up_after = time.monotonic() - killed_at
+        assert stage.returncode != 0
+        assert f"TrackingLost: stage pretrain: the MLflow tracking server {server.url} stopped answering " \
+               "(2 retries, backoff factor 1, 5 s per request spent); its checkpoints in" in output, output[-3000:]
+        assert gave_up_after < 45, gave_up_after
+        [checkpoint] = sorted((tmp_path / "ckpt" / "pretrain").rglob("step-*"))[-1:]
+        assert load_meta(checkpoint)["step"] >= 20  # kept for the rerun
+        run_id = load_meta(checkpoint)["run_id"]
+
+        # 3. the server is back: the rerun (another pipeline run) resumes that run from the checkpoint
+        server.start()
+        stage = start("resumes", retries=6)
+        output = stage.communicate(timeout=300)[0]
+        assert stage.returncode == 0, output[-3000:]
+        assert "resuming from" in output
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["thinkpipe.resumed"] == "true"
+        assert set(_loss_history(client, run_id)) == set(range(STEPS))  # nothing lost, repeats agree

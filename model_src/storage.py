@@ -50,6 +50,13 @@ class StorageError(RuntimeError):
     an upload that did not finish."""
 
 
+def _transfer_errors() -> tuple[type[BaseException], ...]:
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (Boto3Error, BotoCoreError, ClientError)
+
+
 def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
     """Download every object under `s3://bucket/prefix/` into the cache and return the folder.
 
@@ -85,11 +92,20 @@ def fetch_s3(uri: str, cache_dir: Path | None = None) -> Path:
         stamp = f"{obj['Size']}:{obj['ETag']}"
         if manifest.get(relative) == stamp and local.exists():
             continue
+        digest = expected.get(obj["Key"])
+        if digest is None:
+            digest = client.head_object(Bucket=bucket, Key=obj["Key"]).get("Metadata", {}).get("sha256")
+            if digest and not expected:  # stamped by upload_s3, whose manifest (written last) is missing
+                raise StorageError(f"{uri}: incomplete upload: object {obj['Key']!r} was written by thinkpipe but "
+                                   f"the prefix has no {UPLOAD_MANIFEST}, which an upload writes last")
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(local.name + ".part")
-        client.download_file(bucket, obj["Key"], str(partial))
-        digest = expected.get(obj["Key"]) or client.head_object(Bucket=bucket, Key=obj["Key"]).get(
-            "Metadata", {}).get("sha256")
+        try:
+            client.download_file(bucket, obj["Key"], str(partial))  # boto3 retries dropped transfers itself
+        except _transfer_errors() as exc:
+            partial.unlink(missing_ok=True)
+            raise StorageError(f"{uri}: downloading object {obj['Key']!r} failed after boto3's retries ({exc}); "
+                               f"the cache keeps no part of it: fetch again") from exc
         if digest and sha256_file(partial) != digest:
             partial.unlink()
             raise StorageError(f"{uri}: object {obj['Key']!r} does not match its recorded sha256 {digest[:12]}...")
@@ -121,14 +137,20 @@ def upload_s3(folder: str | Path, uri: str) -> dict[str, str]:
 
     bucket, prefix = split_uri(uri)
     client = boto3.client("s3")
+    manifest_key = f"{prefix}/{UPLOAD_MANIFEST}" if prefix else UPLOAD_MANIFEST
     uploaded = {}
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
-    for path in tqdm(files, desc=f"upload {uri}", unit="file"):
-        key = f"{prefix}/{path.relative_to(folder).as_posix()}" if prefix else path.relative_to(folder).as_posix()
-        digest = sha256_file(path)
-        client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
-        uploaded[key] = digest
-    # last, so that its presence means every object above is there (fetch_s3 checks it)
-    client.put_object(Bucket=bucket, Key=f"{prefix}/{UPLOAD_MANIFEST}" if prefix else UPLOAD_MANIFEST,
-                      Body=json.dumps(uploaded, indent=1, sort_keys=True).encode())
+    key = manifest_key
+    try:
+        client.delete_object(Bucket=bucket, Key=manifest_key)  # an earlier upload's: the prefix is incomplete until the end
+        for path in tqdm(files, desc=f"upload {uri}", unit="file"):
+            key = f"{prefix}/{path.relative_to(folder).as_posix()}" if prefix else path.relative_to(folder).as_posix()
+            digest = sha256_file(path)
+            client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
+            uploaded[key] = digest
+        key = manifest_key  # last, so that its presence means every object above is there (fetch_s3 checks it)
+        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(uploaded, indent=1, sort_keys=True).encode())
+    except _transfer_errors() as exc:
+        raise StorageError(f"{uri}: writing {key!r} failed after boto3's retries ({exc}); the prefix has no "
+                           f"manifest, so readers refuse it until an upload completes") from exc
     return uploaded

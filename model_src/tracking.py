@@ -112,6 +112,15 @@ def check_tracking_uri(uri: str, timeout_s: float = 20.0) -> None:
             raise TrackingUnavailable(f"MLflow tracking store {shown}: cannot create {folder} ({exc})") from exc
         if not os.access(folder, os.W_OK):
             raise TrackingUnavailable(f"MLflow tracking store {shown}: {folder} is not writable")
+        if uri.startswith("sqlite:///"):
+            from mlflow.tracking import MlflowClient
+
+            from model_src.cluster.lock import file_lock
+
+            # MLflow creates and migrates a new SQLite store on first open; two runs doing it at
+            # once collide ("duplicate column"), so the first open happens under a lock beside it
+            with file_lock(folder / f".{Path(uri).name}.init.lock", timeout_s=300):
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         return
     try:
         from mlflow.tracking import MlflowClient

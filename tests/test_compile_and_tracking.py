@@ -3,7 +3,9 @@ log to a real MLflow server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -172,3 +174,17 @@ def test_two_runs_creating_the_experiment_at_once_share_it_and_quotes_in_run_nam
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "character \"'\" is not allowed" in proc.stderr, proc.stderr
     assert not (tmp_path / "state" / "kfp").exists()  # refused before any stage
+
+
+def test_runs_opening_a_fresh_sqlite_store_at_once_create_it_once(tmp_path):
+    """MLflow creates and migrates a new SQLite store on first open; four processes starting
+    together (as `thinkpipe run`s do, through their tracking check) all get a usable store."""
+    code = ("import sys; from model_src.tracking import check_tracking_uri, ensure_experiment; "
+            "check_tracking_uri(sys.argv[1]); print(ensure_experiment('race', tracking_uri=sys.argv[1]))")
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+             for _ in range(4)]
+    results = [(p.wait(timeout=120), p.stdout.read().strip(), p.stderr.read()[-2000:]) for p in procs]
+    assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
+    assert len({out.splitlines()[-1] for _, out, _ in results}) == 1  # one experiment for all

@@ -49,7 +49,7 @@ def test_two_runs_at_once_on_a_fresh_default_store_keep_their_own_lineage(tmp_pa
         assert client.get_model_version(TINY_MODEL, version).run_id in {r.info.run_id for r in children}
     assert len(config_hashes) == 2  # each run's stages carry its own config (its seed)
     champion = client.get_model_version_by_alias(TINY_MODEL, "champion")
-    assert champion.version in versions
+    assert str(champion.version) in versions
     cache = state / "kfp" / ".kfp_cache"
     entries = list(cache.glob("*.json"))
     assert entries and all(json.loads(p.read_text()) is not None for p in entries)  # every entry whole

@@ -69,13 +69,13 @@ def test_throttled_uploads_and_cut_off_downloads_lose_nothing(tmp_path, monkeypa
     off on every attempt fails the fetch naming the object, leaves no partial file under the
     object's name in the cache, and the next fetch gets it whole."""
     from model_src.storage import StorageError
-    from tests.s3_fault_proxy import S3FaultProxy
+    from tests.fault_proxy import FaultProxy
 
     folder = tmp_path / "exported"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4000)
     (folder / "config.json").write_text('{"a": 1}')
-    with s3_server("exports") as (env, client), S3FaultProxy(env["AWS_ENDPOINT_URL"]) as proxy:
+    with s3_server("exports") as (env, client), FaultProxy(env["AWS_ENDPOINT_URL"]) as proxy:
         # boto3's standard retry mode, 4 attempts: the store's retry policy as a deployment would set it
         for key, value in {**env, "AWS_ENDPOINT_URL": proxy.url, "AWS_RETRY_MODE": "standard",
                            "AWS_MAX_ATTEMPTS": "4"}.items():

@@ -1,6 +1,8 @@
-"""A loopback HTTP proxy in front of the test S3 server that injects the faults of a real store on
-chosen requests: a 503 SlowDown answer (throttling, a node restarting), or an answer cut off half
-way through its body (a dropped connection). Point `AWS_ENDPOINT_URL` at `proxy.url`."""
+"""A loopback HTTP proxy in front of a test server (the S3 stand-in, a real MLflow server) that
+injects the faults of a real deployment on chosen requests: a 503 answer (throttling, a node
+restarting: S3's SlowDown), an answer cut off half way through its body, or a connection closed
+with no answer at all (the server gone). Point the client (`AWS_ENDPOINT_URL`, the tracking URI)
+at `proxy.url`."""
 
 from __future__ import annotations
 
@@ -18,14 +20,14 @@ SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code
 
 @dataclass
 class Fault:
-    method: str
-    key_part: str  # a request whose path contains this
-    kind: str      # "503" or "truncate"
+    method: str    # "*": any
+    key_part: str  # a request whose path contains this ("": any)
+    kind: str      # "503", "truncate" or "drop"
     times: int     # how many matching requests get it
     injected: int = 0
 
 
-class S3FaultProxy(LoopbackServer):
+class FaultProxy(LoopbackServer):
     def __init__(self, upstream: str):
         self.upstream = urllib.parse.urlsplit(upstream)
         self.faults: list[Fault] = []
@@ -39,6 +41,9 @@ class S3FaultProxy(LoopbackServer):
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = proxy._take(self.command, urllib.parse.unquote(self.path))
+                if fault == "drop":
+                    self.close_connection = True
+                    return
                 if fault == "503":
                     self.send_response(503)
                     self.send_header("Content-Type", "application/xml")
@@ -48,7 +53,7 @@ class S3FaultProxy(LoopbackServer):
                     return
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
-                conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST") else None,
+                conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST", "PATCH") else None,
                              headers=headers)
                 reply = conn.getresponse()
                 data = reply.read()
@@ -65,7 +70,7 @@ class S3FaultProxy(LoopbackServer):
                 self.wfile.write(data[: len(data) // 2] if fault == "truncate" else data)
                 self.close_connection = True
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+            do_GET = do_PUT = do_POST = do_PATCH = do_HEAD = do_DELETE = _forward
 
         super().__init__(Handler)
 
@@ -82,7 +87,7 @@ class S3FaultProxy(LoopbackServer):
     def _take(self, method: str, path: str) -> str | None:
         with self.lock:
             for fault in self.faults:
-                if fault.method == method and fault.key_part in path and fault.injected < fault.times:
+                if fault.method in ("*", method) and fault.key_part in path and fault.injected < fault.times:
                     fault.injected += 1
                     return fault.kind
         return None

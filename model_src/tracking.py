@@ -200,20 +200,26 @@ def finish_run(run_id: str, status: str = "FINISHED") -> None:
 # MLFLOW_HTTP_REQUEST_TIMEOUT. thinkpipe keeps that policy (set the variables in `cluster.env` to
 # change it) and handles what comes after it: the server is then given up on.
 def tracking_gave_up(exc: BaseException) -> bool:
-    """Whether `exc` is MLflow giving up on its tracking server after its retries (the connection,
-    a timeout or too many 429/5xx answers), not a refusal of the request itself (a bad parameter,
-    a missing run), which retrying would not change."""
+    """Whether `exc` is MLflow giving up on its tracking server after its retries (an MLflow error
+    raised from a refused connection, a timeout or too many 429/5xx answers), not a refusal of the
+    request itself (a bad parameter, a missing run), which retrying would not change, nor another
+    service's connection error (a judge, a rollout server)."""
     import requests
+    from mlflow.exceptions import MlflowException
 
-    seen: set[int] = set()
+    lost = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)
+    return any(isinstance(link, MlflowException) and any(isinstance(c, lost) for c in _chain(link, skip_first=True))
+               for link in _chain(exc))
+
+
+def _chain(exc: BaseException, skip_first: bool = False) -> list[BaseException]:
+    """`exc` and what it was raised from or during, in order (each once)."""
+    links: list[BaseException] = []
     cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                              requests.exceptions.RetryError)):
-            return True
+    while cause is not None and all(cause is not seen for seen in links):
+        links.append(cause)
         cause = cause.__cause__ or cause.__context__
-    return False
+    return links[1:] if skip_first else links
 
 
 def stop_retrying() -> None:

@@ -105,3 +105,41 @@ def test_a_tracking_outage_is_waited_out_and_a_lasting_one_ends_the_stage_keepin
         [checkpoint] = sorted((tmp_path / "ckpt" / "pretrain").rglob("step-*"))[-1:]
         assert load_meta(checkpoint)["step"] >= 20  # kept for the rerun
         assert load_meta(checkpoint)["run_id"]  # the run a rerun continues
+
+
+def test_only_mlflow_giving_up_on_its_server_counts_as_the_tracking_server_lost():
+    """The stage says "tracking server lost" for MLflow's own spent retries (however deep in the
+    chain), not for another service's connection error (a judge, a rollout server), nor for a
+    request MLflow refused."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    from model_src.tracking import tracking_gave_up
+
+    def raised(make) -> BaseException:
+        try:
+            make()
+        except Exception as exc:  # noqa: BLE001 - the exception is the value under test
+            return exc
+        raise AssertionError("nothing raised")
+
+    def mlflow_lost():
+        try:
+            raise requests.exceptions.ConnectionError("connection refused")
+        except requests.exceptions.ConnectionError as exc:
+            raise MlflowException(f"API request to http://127.0.0.1:1/api failed with exception {exc}")  # noqa: B904
+
+    def stage_failed():
+        try:
+            mlflow_lost()
+        except MlflowException as exc:
+            raise RuntimeError("pretrain failed") from exc
+
+    def judge_down():
+        raise requests.exceptions.ConnectionError("judge at 127.0.0.1:9 refused")
+
+    def refused():
+        raise MlflowException("Run 'x' not found", error_code="RESOURCE_DOES_NOT_EXIST")
+
+    assert tracking_gave_up(raised(mlflow_lost)) and tracking_gave_up(raised(stage_failed))
+    assert not tracking_gave_up(raised(judge_down)) and not tracking_gave_up(raised(refused))

@@ -4,7 +4,9 @@ domain and task, with and without the images.
 For each task: greedy accuracy, the image-blind accuracy (every image replaced by a blank one of
 the same size, as the evaluate stage's baseline), the visual gain, and how varied the answers are
 (distinct answers, and the share of the most common one). A model that answers from priors gives
-one answer to most prompts of a task and gains nothing from the image. `--continue-sft` first
+one answer to most prompts of a task and gains nothing from the image. The last two columns say
+how long the task's reference responses are in the model's tokens and what share of them is
+longer than `--max-new-tokens`: those cannot be answered, whatever the model reads. `--continue-sft` first
 continues that model's SFT on freshly generated rows of `--domains` for each step count given, and
 reports the same table for each: how many steps the skill of reading needs.
 
@@ -34,10 +36,13 @@ OUT = ROOT / "bench" / "out"
 
 def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_new_tokens: int) -> list[dict]:
     """One row per (domain, task) of `eval_rows`: n, accuracy, blind accuracy, distinct answers and
-    the most common answer with its share, from greedy decoding of every row (the blind pass too)."""
+    the most common answer with its share, from greedy decoding of every row (the blind pass too);
+    and how long the reference responses are in the model's tokens, with the share of them longer
+    than `max_new_tokens` (a task whose answers cannot fit scores nothing, reading or not)."""
     from model_src.config import EvalConfig
     from model_src.eval.evaluate import evaluate_model
     from model_src.model.build import load_model_and_processor
+    from model_src.data.schema import format_response
     from model_src.rewards.core import extract_box
 
     model, processor = load_model_and_processor(str(model_dir))
@@ -46,6 +51,8 @@ def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_n
                      checkpoint_samples_per_domain=0, blind_baseline=True)
     _, records = evaluate_model(model, processor, eval_rows, cfg)
     task_of = {row["id"]: row["task"] for row in eval_rows}
+    reference_tokens = {row["id"]: len(processor.tokenizer(format_response(row["reasoning"], row["answer"]))["input_ids"])
+                        for row in eval_rows}
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for record in records:
         groups[(record["domain"], task_of[record["id"]])].append(record)
@@ -56,18 +63,21 @@ def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_n
         table.append({"domain": domain, "task": task, "n": len(mine),
                       "accuracy": statistics.fmean(r["reward"] for r in mine),
                       "blind_accuracy": statistics.fmean(r["blind_reward"] for r in mine),
-                      "distinct_answers": len(answers), "top_answer": top, "top_share": count / len(mine)})
+                      "distinct_answers": len(answers), "top_answer": top, "top_share": count / len(mine),
+                      "reference_tokens": statistics.fmean(reference_tokens[r["id"]] for r in mine),
+                      "over_budget": statistics.fmean(reference_tokens[r["id"]] > max_new_tokens for r in mine)})
     return table
 
 
 def print_table(title: str, table: list[dict]) -> None:
     print(f"\n{title}\n")
-    print("| domain | task | n | accuracy | blind | visual gain | distinct answers | top answer (share) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| domain | task | n | accuracy | blind | visual gain | distinct answers | top answer (share) "
+          "| reference tokens (mean) | longer than the budget |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         print(f"| {t['domain']} | {t['task']} | {t['n']} | {t['accuracy']:.3f} | {t['blind_accuracy']:.3f} | "
               f"{t['accuracy'] - t['blind_accuracy']:+.3f} | {t['distinct_answers']} | "
-              f"{t['top_answer'][:20]} ({t['top_share']:.0%}) |")
+              f"{t['top_answer'][:20]} ({t['top_share']:.0%}) | {t['reference_tokens']:.0f} | {t['over_budget']:.0%} |")
 
 
 def main() -> None:

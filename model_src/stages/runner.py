@@ -275,8 +275,6 @@ def _record_failure(exc: BaseException) -> BaseException | None:
     the tracking error instead when the server could not be told."""
     import mlflow
 
-    from model_src.tracking import tracking_gave_up
-
     try:
         mlflow.set_tag(ERROR_TAG, failure_cause(exc))
     except Exception as tag_error:

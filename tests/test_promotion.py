@@ -159,11 +159,12 @@ def test_the_promotion_lease_has_one_holder_and_an_expired_one_is_taken_over(tmp
             with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-late", timeout_s=0.5, poll_s=0.05, api=api):
                 pass
 
-        # a live holder renews its Lease: a 1-second Lease held 2.5 s is never taken over
+        # a live holder renews its Lease (every third of its duration): a 3-second Lease held 7 s is
+        # never taken over (at 1 s, a loaded CI machine once let a renewal slip past the expiry)
         api.delete_namespaced_lease("thinkpipe-promote-racer", "thinkpipe")
-        with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-long", duration_s=1, api=api):
+        with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-long", duration_s=3, api=api):
             with pytest.raises(LockTimeout):
-                with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-eager", timeout_s=2.5, poll_s=0.1,
+                with lease_lock("thinkpipe-promote-racer", "thinkpipe", "pod-eager", timeout_s=7, poll_s=0.1,
                                 api=api):
                     pass
             assert api.read_namespaced_lease("thinkpipe-promote-racer", "thinkpipe").spec.holder_identity == "pod-long"

@@ -290,11 +290,8 @@ def _tracking_lost(stage: str, run_id: str, checkpoint_dir: Path | None) -> Trac
     it from its newest checkpoint, or marks it KILLED when there is none."""
     import mlflow
 
-    from model_src.train.checkpoint import PREFIX
-
-    saved = checkpoint_dir is not None and any(checkpoint_dir.rglob(f"{PREFIX}*"))  # plain or DeepSpeed tags
     kept = (f"its checkpoints in {checkpoint_dir} are kept: a rerun resumes from the newest and continues run "
-            f"{run_id}" if saved else f"it had no checkpoint: a rerun starts it over and marks run {run_id} KILLED")
+            f"{run_id}" if _run_to_resume(checkpoint_dir) else f"it had no checkpoint: a rerun starts it over and marks run {run_id} KILLED")
     return TrackingLost(f"stage {stage}: the MLflow tracking server {safe_uri(mlflow.get_tracking_uri())} stopped "
                         f"answering ({retry_policy()} spent); {kept}. Rerun the pipeline once the server is back.")
 

@@ -86,14 +86,11 @@ def newest_run_id(stage_folder: str | Path) -> str | None:
     """The MLflow run id in the newest checkpoint of a stage's folder, plain or DeepSpeed (its tags
     under `deepspeed/`, counted once their checksum record is written), if there is one."""
     stage_folder = Path(stage_folder)
-    plain = [(load_meta(p)["step"], p) for p in list_checkpoints(stage_folder)]
     ds = stage_folder / "deepspeed"
-    tags = [(load_meta(p)["step"], p) for p in (sorted(ds.glob(f"{PREFIX}*")) if ds.is_dir() else [])
+    tags = [p for p in (ds.glob(f"{PREFIX}*") if ds.is_dir() else [])
             if (p / DS_CHECKSUMS).is_file() and (p / "meta.json").is_file()]
-    if not plain + tags:
-        return None
-    _, newest = max(plain + tags, key=lambda pair: pair[0])
-    return load_meta(newest).get("run_id") or None
+    metas = [load_meta(p) for p in list_checkpoints(stage_folder) + tags]
+    return max(metas, key=lambda meta: meta["step"]).get("run_id") or None if metas else None
 
 
 def load_meta(path: str | Path) -> dict:

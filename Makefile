@@ -13,7 +13,7 @@ PORT ?= 8000
 PROFILE ?= small
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-rewards bench-packing bench-rlcs bench-trl bench-rollouts bench-reading lint clean lock serve-venv serve gpu-check
+.PHONY: help venv data run test test-slow golden compile image bench bench-curation bench-rewards bench-packing bench-rlcs bench-transfer bench-probes bench-trl bench-rollouts bench-reading lint clean lock serve-venv serve gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -91,8 +91,14 @@ bench-rewards: $(STAMP) ## reward verifiers: agreement with the regression sets,
 bench-packing: $(STAMP) data ## useful tokens/s: packed rows vs random and length-grouped padded batches, same samples prepared alike (minutes)
 	$(BIN)/python bench/bench_packing.py
 
-bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model, warmed up on digits (3 seeds; about 7 min on 2 idle cores)
+bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT model and RL split (5 seeds, bands; minutes)
 	$(BIN)/python bench/bench_rlcs.py
+
+bench-transfer: $(STAMP) ## RL on one domain at a time from the last `make run`'s SFT model: accuracy change on every domain, table + heatmap
+	$(BIN)/python bench/bench_transfer.py
+
+bench-probes: $(STAMP) ## what the last `make run`'s pretrained model learns to read: colour, counting, digits probes (minutes)
+	$(BIN)/python bench/bench_probes.py
 
 bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)
 	$(BIN)/python bench/bench_trl.py

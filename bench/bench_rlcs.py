@@ -13,17 +13,19 @@ near-tied tokens and is too noisy to race on.
 Needs a finished `small` pipeline run in the MLflow store (`make run`): it takes that run's SFT
 model and its curated eval split (the held-out set).
 
-The race needs a model with a skill that RL can sharpen. The `small` run's SFT model has not
-learned to read its images (on digits it gives one answer per task whatever the image:
-bench/RESULTS.md), so by default the bench first continues its SFT on freshly generated rows of
-`--domains` (`--warmup-steps`, once, shared by every run) and races on a fresh RL pool of those
-domains (`--rl-rows`). Fresh rows come from the domain generators at seeds of their own, and any
-whose images equal an eval row's are dropped (digits draw train rows from the other half of
-sklearn's images anyway). `--domains all --warmup-steps 0 --rl-rows 0` races on the pipeline's own
-SFT model and curated RL split instead.
+By default the race starts from the pipeline's own SFT model and uses its curated RL split, on
+every domain. The effective-group share is reported two ways: over the groups each update kept
+(what expansion raises) and over every group the sampler drew (what it cost to find them). Bands
+on the plot are one standard error over seeds; rollouts-to-match comes with the per-seed ratios
+(each seed's RLCS curve against the mean uniform final accuracy) and their spread.
 
-    .venv/bin/python bench/bench_rlcs.py [--domains digits] [--warmup-steps 1200] [--rl-rows 1024]
-        [--budget 4096] [--seeds 0 1 2] [--eval-every 1024] [--set rlcs.lr=1e-4]
+`--warmup-steps N --rl-rows M --domains digits` instead first continues the SFT model on freshly
+generated rows of `--domains` (once, shared by every run) and races on a fresh RL pool of those
+domains (the earlier measurements in RESULTS). Fresh rows come from the domain generators at seeds
+of their own, and any whose images equal an eval row's are dropped.
+
+    .venv/bin/python bench/bench_rlcs.py [--domains all] [--budget 4096] [--seeds 0 1 2 3 4] [--jobs 2]
+        [--eval-every 1024] [--warmup-steps 1200 --rl-rows 1024 --domains digits] [--set rlcs.lr=1e-4]
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ def fresh_rows(domains: list[str], n: int, seed: int, eval_rows: list[dict], tag
     return rows
 
 
-def warm_up(sft: Path, rows: list[dict], steps: int, seed: int, dest: Path) -> Path:
-    """Continue SFT of the pipeline's model on `rows` for `steps` steps (the `small` SFT settings)."""
+def warm_up(sft: Path, rows: list[dict], steps: int, seed: int, dest: Path, profile: str = "small") -> Path:
+    """Continue SFT of the pipeline's model on `rows` for `steps` steps (`profile`'s SFT settings)."""
     from dataclasses import replace
 
     from model_src.config import load_config
@@ -102,7 +104,7 @@ def warm_up(sft: Path, rows: list[dict], steps: int, seed: int, dest: Path) -> P
     from model_src.model.inputs import sft_example
     from model_src.train.supervised import train_supervised
 
-    cfg = load_config("small")
+    cfg = load_config(profile)
     model, processor = load_model_and_processor(str(sft))
     train_cfg = replace(cfg.sft, num_steps=steps, warmup_steps=min(cfg.sft.warmup_steps, steps), checkpoint_every=0)
     summary = train_supervised(model, processor, [sft_example(processor, r) for r in rows], train_cfg, seed,
@@ -112,6 +114,13 @@ def warm_up(sft: Path, rows: list[dict], steps: int, seed: int, dest: Path) -> P
     model.save_pretrained(dest)
     processor.save_pretrained(dest)
     return dest
+
+
+def one_thread() -> None:
+    # the small models are overhead-bound: two single-threaded processes do twice the work of one with two threads
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def run_variant(curriculum: bool, seed: int, args, sft: Path, rl_rows, eval_rows) -> dict:
@@ -133,10 +142,12 @@ def run_variant(curriculum: bool, seed: int, args, sft: Path, rl_rows, eval_rows
 
     curve = [held_out(0)]
     shares: list[float] = []
+    sampled_shares: list[float] = []
     next_eval = [args.eval_every]
 
     def log(metrics: dict, step: int) -> None:
         shares.append(metrics["effective_group_share"])
+        sampled_shares.append(metrics["sampled_effective_group_share"])
         if metrics["rollouts_total"] >= next_eval[0] or metrics["rollouts_total"] >= args.budget:
             curve.append(held_out(int(metrics["rollouts_total"])))
             next_eval[0] += args.eval_every
@@ -145,6 +156,7 @@ def run_variant(curriculum: bool, seed: int, args, sft: Path, rl_rows, eval_rows
     summary, _ = train_grpo(model, processor, rl_rows, cfg.rlcs, seed, log)
     return {"curriculum": curriculum, "seed": seed, "curve": curve, "greedy_curve": greedy,
             "effective_group_share": statistics.fmean(shares), "iterations": len(shares),
+            "sampled_effective_group_share": statistics.fmean(sampled_shares),
             "expansion_cap_hits": summary["expansion_cap_hits"], "seconds": round(time.monotonic() - started)}
 
 
@@ -169,17 +181,18 @@ def rollouts_to_reach(curve: list[tuple[int, float]], target: float) -> float | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="thinkpipe")
-    parser.add_argument("--domains", default="digits", help="comma-separated domains to race on, or 'all'")
-    parser.add_argument("--warmup-steps", type=int, default=1200,
+    parser.add_argument("--domains", default="all", help="comma-separated domains to race on, or 'all'")
+    parser.add_argument("--warmup-steps", type=int, default=0,
                         help="SFT steps on fresh rows of --domains before the race (0: the pipeline's SFT model as is)")
     parser.add_argument("--warmup-rows", type=int, default=3000, help="fresh rows for the warm-up SFT")
-    parser.add_argument("--rl-rows", type=int, default=1024,
+    parser.add_argument("--rl-rows", type=int, default=0,
                         help="fresh RL prompts of --domains (0: the pipeline's curated RL split)")
     parser.add_argument("--budget", type=int, default=4096, help="rollouts per RL run")
     parser.add_argument("--eval-every", type=int, default=1024, help="rollouts between held-out evaluations")
     parser.add_argument("--eval-samples", type=int, default=96, help="held-out prompts per domain (at most)")
     parser.add_argument("--eval-k", type=int, default=4, help="samples per held-out prompt")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--jobs", type=int, default=2, help="RL runs at once (one thread each)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for both variants")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -197,7 +210,13 @@ def main() -> None:
     else:
         rl_rows = [r for r in read_split(latest_outputs(args.experiment, "curate", "rl", tmp / "rl")) if r["domain"] in domains]
     print(f"domains {domains}: {len(rl_rows)} RL prompts, {len(eval_rows)} eval rows", flush=True)
-    results = [run_variant(c, s, args, sft, rl_rows, eval_rows) for s in args.seeds for c in (True, False)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=one_thread) as pool:
+        results = list(pool.map(run_variant, *zip(*[(c, s, args, sft, rl_rows, eval_rows)
+                                                    for s in args.seeds for c in (True, False)])))
 
     def mean_curve(curriculum: bool) -> list[tuple[int, float]]:
         """Mean over seeds at each evaluation point (rollouts averaged too: batches differ in size)."""
@@ -206,13 +225,25 @@ def main() -> None:
         return [(round(statistics.fmean(c[i][0] for c in curves)), statistics.fmean(c[i][1] for c in curves))
                 for i in range(points)]
 
+    def band(curriculum: bool) -> list[float]:
+        """Standard error over seeds at each evaluation point."""
+        curves = [r["curve"] for r in results if r["curriculum"] is curriculum]
+        points = min(len(c) for c in curves)
+        return [statistics.stdev(c[i][1] for c in curves) / len(curves) ** 0.5 if len(curves) > 1 else 0.0
+                for i in range(points)]
+
     rlcs, uniform = mean_curve(True), mean_curve(False)
     start, target = uniform[0][1], uniform[-1][1]
     needed = rollouts_to_reach(rlcs, target)
+    # each seed's RLCS curve against the mean uniform final: how much the ratio moves from seed to seed
+    per_seed = [rollouts_to_reach(r["curve"], target) for r in results if r["curriculum"]]
     share = {c: statistics.fmean(r["effective_group_share"] for r in results if r["curriculum"] is c) for c in (True, False)}
+    sampled_share = {c: statistics.fmean(r["sampled_effective_group_share"] for r in results if r["curriculum"] is c)
+                     for c in (True, False)}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "rlcs_vs_uniform.json").write_text(json.dumps({"results": results, "rlcs": rlcs, "uniform": uniform}, indent=2))
-    _plot(rlcs, uniform)
+    (OUT / "rlcs_vs_uniform.json").write_text(json.dumps({"results": results, "rlcs": rlcs, "uniform": uniform,
+                                                          "rlcs_se": band(True), "uniform_se": band(False)}, indent=2))
+    _plot(rlcs, uniform, band(True), band(False))
     print(f"seeds {args.seeds}, budget {args.budget} rollouts each, {time.monotonic() - started:.0f} s in all")
     for r in results:
         print(f"  seed {r['seed']} {'rlcs   ' if r['curriculum'] else 'uniform'}: {r['iterations']} iterations, "
@@ -231,22 +262,31 @@ def main() -> None:
         ratio = needed / uniform[-1][0]
         print(f"rollouts to reach uniform's final accuracy {target:.3f}: rlcs {needed:.0f} vs uniform {uniform[-1][0]} "
               f"= {ratio:.2f}x (goal <= 0.6x: {'met' if ratio <= 0.6 else 'NOT met'})")
-    print(f"effective-group share: with expansion {share[True]:.1%}, without {share[False]:.1%} "
-          f"(goal >= 90% with: {'met' if share[True] >= 0.9 else 'NOT met'})")
+    ratios = [f"{n / uniform[-1][0]:.2f}x" if n is not None else "not reached" for n in per_seed]
+    print(f"  per seed (each RLCS seed against uniform's mean final accuracy): {', '.join(ratios)}")
+    se = band(False)[-1]
+    print(f"  uniform's final accuracy itself is uncertain by +-{se:.3f} (1 SE over seeds); RLCS's final is "
+          f"{rlcs[-1][1]:.3f} +- {band(True)[-1]:.3f}")
+    print(f"effective-group share over the groups each update kept: with expansion {share[True]:.1%}, without "
+          f"{share[False]:.1%} (goal >= 90% with: {'met' if share[True] >= 0.9 else 'NOT met'})")
+    print(f"effective-group share over every group drawn: with expansion {sampled_share[True]:.1%}, without "
+          f"{sampled_share[False]:.1%}")
     print(f"curves: {OUT / 'rlcs_vs_uniform.png'}, {OUT / 'rlcs_vs_uniform.json'}")
 
 
-def _plot(rlcs, uniform) -> None:
+def _plot(rlcs, uniform, rlcs_se, uniform_se) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*rlcs), marker="o", label="RLCS (curriculum + expansion)")
-    ax.plot(*zip(*uniform), marker="s", label="uniform")
+    for curve, se, marker, label in ((rlcs, rlcs_se, "o", "RLCS (curriculum + expansion)"), (uniform, uniform_se, "s", "uniform")):
+        x, y = zip(*curve)
+        line, = ax.plot(x, y, marker=marker, label=label)
+        ax.fill_between(x, [a - e for a, e in zip(y, se)], [a + e for a, e in zip(y, se)], color=line.get_color(), alpha=0.2)
     ax.set_xlabel("rollouts")
-    ax.set_ylabel("held-out sampled accuracy")
+    ax.set_ylabel("held-out sampled accuracy (band: 1 SE over seeds)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -142,7 +142,7 @@ def render_lineage(report: dict) -> str:
         if stage.get("reused"):
             cached += " (reused by KFP's cache: this pipeline run did not run it)"
         lines.append(f"  {stage['stage']:<9} {stage['run_id']} {stage['status']}{cached}")
-        metrics = {k: v for k, v in stage["metrics"].items() if k in KEY_METRICS or k.startswith("accuracy/")}
+        metrics = {k: v for k, v in stage["metrics"].items() if k in KEY_METRICS or k.startswith(("accuracy/", "stage_gain"))}
         if metrics:
             lines.append("            metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         params = list(stage["params"].items())[:6]

@@ -24,14 +24,44 @@ def model_card(lineage: Lineage, scope: RunScope, metrics: dict[str, float], nam
     per_domain = "\n".join(f"| {row['domain']} | " + " | ".join(f"{row.get(c, float('nan')):.3f}" for c in columns) + " |"
                            for row in table)
     overall = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if "/" not in k)
+    gains = stage_gain_table(metrics)
     card = (f"# {name}\n\nA GLM-4.1V-style vision-language model trained by thinkpipe.\n\n"
             f"## Lineage\n\n| what | value |\n|---|---|\n| git commit | `{lineage.git_commit}` |\n"
             f"| data hash (DVC) | `{lineage.data_hash}` |\n| data rev | `{lineage.data_rev}` |\n"
             f"| config hash | `{lineage.config_hash}` |\n| image | `{lineage.image}` |\n"
             f"| MLflow parent run | `{scope.parent_run_id}` |\n\n"
             f"## Evaluation per domain\n\n| domain | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}\n"
-            f"{per_domain}\n\n## Overall\n\n| metric | value |\n|---|---|\n{overall}\n")
+            f"{per_domain}\n\n{gains}## Overall\n\n| metric | value |\n|---|---|\n{overall}\n")
     return card + (f"\n## Promotion\n\n{promotion}\n" if promotion else "")
+
+
+def stage_gain_table(metrics: dict[str, float]) -> str:
+    """The card's "what each stage added" section (Markdown, empty without checkpoint scores): each
+    stage's mean accuracy on the same held-out prompts and its paired gain over the stage before.
+
+    >>> print(stage_gain_table({"accuracy_mean_sft": 0.3, "accuracy_mean_pretrain": 0.0,
+    ...                         "stage_gain/sft": 0.3, "stage_gain_se/sft": 0.05}))
+    ## What each stage added (same held-out prompts)
+    <BLANKLINE>
+    | stage | mean accuracy | gain over the stage before | paired SE | gain > 2 SE |
+    |---|---|---|---|---|
+    | pretrain | 0.000 | | | |
+    | sft | 0.300 | +0.300 | 0.050 | yes |
+    <BLANKLINE>
+    <BLANKLINE>
+    """
+    order = ("pretrain", "sft", "rlcs")  # training order, whatever order the metrics come in
+    stages = sorted((k.removeprefix("accuracy_mean_") for k in metrics if k.startswith("accuracy_mean_")),
+                    key=lambda stage: order.index(stage) if stage in order else len(order))
+    if not stages:
+        return ""
+    lines = ["## What each stage added (same held-out prompts)", "",
+             "| stage | mean accuracy | gain over the stage before | paired SE | gain > 2 SE |", "|---|---|---|---|---|"]
+    for stage in stages:
+        gain, se = metrics.get(f"stage_gain/{stage}"), metrics.get(f"stage_gain_se/{stage}")
+        tail = "| | | |" if gain is None else f"| {gain:+.3f} | {se:.3f} | {'yes' if gain > 2 * se else 'no'} |"
+        lines.append(f"| {stage} | {metrics[f'accuracy_mean_{stage}']:.3f} {tail}")
+    return "\n".join(lines) + "\n\n"
 
 
 def version_with_content(client, name: str, content_hash: str):

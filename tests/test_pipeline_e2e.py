@@ -70,6 +70,11 @@ def test_first_run_records_parent_and_seven_finished_stage_runs(tiny, first_run)
     # the earlier checkpoints are scored on the same samples, so the per-stage gain is visible
     for stage in ("pretrain", "sft", "rlcs"):
         assert 0.0 <= evaluation[f"accuracy_mean_{stage}"] <= 1.0
+    # each stage's gain is paired over those samples: the difference of the means, with its SE
+    for earlier, later in (("pretrain", "sft"), ("sft", "rlcs")):
+        assert evaluation[f"stage_gain/{later}"] == pytest.approx(
+            evaluation[f"accuracy_mean_{later}"] - evaluation[f"accuracy_mean_{earlier}"], abs=1e-9)
+        assert evaluation[f"stage_gain_se/{later}"] >= 0.0
     plots = {a.path for a in tiny.client().list_artifacts(stages["evaluate"].info.run_id, "plots")}
     assert plots == {"plots/accuracy_by_domain.png", "plots/accuracy_by_stage.png"}
 
@@ -140,6 +145,9 @@ def test_lineage_prints_chain_for_registered_version(tiny, first_run):
     # the version's description is the model card: per domain, accuracy beside the image-blind baseline
     assert all({"blind_accuracy", "visual_gain"} <= set(row) for row in report["eval_table"])
     assert "| domain | accuracy | blind_accuracy | visual_gain |" in version.description
+    # and what each stage added on the same prompts, the gain beside its paired standard error
+    assert "## What each stage added (same held-out prompts)" in version.description
+    assert "\n| rlcs | " in version.description
     assert "## Promotion\n\nchampion: no champion yet" in version.description
     assert [s["run_id"] for s in attached["stages"]] == [s["run_id"] for s in report["stages"]]
     model_files = Path(mlflow.artifacts.download_artifacts(f"models:/{TINY_MODEL}/1", tracking_uri=tiny.tracking_uri))

@@ -31,6 +31,8 @@ def test_grpo_raises_the_reward_it_is_trained_on(tmp_path):
     assert last > 2 * first and last > first + 0.05, [round(h["reward_mean"], 3) for h in history]
     # graded rewards spread in (nearly) every group: (nearly) every kept group is effective
     assert statistics.fmean(h["effective_group_share"] for h in history) > 0.8
+    # the update keeps the most spread groups, so the kept share is never below the share of all drawn
+    assert all(0.0 <= h["sampled_effective_group_share"] <= h["effective_group_share"] for h in history)
     assert all(0.0 <= h["accuracy/digits"] <= h["reward_mean/digits"] <= 1.0 for h in history)
     assert summary["rollouts_total"] == sum(h["sampled_prompts"] for h in history) * cfg.group_size
     # sampled prompts now use their own pass rate, and every task sampled has an online one

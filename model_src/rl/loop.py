@@ -303,7 +303,10 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
             "reward_mean": all_rewards.mean().item(),
             "reward_std": all_rewards.std(unbiased=False).item(),
             "format_ok_share": statistics.fmean(float(f) for o in groups for f in o.format_ok),
+            # groups with an advantage: among those the update used (what expansion raises), and among
+            # all the iteration drew (what it had to draw to get them)
             "effective_group_share": statistics.fmean(float(valid[i]) for i in kept_ids),
+            "sampled_effective_group_share": statistics.fmean(float(valid[ex.row_id]) for ex in picked),
             "forced_answer_share": statistics.fmean(float(f) for o in groups for f in o.forced),
             "sampled_prompts": float(len(picked)),
             "response_length": statistics.fmean(float(n) for o in groups for n in o.response_lengths),

@@ -2,7 +2,8 @@
 
 Greedy pass@1 (and sampled pass@k with `evaluate.pass_k`) on the curated eval split; the
 pretrained and SFT checkpoints are scored too, on the first `checkpoint_samples_per_domain`
-samples per domain, next to the final model on the same samples, so each stage's gain shows.
+samples per domain (all of them in `small`), next to the final model on the same samples, so each
+stage's gain shows: `stage_gain/<stage>` with its paired standard error `stage_gain_se/<stage>`.
 The paper evaluates on public benchmarks in eight areas (docs/recipe.md section 6); here the eval split
 holds the generators' held-out rows of each domain. `report_out/eval.json` holds every sample.
 
@@ -42,8 +43,8 @@ def _evaluate(ctx: StageContext, loaded, processor, rows: list[dict], policy, sc
 
     import mlflow
 
-    from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, stage_gain_plot,
-                                         subset_accuracy, worst_examples_html)
+    from model_src.eval.evaluate import (accuracy_plot, domain_table, evaluate_model, paired_gain,
+                                         stage_gain_plot, subset_accuracy, worst_examples_html)
     from model_src.rl.rollout import make_engine
 
     cfg = ctx.cfg.evaluate
@@ -55,14 +56,17 @@ def _evaluate(ctx: StageContext, loaded, processor, rows: list[dict], policy, sc
         # the selection is deterministic, so the first n per domain are the same rows for all
         few = derive(cfg, "evaluate", max_samples_per_domain=cfg.checkpoint_samples_per_domain, pass_k=0,
                      blind_baseline=False)
-        ids: set[str] = set()
+        by_stage: dict[str, list[dict]] = {}
         for name in stages:
             checkpoint, checkpoint_processor = load_model(ctx.inputs[name], policy)
             with policy.autocast():
-                _, checkpoint_records = evaluate_model(checkpoint, checkpoint_processor, rows, few, scorer=scorer)
-            ids = {r["id"] for r in checkpoint_records}
-            metrics.update(subset_accuracy(checkpoint_records, ids, name))
-        metrics.update(subset_accuracy(records, ids, "rlcs"))
+                _, by_stage[name] = evaluate_model(checkpoint, checkpoint_processor, rows, few, scorer=scorer)
+        ids = {r["id"] for r in by_stage[stages[-1]]}
+        by_stage["rlcs"] = [r for r in records if r["id"] in ids]
+        for name, stage_records in by_stage.items():
+            metrics.update(subset_accuracy(stage_records, ids, name))
+        for earlier, later in zip(list(by_stage), list(by_stage)[1:]):  # what each stage added, +- a paired SE
+            metrics.update(paired_gain(by_stage[earlier], by_stage[later], later))
         if ctx.is_main:
             stage_gain_plot(metrics, [*stages, "rlcs"], out / "accuracy_by_stage.png")
             mlflow.log_artifact(str(out / "accuracy_by_stage.png"), "plots")

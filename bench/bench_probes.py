@@ -14,7 +14,7 @@ Rows are generated fresh (train at seed 99, held-out at seed 777) and scored by 
 verifiers (`colour` by the OCR verifier, exact answers score 1). `--model KEY=VALUE` (repeatable)
 starts instead from a freshly initialised model of another size (the profile's model settings with
 these changed, the pretrained model's tokenizer and processor): whether size is what limits a skill.
-Writes bench/out/probes.json.
+Writes bench/out/probes.json (`--out`).
 
     .venv/bin/python bench/bench_probes.py [--probes colour,count_all,count_kind,digits] [--steps 1000 2500]
         [--rows 3000] [--jobs 2] [--model text_num_layers=4 --model text_hidden_size=256]
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000, help="fresh training rows per probe")
     parser.add_argument("--held-out", type=int, default=60, help="fresh held-out rows per probe")
     parser.add_argument("--jobs", type=int, default=2, help="probes at once (one thread each)")
+    parser.add_argument("--out", default="probes.json", help="file name under bench/out/")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="start from a fresh model with this model setting changed (repeatable)")
     args = parser.parse_args()
@@ -168,8 +169,8 @@ def main() -> None:
             print_table(f"probe {result['probe']}: {steps} SFT steps on {args.rows} rows from the pretrained "
                         f"model ({entry['seconds']} s)", entry["table"])
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "probes.json").write_text(json.dumps(results, indent=1))
-    print(f"\n{time.monotonic() - started:.0f} s; tables in {OUT / 'probes.json'}")
+    (OUT / args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=1))
+    print(f"\n{time.monotonic() - started:.0f} s; tables in {OUT / args.out}")
 
 
 if __name__ == "__main__":

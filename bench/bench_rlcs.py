@@ -131,6 +131,7 @@ def run_variant(curriculum: bool, seed: int, args, sft: Path, rl_rows, eval_rows
 
     cfg = load_config("small", [f"rlcs.curriculum={str(curriculum).lower()}", "rlcs.num_iterations=100000",
                                 f"rlcs.max_rollouts={args.budget}", f"evaluate.max_samples_per_domain={args.eval_samples}",
+                                "evaluate.checkpoint_samples_per_domain=0", "evaluate.blind_baseline=false",
                                 f"evaluate.pass_k={args.eval_k}", *(args.set or [])])
     model, processor = load_model_and_processor(str(sft))
     greedy: list[tuple[int, float]] = []

@@ -48,7 +48,8 @@ def rl_then_evaluate(rl_domain: str, sft: str, rl_rows: list[dict], eval_rows: l
     from model_src.rl.loop import train_grpo
 
     cfg = load_config(profile, ["rlcs.num_iterations=100000", f"rlcs.max_rollouts={budget}",
-                                f"evaluate.max_samples_per_domain={len(eval_rows)}", "evaluate.pass_k=0",
+                                f"evaluate.max_samples_per_domain={len(eval_rows)}", "evaluate.checkpoint_samples_per_domain=0",
+                                "evaluate.pass_k=0",
                                 "evaluate.blind_baseline=false", *overrides])
     model, processor = load_model_and_processor(sft)
     started = time.monotonic()

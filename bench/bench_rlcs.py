@@ -248,7 +248,8 @@ def main() -> None:
     print(f"seeds {args.seeds}, budget {args.budget} rollouts each, {time.monotonic() - started:.0f} s in all")
     for r in results:
         print(f"  seed {r['seed']} {'rlcs   ' if r['curriculum'] else 'uniform'}: {r['iterations']} iterations, "
-              f"{r['seconds']} s, expansion cap hit {r['expansion_cap_hits']:.0f}x, sampled accuracy "
+              f"{r['seconds']} s, " + (f"expansion cap hit {r['expansion_cap_hits']:.0f}x" if r["curriculum"] else "no expansion")
+              + ", sampled accuracy "
               f"{r['curve'][0][1]:.3f} -> {r['curve'][-1][1]:.3f}, greedy {r['greedy_curve'][0][1]:.3f} -> "
               f"{r['greedy_curve'][-1][1]:.3f}")
     print("held-out sampled accuracy vs rollouts (mean over seeds):")
@@ -287,7 +288,8 @@ def _plot(rlcs, uniform, rlcs_se, uniform_se) -> None:
         line, = ax.plot(x, y, marker=marker, label=label)
         ax.fill_between(x, [a - e for a, e in zip(y, se)], [a + e for a, e in zip(y, se)], color=line.get_color(), alpha=0.2)
     ax.set_xlabel("rollouts")
-    ax.set_ylabel("held-out sampled accuracy (band: 1 SE over seeds)")
+    ax.set_ylabel("held-out sampled accuracy")
+    ax.set_title("mean over seeds; bands: 1 SE over seeds", fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -174,15 +174,18 @@ def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig,
     return {row["id"]: gathered[row["id"]] for row in rows}
 
 
+STAGE_GAIN_PREFIXES = ("stage_gain/", "stage_gain_se/")  # keyed by stage (`paired_gain`)
+
+
 def domain_table(metrics: dict[str, float]) -> list[dict]:
     """One row per domain from `metric/<domain>` keys.
 
-    >>> domain_table({"accuracy/ocr": 0.5, "format_ok/ocr": 1.0, "accuracy_mean": 0.5})
+    >>> domain_table({"accuracy/ocr": 0.5, "format_ok/ocr": 1.0, "accuracy_mean": 0.5, "stage_gain/sft": 0.1})
     [{'domain': 'ocr', 'accuracy': 0.5, 'format_ok': 1.0}]
     """
     rows: dict[str, dict] = {}
     for key, value in sorted(metrics.items()):
-        if "/" in key:
+        if "/" in key and not key.startswith(STAGE_GAIN_PREFIXES):  # per stage, not per domain
             name, domain = key.split("/", 1)
             rows.setdefault(domain, {"domain": domain})[name] = value
     return list(rows.values())

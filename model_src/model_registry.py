@@ -40,7 +40,7 @@ def stage_gain_table(metrics: dict[str, float]) -> str:
     stage's mean accuracy on the same held-out prompts and its paired gain over the stage before.
 
     >>> print(stage_gain_table({"accuracy_mean_sft": 0.3, "accuracy_mean_pretrain": 0.0,
-    ...                         "stage_gain/sft": 0.3, "stage_gain_se/sft": 0.05}))
+    ...                         "stage_gain_sft": 0.3, "stage_gain_se_sft": 0.05}))
     ## What each stage added (same held-out prompts)
     <BLANKLINE>
     | stage | mean accuracy | gain over the stage before | paired SE | gain > 2 SE |
@@ -58,7 +58,7 @@ def stage_gain_table(metrics: dict[str, float]) -> str:
     lines = ["## What each stage added (same held-out prompts)", "",
              "| stage | mean accuracy | gain over the stage before | paired SE | gain > 2 SE |", "|---|---|---|---|---|"]
     for stage in stages:
-        gain, se = metrics.get(f"stage_gain/{stage}"), metrics.get(f"stage_gain_se/{stage}")
+        gain, se = metrics.get(f"stage_gain_{stage}"), metrics.get(f"stage_gain_se_{stage}")
         tail = "| | | |" if gain is None else f"| {gain:+.3f} | {se:.3f} | {'yes' if gain > 2 * se else 'no'} |"
         lines.append(f"| {stage} | {metrics[f'accuracy_mean_{stage}']:.3f} {tail}")
     return "\n".join(lines) + "\n\n"

@@ -174,18 +174,15 @@ def sampled_rewards(engine, processor, rows: list[dict], cfg: EvalConfig,
     return {row["id"]: gathered[row["id"]] for row in rows}
 
 
-STAGE_GAIN_PREFIXES = ("stage_gain/", "stage_gain_se/")  # keyed by stage (`paired_gain`)
-
-
 def domain_table(metrics: dict[str, float]) -> list[dict]:
     """One row per domain from `metric/<domain>` keys.
 
-    >>> domain_table({"accuracy/ocr": 0.5, "format_ok/ocr": 1.0, "accuracy_mean": 0.5, "stage_gain/sft": 0.1})
+    >>> domain_table({"accuracy/ocr": 0.5, "format_ok/ocr": 1.0, "accuracy_mean": 0.5})
     [{'domain': 'ocr', 'accuracy': 0.5, 'format_ok': 1.0}]
     """
     rows: dict[str, dict] = {}
     for key, value in sorted(metrics.items()):
-        if "/" in key and not key.startswith(STAGE_GAIN_PREFIXES):  # per stage, not per domain
+        if "/" in key:
             name, domain = key.split("/", 1)
             rows.setdefault(domain, {"domain": domain})[name] = value
     return list(rows.values())
@@ -258,15 +255,15 @@ def subset_accuracy(records: list[dict], ids: set[str], stage: str) -> dict[str,
 
 def paired_gain(before: list[dict], after: list[dict], stage: str) -> dict[str, float]:
     """How much `stage` added over the stage before it, on the prompts both answered (paired by id):
-    `stage_gain/<stage>` = the change of `accuracy_mean` (the mean over domains of each domain's
-    mean reward) and `stage_gain_se/<stage>`, its paired standard error (each domain's per-prompt
+    `stage_gain_<stage>` = the change of `accuracy_mean` (the mean over domains of each domain's
+    mean reward) and `stage_gain_se_<stage>`, its paired standard error (each domain's per-prompt
     differences, their variances combined as the mean over domains combines them). A gain above two
     standard errors is one the held-out prompts can tell from noise.
 
     >>> a = [{"id": i, "domain": "ocr", "reward": 0.0} for i in "abcd"]
     >>> b = [{"id": i, "domain": "ocr", "reward": r} for i, r in zip("abcd", (1.0, 1.0, 0.0, 1.0))]
     >>> {k: round(v, 4) for k, v in paired_gain(a, b, "sft").items()}
-    {'stage_gain/sft': 0.75, 'stage_gain_se/sft': 0.25}
+    {'stage_gain_sft': 0.75, 'stage_gain_se_sft': 0.25}
     """
     previous = {r["id"]: r["reward"] for r in before}
     diffs: dict[str, list[float]] = defaultdict(list)
@@ -277,7 +274,7 @@ def paired_gain(before: list[dict], after: list[dict], stage: str) -> dict[str, 
         raise ValueError(f"paired_gain: {stage} shares no prompt with the stage before it")
     gain = statistics.fmean(statistics.fmean(d) for d in diffs.values())
     variance = sum(statistics.variance(d) / len(d) if len(d) > 1 else 0.0 for d in diffs.values()) / len(diffs) ** 2
-    return {f"stage_gain/{stage}": gain, f"stage_gain_se/{stage}": variance ** 0.5}
+    return {f"stage_gain_{stage}": gain, f"stage_gain_se_{stage}": variance ** 0.5}
 
 
 def stage_gain_plot(metrics: dict[str, float], stages: list[str], path) -> None:

@@ -3,7 +3,7 @@
 Greedy pass@1 (and sampled pass@k with `evaluate.pass_k`) on the curated eval split; the
 pretrained and SFT checkpoints are scored too, on the first `checkpoint_samples_per_domain`
 samples per domain (all of them in `small`), next to the final model on the same samples, so each
-stage's gain shows: `stage_gain/<stage>` with its paired standard error `stage_gain_se/<stage>`.
+stage's gain shows: `stage_gain_<stage>` with its paired standard error `stage_gain_se_<stage>`.
 The paper evaluates on public benchmarks in eight areas (docs/recipe.md section 6); here the eval split
 holds the generators' held-out rows of each domain. `report_out/eval.json` holds every sample.
 

@@ -2,8 +2,9 @@
 
 Fair: every arm trains on the same samples, encoded once before any timer starts (the project's
 `packing.encode`, the same for all arms), so the timers hold only what differs: collating the batch
-from encoded tensors, forward, backward and the optimizer step. Every arm sees every sample exactly
-once, from the same model initialisation, in one process.
+from encoded tensors, forward, backward and the optimizer step. Every arm sees every sample once a
+pass (`--passes`), from the same model initialisation, in one process, the arms' steps interleaved
+(one step of each in turn) so that a shared machine's drifting speed falls on all of them alike.
 
 Arms (`--batch-size` B samples a step for the padded ones):
 - random: B samples in sampling order, padded to the longest (the usual default);
@@ -18,13 +19,12 @@ so that a sample fits a packed row. The realised token lengths are printed.
 
 Goals (issue 20): packed >= 2.0x the useful tokens/s of random padding, > 1.0x of length-grouped.
 
-    .venv/bin/python bench/bench_packing.py [--samples 640] [--pack-length 2048] [--rows 1] [--median 300] [--sigma 1.0]
+    .venv/bin/python bench/bench_packing.py [--samples 640] [--pack-length 2048] [--rows 1] [--median 300] [--sigma 1.0] [--passes 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import statistics
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="packed: rows per step")
     parser.add_argument("--median", type=float, default=300, help="median response length (characters)")
     parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma of the response length")
+    parser.add_argument("--passes", type=int, default=2, help="passes over the samples, every arm (interleaved)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "packing.json"))
     args = parser.parse_args()
 
@@ -125,30 +126,40 @@ def main() -> None:
         assert sorted(i for step in steps for row in step for i in row) == sorted(order), name
 
     pad = processor.tokenizer.pad_token_id
+    models, optimizers, stats = {}, {}, {}
+    for name in arms:  # one model per arm, each from the same initial weights
+        models[name] = build_model(cfg.model, tokenizer, cfg.seed)
+        models[name].load_state_dict(initial)
+        optimizers[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+        stats[name] = {"real_tokens": 0, "slots": 0, "seconds": 0.0, "steps": 0}
 
-    def train_arm(name: str, steps: list[list[list[int]]]) -> dict:
-        model.load_state_dict(initial)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        real = slots = 0
-        seconds = 0.0
-        for step in steps:
-            width = args.pack_length if name == "packed" else max(lengths[row[0]] for row in step)
-            t0 = time.perf_counter()
-            batch = collate_packed([[encoded[i] for i in row] for row in step], width, pad)
-            real += batch.pop("num_real_tokens")
-            slots += len(step) * width
-            optimizer.zero_grad(set_to_none=True)
-            model(**batch).loss.backward()
-            optimizer.step()
-            seconds += time.perf_counter() - t0
-        return {"tokens_per_s": real / seconds, "fill": real / slots, "seconds": seconds, "steps": len(steps),
-                "real_tokens": real}
+    def train_step(name: str, step: list[list[int]]) -> None:
+        width = args.pack_length if name == "packed" else max(lengths[row[0]] for row in step)
+        t0 = time.perf_counter()
+        batch = collate_packed([[encoded[i] for i in row] for row in step], width, pad)
+        real = batch.pop("num_real_tokens")
+        optimizers[name].zero_grad(set_to_none=True)
+        models[name](**batch).loss.backward()
+        optimizers[name].step()
+        s = stats[name]
+        s["seconds"] += time.perf_counter() - t0
+        s["real_tokens"] += real
+        s["slots"] += len(step) * width
+        s["steps"] += 1
 
+    # Interleaved, one step of each arm in turn (the order rotating), for --passes passes over the
+    # samples: on a shared machine the speed drifts by 10-20% over a minute, and arms run one after
+    # the other would carry that drift into their ratio.
+    with packed_attention(models["packed"]):  # as the trainer does: packed rows attend per sample
+        for _ in range(args.passes):
+            names = list(arms)
+            for k in range(max(len(steps) for steps in arms.values())):
+                for name in names[k % len(names):] + names[:k % len(names)]:
+                    if k < len(arms[name]):
+                        train_step(name, arms[name][k])
     results = {}
-    for name, steps in arms.items():
-        # as the trainer does: packed rows attend per sample (padded batches would be unaffected)
-        with packed_attention(model) if name == "packed" else contextlib.nullcontext():
-            results[name] = train_arm(name, steps)
+    for name, s in stats.items():
+        results[name] = {**s, "tokens_per_s": s["real_tokens"] / s["seconds"], "fill": s["real_tokens"] / s["slots"]}
         r = results[name]
         print(f"{name:>8}: {r['tokens_per_s']:8.0f} useful tokens/s  fill {r['fill']:6.1%}  "
               f"{r['steps']} steps in {r['seconds']:.1f} s", flush=True)

@@ -31,24 +31,43 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     if not packed:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    out = torch.empty_like(query)
+    # split/cat, not slice-assignment: the backward of a slice writes into a zeroed copy of the
+    # whole row for every segment, which cost more than the attention itself here
     gqa = query.shape[1] != key.shape[1]
+    rows = []
     for b in range(query.shape[0]):
         starts = (position_ids[b] == 0).nonzero().flatten().tolist() + [length]
-        for start, end in zip(starts, starts[1:]):
-            out[b:b + 1, :, start:end] = F.scaled_dot_product_attention(
-                query[b:b + 1, :, start:end], key[b:b + 1, :, start:end], value[b:b + 1, :, start:end],
-                dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
+        sizes = [end - start for start, end in zip(starts, starts[1:]) if end > start]
+        if starts[0] > 0:
+            sizes.insert(0, starts[0])
+        segments = zip(query[b:b + 1].split(sizes, dim=2), key[b:b + 1].split(sizes, dim=2),
+                       value[b:b + 1].split(sizes, dim=2))
+        rows.append(torch.cat([F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
+                                                              scale=scaling, enable_gqa=gqa)
+                               for q, k, v in segments], dim=2))
+    out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
+
+
+def packed_mask(*args, attention_mask=None, allow_is_causal_skip: bool = True, **kwargs):
+    """SDPA's mask, except for packed rows: there transformers would build the full row x row
+    block-diagonal mask (most of a packed step's overhead on CPU) that `packed_sdpa` never reads.
+    A row without a padding mask whose causal shortcut was switched off is a packed row (the only
+    other causes, extra mask functions or a compiled cache, are absent in training)."""
+    from transformers.masking_utils import sdpa_mask
+
+    if attention_mask is None and not allow_is_causal_skip:
+        return None
+    return sdpa_mask(*args, attention_mask=attention_mask, allow_is_causal_skip=allow_is_causal_skip, **kwargs)
 
 
 def _register() -> None:
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     if NAME not in AttentionInterface._global_mapping:
         AttentionInterface.register(NAME, packed_sdpa)
-        AttentionMaskInterface.register(NAME, sdpa_mask)  # padded batches still get SDPA's mask
+        AttentionMaskInterface.register(NAME, packed_mask)  # padded batches still get SDPA's mask
 
 
 @contextmanager

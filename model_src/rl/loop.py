@@ -171,7 +171,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
     configured); in this process when None."""
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import (resume_deepspeed, resume_latest, rng_state, save_checkpoint,
+    from model_src.train.checkpoint import (DS_FOLDER, resume_deepspeed, resume_latest, rng_state, save_checkpoint,
                                             save_deepspeed_checkpoint, set_rng_state)
 
     if not rows:
@@ -194,7 +194,7 @@ def train_grpo(model, processor, rows: list[dict], cfg: RLConfig, seed: int,
 
         ds = init_engine(model, optimizer, None, micro_batch=1, zero_stage=cfg.zero_stage, max_grad_norm=1.0)
     engine = engine or TransformersEngine(model, processor)
-    ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and ds is not None else None
+    ds_dir = checkpoint_dir / DS_FOLDER if checkpoint_dir and ds is not None else None
     found = resume_latest(checkpoint_dir, model, optimizer, None) if checkpoint_dir and ds is None else None
     resumed, meta = found if found is not None else (None, None)
     history: list[dict[str, float]] = []

@@ -25,6 +25,7 @@ import torch
 from model_src.storage import sha256_file
 
 PREFIX = "step-"
+DS_FOLDER = "deepspeed"  # under a stage's checkpoint folder: the DeepSpeed engine's tags
 STATE_SHA256 = "state_sha256"  # meta.json's record of state.pt
 
 
@@ -86,7 +87,7 @@ def newest_run_id(stage_folder: str | Path) -> str | None:
     """The MLflow run id in the newest checkpoint of a stage's folder, plain or DeepSpeed (its tags
     under `deepspeed/`, counted once their checksum record is written), if there is one."""
     stage_folder = Path(stage_folder)
-    ds = stage_folder / "deepspeed"
+    ds = stage_folder / DS_FOLDER
     tags = [p for p in (ds.glob(f"{PREFIX}*") if ds.is_dir() else [])
             if (p / DS_CHECKSUMS).is_file() and (p / "meta.json").is_file()]
     metas = [load_meta(p) for p in list_checkpoints(stage_folder) + tags]

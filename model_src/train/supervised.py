@@ -101,7 +101,7 @@ def _train_supervised(
     import torch
     from tqdm import tqdm
 
-    from model_src.train.checkpoint import (resume_deepspeed, resume_latest, rng_state, save_checkpoint,
+    from model_src.train.checkpoint import (DS_FOLDER, resume_deepspeed, resume_latest, rng_state, save_checkpoint,
                                             save_deepspeed_checkpoint, set_rng_state)
     from model_src.train.distributed import all_reduce_sum, gathered, rank_and_world
 
@@ -137,7 +137,7 @@ def _train_supervised(
         engine = init_engine(model, optimizer, scheduler, micro_batch=micro, accumulation_steps=per_process // micro,
                              zero_stage=cfg.zero_stage, max_grad_norm=cfg.max_grad_norm)
         rank, world = rank_and_world()
-    ds_dir = checkpoint_dir / "deepspeed" if checkpoint_dir and engine else None
+    ds_dir = checkpoint_dir / DS_FOLDER if checkpoint_dir and engine else None
     meta = resume_deepspeed(engine, ds_dir) if ds_dir is not None else None  # every rank loads its shard
     if meta is not None:
         set_rng_state(meta.pop("rng"))

@@ -317,6 +317,25 @@ def test_sample_weights_give_every_domain_the_same_mass(curated):
     assert sum(r["sample_weight"] for r in rows) == pytest.approx(len(rows))
 
 
+def test_the_data_mix_gives_a_weighted_domain_its_share_of_the_samples_drawn(tmp_path):
+    """`curate.domain_weights.digits=3` with two other domains: digits get 3/5 of every split's
+    mass, and the SFT sampler draws them about that often."""
+    from model_src.train.supervised import index_stream
+
+    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 60, "digits": 30, "video": 40}))
+    curate(tmp_path / "raw", _outputs(tmp_path / "out"), CurateConfig(domain_weights={"digits": 3.0}),
+           validate=False)
+    for split in ("pretrain", "sft", "rl"):
+        rows = read_split(tmp_path / "out" / split)
+        mass = {d: sum(r["sample_weight"] for r in rows if r["domain"] == d) for d in ("stem", "digits", "video")}
+        assert mass["digits"] == pytest.approx(3 * mass["stem"]) and mass["stem"] == pytest.approx(mass["video"])
+        assert sum(mass.values()) == pytest.approx(len(rows))
+    rows = read_split(tmp_path / "out" / "sft")
+    stream = index_stream(len(rows), 0, [r["sample_weight"] for r in rows])
+    drawn = [rows[next(stream)]["domain"] for _ in range(3000)]
+    assert drawn.count("digits") / len(drawn) == pytest.approx(0.6, abs=0.04)
+
+
 def test_gate_fails_when_a_domain_loses_too_many_rows(tmp_path):
     rows = [_row(i) for i in range(20)] + [_row(100 + i, domain="ocr", answer_type="text", answer="x",
                                                  images=[b"broken"]) for i in range(5)]

@@ -124,6 +124,9 @@ class CurateConfig:
     join_threads: int = 0        # DuckDB threads; 0: every core
     # a user's own domains beside the built-in eight (schema.DOMAINS): name -> verifier, answer type
     domains: dict[str, DomainConfig] = field(default_factory=dict)
+    # the data mix: a domain's sampling mass in every split against 1.0 for each other domain
+    # (`--set curate.domain_weights.digits=3`); unset, every domain weighs the same
+    domain_weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
         for name in ("rl_fraction", "sft_fraction"):
@@ -150,6 +153,10 @@ class CurateConfig:
             _require(bool(name.strip()) and name.replace("_", "").replace("-", "").isalnum(),
                      f"{prefix}.domains.{name}", "a domain name is letters, digits, '-' and '_'")
             domain.validate(f"{prefix}.domains.{name}")
+        for name, weight in self.domain_weights.items():
+            _require(name in DOMAINS or name in self.domains, f"{prefix}.domain_weights.{name}",
+                     f"is no domain: the built-in ones are {', '.join(DOMAINS)}, yours {sorted(self.domains)}")
+            _require(weight > 0, f"{prefix}.domain_weights.{name}", f"must be > 0, got {weight}")
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,8 @@ def curate(input_path: str | Path, output_dirs: dict[str, str | Path], cfg: Cura
     # pass D: balance weights, the final split files and kept.parquet
     writers.close(ledger.quarantine_path, QUARANTINE_SCHEMA)
     write_splits(writers, staging, output_dirs, report_dir, ledger.concepts, cfg.batch_rows,
-                 {(name, task): w for name, domain in cfg.domains.items() for task, w in domain.task_weights.items()})
+                 {(name, task): w for name, domain in cfg.domains.items() for task, w in domain.task_weights.items()},
+                 cfg.domain_weights)
     shutil.rmtree(work, ignore_errors=True)
 
     report = ledger.report()

@@ -53,15 +53,17 @@ class Writers:
 
 
 def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir: Path,
-                 concepts: dict[str, Counter], batch_rows: int, task_weights: dict | None = None) -> None:
+                 concepts: dict[str, Counter], batch_rows: int, task_weights: dict | None = None,
+                 domain_weights: dict[str, float] | None = None) -> None:
     """Each staged split rewritten into its folder with `sample_weight`, and all of them into
     kept.parquet; the staging folder is removed. `task_weights` ({(domain, task): weight}, a user
-    domain's `task_weights`) scales the balanced weights of those tasks."""
+    domain's `task_weights`) scales the balanced weights of those tasks, `domain_weights` (the data
+    mix) those of whole domains."""
     kept_path = report_dir / "kept.parquet"
     for split in SPLITS:
         writers.close(staging / f"{split}.parquet", CURATED_SCHEMA)
     for split in SPLITS:
-        weights = balance_weights(concepts[split], task_weights) if concepts[split] else {}
+        weights = balance_weights(concepts[split], task_weights, domain_weights) if concepts[split] else {}
         out_path = split_path(output_dirs[split])
         for batch in iter_batches(staging / f"{split}.parquet", batch_rows):
             for row in batch.to_pylist():

@@ -322,7 +322,7 @@ def test_the_data_mix_gives_a_weighted_domain_its_share_of_the_samples_drawn(tmp
     mass, and the SFT sampler draws them about that often."""
     from model_src.train.supervised import index_stream
 
-    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 60, "digits": 30, "video": 40}))
+    generate_corpus(tmp_path / "raw", GeneratorConfig(rows={"stem": 24, "digits": 12, "video": 16}))
     curate(tmp_path / "raw", _outputs(tmp_path / "out"), CurateConfig(domain_weights={"digits": 3.0}),
            validate=False)
     for split in ("pretrain", "sft", "rl"):

@@ -151,8 +151,8 @@ def main() -> None:
     # samples: on a shared machine the speed drifts by 10-20% over a minute, and arms run one after
     # the other would carry that drift into their ratio.
     with packed_attention(models["packed"]):  # as the trainer does: packed rows attend per sample
+        names = list(arms)
         for _ in range(args.passes):
-            names = list(arms)
             for k in range(max(len(steps) for steps in arms.values())):
                 for name in names[k % len(names):] + names[:k % len(names)]:
                     if k < len(arms[name]):

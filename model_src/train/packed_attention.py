@@ -36,10 +36,9 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     gqa = query.shape[1] != key.shape[1]
     rows = []
     for b in range(query.shape[0]):
-        starts = (position_ids[b] == 0).nonzero().flatten().tolist() + [length]
-        sizes = [end - start for start, end in zip(starts, starts[1:]) if end > start]
-        if starts[0] > 0:
-            sizes.insert(0, starts[0])
+        # a segment starts where the text position is 0 (and at the row's start, whatever it holds)
+        edges = sorted({0, length, *(position_ids[b] == 0).nonzero().flatten().tolist()})
+        sizes = [end - start for start, end in zip(edges, edges[1:])]
         segments = zip(query[b:b + 1].split(sizes, dim=2), key[b:b + 1].split(sizes, dim=2),
                        value[b:b + 1].split(sizes, dim=2))
         rows.append(torch.cat([F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,

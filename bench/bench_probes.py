@@ -8,7 +8,8 @@ Each probe isolates one visual skill on 112 x 112 images (the `small` profile's 
   per cell); "How many shapes are in the image?" (a sum over the image, no lookup);
 - `count_kind`: the same grid with 1-6 shapes of the asked kind among 0-5 others; "How many red
   circles ...?" (the counting domain's task, without overlap and on the token grid);
-- `digits`: the corpus's digit rows (recognition and sums; a global shape).
+- any corpus domain (`digits`, `ocr`, `chart`, ...): that domain's generated rows, all its tasks; with
+  every SFT step on one domain, whether the model can learn to read it at all.
 
 Rows are generated fresh (train at seed 99, held-out at seed 777) and scored by the pipeline's
 verifiers (`colour` by the OCR verifier, exact answers score 1). `--model KEY=VALUE` (repeatable)
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 OUT = ROOT / "bench" / "out"
-PROBES = ("colour", "count_all", "count_kind", "digits")
+SYNTHETIC = ("colour", "count_all", "count_kind")
+DEFAULT_PROBES = (*SYNTHETIC, "digits")
 TRAIN_SEED, EVAL_SEED = 99, 777
 CELL, GRID = 28, 4
 
@@ -86,16 +88,17 @@ def probe_row(probe: str, rng, i: int, split: str) -> dict:
                         question=f"How many {colour} {shape}s are in the image?", answer=str(count),
                         answer_type="integer", reasoning=f"Counting the {colour} {shape}s one by one gives {count}.",
                         **common)
-    raise ValueError(f"unknown probe {probe!r}; known: {PROBES}")
+    raise ValueError(f"unknown probe {probe!r}; known: {SYNTHETIC} and the corpus domains")
 
 
 def probe_rows(probe: str, n: int, seed: int, split: str) -> list[dict]:
     import numpy as np
 
+    from model_src.data.domains import DOMAINS
     from model_src.data.generate import GeneratorConfig, domain_rows
 
-    if probe == "digits":
-        return domain_rows(GeneratorConfig(seed=seed), "digits", split, n)
+    if probe in DOMAINS:
+        return domain_rows(GeneratorConfig(seed=seed), probe, split, n)
     rng = np.random.default_rng([seed, len(probe)])
     return [probe_row(probe, rng, i, split) for i in range(n)]
 
@@ -134,7 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="thinkpipe")
     parser.add_argument("--profile", default="small", help="whose SFT settings to train with")
-    parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, from {', '.join(PROBES)}")
+    parser.add_argument("--probes", default=",".join(DEFAULT_PROBES),
+                        help=f"comma-separated, from {', '.join(SYNTHETIC)} and the corpus domains")
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 2500], help="SFT steps at which to measure")
     parser.add_argument("--rows", type=int, default=3000, help="fresh training rows per probe")
     parser.add_argument("--held-out", type=int, default=60, help="fresh held-out rows per probe")
@@ -144,10 +148,12 @@ def main() -> None:
                         help="start from a fresh model with this model setting changed (repeatable)")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from model_src.data.domains import DOMAINS
+
     probes = args.probes.split(",")
-    unknown = sorted(set(probes) - set(PROBES))
+    unknown = sorted(set(probes) - set(SYNTHETIC) - set(DOMAINS))
     if unknown:
-        raise SystemExit(f"--probes: unknown {unknown}; known: {', '.join(PROBES)}")
+        raise SystemExit(f"--probes: unknown {unknown}; known: {', '.join((*SYNTHETIC, *DOMAINS))}")
 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -97,8 +97,8 @@ bench-rlcs: $(STAMP) ## RLCS vs uniform sampling from the last `make run`'s SFT 
 bench-transfer: $(STAMP) ## RL on one domain at a time from the last `make run`'s SFT model: accuracy change on every domain, table + heatmap
 	$(BIN)/python bench/bench_transfer.py
 
-bench-probes: $(STAMP) ## what the last `make run`'s pretrained model learns to read: colour, counting, digits probes (minutes)
-	$(BIN)/python bench/bench_probes.py
+bench-probes: $(STAMP) ## what the last `make run`'s pretrained model learns to read: colour, counting, digits probes; PROBES=ocr,chart for corpus domains (minutes)
+	$(BIN)/python bench/bench_probes.py $(if $(PROBES),--probes $(PROBES))
 
 bench-trl: $(STAMP) ## RL step time vs TRL's GRPOTrainer, same model and batch (needs `make run` first)
 	$(BIN)/python bench/bench_trl.py

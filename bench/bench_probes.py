@@ -107,6 +107,9 @@ def run_probe(probe: str, init: str, steps: list[int], rows: int, held_out: int,
     from bench_reading import reading_table
     from bench_rlcs import warm_up
 
+    from model_src.config import load_config
+
+    budget = load_config(profile).evaluate.max_new_tokens  # the profile's evaluation budget: its answers must fit
     train, evaluation = probe_rows(probe, rows, TRAIN_SEED, "train"), probe_rows(probe, held_out, EVAL_SEED, "eval")
     model, done, tables = Path(init), 0, {}
     for target in steps:
@@ -114,7 +117,7 @@ def run_probe(probe: str, init: str, steps: list[int], rows: int, held_out: int,
         model = warm_up(model, train, target - done, done, Path(workdir) / f"{probe}-{target}", profile)
         done = target
         tables[str(target)] = {"seconds": round(time.monotonic() - started),
-                               "table": reading_table(model, evaluation, 16, 64)}
+                               "table": reading_table(model, evaluation, 16, budget)}
     return {"probe": probe, "tables": tables}
 
 
@@ -136,7 +139,7 @@ def fresh_model(pretrained: Path, profile: str, overrides: list[str], dest: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", default="thinkpipe")
-    parser.add_argument("--profile", default="small", help="whose SFT settings to train with")
+    parser.add_argument("--profile", default="small", help="whose SFT settings to train with and token budget to answer in")
     parser.add_argument("--probes", default=",".join(DEFAULT_PROBES),
                         help=f"comma-separated, from {', '.join(SYNTHETIC)} and the corpus domains")
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 2500], help="SFT steps at which to measure")

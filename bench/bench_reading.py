@@ -92,9 +92,14 @@ def main() -> None:
     parser.add_argument("--sft-rows", type=int, default=3000, help="fresh rows for --continue-sft")
     parser.add_argument("--seed", type=int, default=0, help="seed of the continued SFT")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=0,
+                        help="the answer budget; 0 = the `small` profile's evaluate.max_new_tokens")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if not args.max_new_tokens:
+        from model_src.config import load_config
+
+        args.max_new_tokens = load_config("small").evaluate.max_new_tokens
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bench-reading-"))
     model_dir, eval_rows, domains = last_run_model_and_eval(args.experiment, args.stage, args.domains, tmp)

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from model_src.model.inputs import IGNORE_INDEX, Example, collate
+
+if TYPE_CHECKING:  # torch is imported where tensors are built, not at import time
+    import torch
 
 
 @dataclass

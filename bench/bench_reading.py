@@ -53,6 +53,9 @@ def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_n
     task_of = {row["id"]: row["task"] for row in eval_rows}
     reference_tokens = {row["id"]: len(processor.tokenizer(format_response(row["reasoning"], row["answer"]))["input_ids"])
                         for row in eval_rows}
+    # what a forced answer (`force_answer_tokens`) must fit: the reference after its `<answer>`
+    answer_tokens = {row["id"]: len(processor.tokenizer(
+        format_response(row["reasoning"], row["answer"]).split("<answer>", 1)[1])["input_ids"]) for row in eval_rows}
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for record in records:
         groups[(record["domain"], task_of[record["id"]])].append(record)
@@ -65,19 +68,21 @@ def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_n
                       "blind_accuracy": statistics.fmean(r["blind_reward"] for r in mine),
                       "distinct_answers": len(answers), "top_answer": top, "top_share": count / len(mine),
                       "reference_tokens": statistics.fmean(reference_tokens[r["id"]] for r in mine),
-                      "over_budget": statistics.fmean(reference_tokens[r["id"]] > max_new_tokens for r in mine)})
+                      "over_budget": statistics.fmean(reference_tokens[r["id"]] > max_new_tokens for r in mine),
+                      "answer_tokens_max": max(answer_tokens[r["id"]] for r in mine)})
     return table
 
 
 def print_table(title: str, table: list[dict]) -> None:
     print(f"\n{title}\n")
     print("| domain | task | n | accuracy | blind | visual gain | distinct answers | top answer (share) "
-          "| reference tokens (mean) | longer than the budget |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| reference tokens (mean) | longer than the budget | answer tokens (max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         print(f"| {t['domain']} | {t['task']} | {t['n']} | {t['accuracy']:.3f} | {t['blind_accuracy']:.3f} | "
               f"{t['accuracy'] - t['blind_accuracy']:+.3f} | {t['distinct_answers']} | "
-              f"{t['top_answer'][:20]} ({t['top_share']:.0%}) | {t['reference_tokens']:.0f} | {t['over_budget']:.0%} |")
+              f"{t['top_answer'][:20]} ({t['top_share']:.0%}) | {t['reference_tokens']:.0f} | {t['over_budget']:.0%} | "
+              f"{t.get('answer_tokens_max', '')} |")
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_n
     from model_src.eval.evaluate import evaluate_model
     from model_src.model.build import load_model_and_processor
     from model_src.data.schema import format_response
-    from model_src.rewards.core import extract_box
+    from model_src.rewards.core import ANSWER_OPEN, extract_box
 
     model, processor = load_model_and_processor(str(model_dir))
     model.eval()
@@ -51,11 +51,11 @@ def reading_table(model_dir: Path, eval_rows: list[dict], batch_size: int, max_n
                      checkpoint_samples_per_domain=0, blind_baseline=True)
     _, records = evaluate_model(model, processor, eval_rows, cfg)
     task_of = {row["id"]: row["task"] for row in eval_rows}
-    reference_tokens = {row["id"]: len(processor.tokenizer(format_response(row["reasoning"], row["answer"]))["input_ids"])
-                        for row in eval_rows}
+    references = {row["id"]: format_response(row["reasoning"], row["answer"]) for row in eval_rows}
+    reference_tokens = {i: len(processor.tokenizer(text)["input_ids"]) for i, text in references.items()}
     # what a forced answer (`force_answer_tokens`) must fit: the reference after its `<answer>`
-    answer_tokens = {row["id"]: len(processor.tokenizer(
-        format_response(row["reasoning"], row["answer"]).split("<answer>", 1)[1])["input_ids"]) for row in eval_rows}
+    answer_tokens = {i: len(processor.tokenizer(text.split(ANSWER_OPEN, 1)[1])["input_ids"])
+                     for i, text in references.items()}
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for record in records:
         groups[(record["domain"], task_of[record["id"]])].append(record)
@@ -82,7 +82,7 @@ def print_table(title: str, table: list[dict]) -> None:
         print(f"| {t['domain']} | {t['task']} | {t['n']} | {t['accuracy']:.3f} | {t['blind_accuracy']:.3f} | "
               f"{t['accuracy'] - t['blind_accuracy']:+.3f} | {t['distinct_answers']} | "
               f"{t['top_answer'][:20]} ({t['top_share']:.0%}) | {t['reference_tokens']:.0f} | {t['over_budget']:.0%} | "
-              f"{t.get('answer_tokens_max', '')} |")
+              f"{t['answer_tokens_max']} |")
 
 
 def main() -> None:

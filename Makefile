@@ -55,7 +55,10 @@ data: $(STAMP) ## get the DVC-pinned corpus: pull it, or regenerate it and check
 run: data ## run the whole DAG locally (PROFILE=small by default; PROFILE=tiny for seconds)
 	$(BIN)/thinkpipe run --profile $(PROFILE)
 
-test: $(STAMP) data ## the fast test suite (what CI runs); prints the slowest tests
+# The clock starts before the venv and the data, so the suite's last lines give the whole wall time.
+test: ## the fast test suite (what CI runs); prints the slowest tests and the wall time, venv included
+	@export THINKPIPE_TEST_STARTED=$$(date +%s.%N); \
+	$(MAKE) --no-print-directory $(STAMP) data && \
 	$(BIN)/pytest -m "not slow and not gpu" -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-slow: $(STAMP) data ## the slow tests only

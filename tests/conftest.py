@@ -46,8 +46,10 @@ class TinyPipeline:
         cmd = [*THINKPIPE, "run", "--profile", "tiny", "--run-name", name, "--state-dir", str(self.state_dir),
                "--tracking-uri", self.tracking_uri, *extra]
         started = time.monotonic()
+        # pinned to the CPU: golden metrics are fp32 CPU runs, and a GPU host would train in bf16
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
+                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "CUDA_VISIBLE_DEVICES": "",
+                                   **(env or {})})
         return PipelineRun(name, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
 
     def client(self):
@@ -79,3 +81,23 @@ def first_run(tiny) -> PipelineRun:
     result = tiny.run("first")
     assert result.returncode == 0 and "registered model" in result.output, result.output[-5000:]
     return result
+
+
+_SUITE_STARTED: list[float] = []
+
+
+def pytest_sessionstart(session):
+    _SUITE_STARTED.append(time.time())
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The suite's wall time among its last lines; under `make test`, from before the venv and the
+    data were made (the figure the 15-minute budget is about)."""
+    started = os.environ.get("THINKPIPE_TEST_STARTED")
+    tests_s = time.time() - _SUITE_STARTED[0]
+    if started:
+        total = time.time() - float(started)
+        terminalreporter.write_line(f"make test wall time: {total:.0f} s ({total / 60:.1f} min): venv and data "
+                                    f"{total - tests_s:.0f} s, tests {tests_s:.0f} s")
+    else:
+        terminalreporter.write_line(f"test wall time: {tests_s:.0f} s ({tests_s / 60:.1f} min)")

@@ -1,5 +1,6 @@
-"""The device policy decides device and precision in one place; on this CPU it changes nothing.
-(What it does on a GPU is checked by the GPU check, not here: this machine has none.)"""
+"""The device policy decides device and precision in one place; on a CPU it changes nothing.
+These tests assert what the machine they run on has: the CPU in fp32 where there is no GPU, the
+local rank's GPU in bf16 where there is one. (Training on a GPU is `make gpu-check`'s, not here.)"""
 
 from __future__ import annotations
 
@@ -11,21 +12,31 @@ from model_src.config import ConfigError, TrainConfig, load_config
 from model_src.device import DevicePolicy, to_device
 
 
-def test_policy_picks_the_local_ranks_gpu_and_bf16_there_and_the_cpu_in_fp32_here(monkeypatch):
-    here = DevicePolicy.resolve("auto")
-    assert (here.device, here.compute_dtype) == (torch.device("cpu"), None)  # no CUDA on this machine
+@pytest.mark.parametrize("cuda_available", [False, True])
+def test_policy_picks_the_local_ranks_gpu_and_bf16_there_and_the_cpu_in_fp32_elsewhere(monkeypatch, cuda_available):
     monkeypatch.setenv("LOCAL_RANK", "5")  # what torchrun sets for the sixth process of a node
-    gpu = DevicePolicy.resolve("auto", cuda_available=True)
-    assert (gpu.device, gpu.compute_dtype) == (torch.device("cuda", 5), torch.bfloat16)
-    assert DevicePolicy.resolve("fp32", cuda_available=True).compute_dtype is None
-    with pytest.raises(ValueError, match="bf16 but no CUDA device"):
-        DevicePolicy.resolve("bf16", cuda_available=False)  # asked for, not silently dropped
+    policy = DevicePolicy.resolve("auto", cuda_available=cuda_available)
+    if cuda_available:
+        assert (policy.device, policy.compute_dtype) == (torch.device("cuda", 5), torch.bfloat16)
+        assert DevicePolicy.resolve("fp32", cuda_available=True).compute_dtype is None
+    else:
+        assert (policy.device, policy.compute_dtype) == (torch.device("cpu"), None)
+        with pytest.raises(ValueError, match="bf16 but no CUDA device"):
+            DevicePolicy.resolve("bf16", cuda_available=False)  # asked for, not silently dropped
     with pytest.raises(ConfigError, match="'model.precision'"):
         load_config("tiny", ["model.precision=fp16"])
 
 
+def test_policy_on_this_machine_follows_what_it_has():
+    here = DevicePolicy.resolve("auto", local_rank=0)
+    if torch.cuda.is_available():
+        assert (here.device, here.compute_dtype) == (torch.device("cuda", 0), torch.bfloat16)
+    else:
+        assert (here.device, here.compute_dtype) == (torch.device("cpu"), None)
+
+
 def test_on_the_cpu_placing_and_moving_are_no_ops():
-    policy = DevicePolicy.resolve("auto")
+    policy = DevicePolicy.resolve("auto", cuda_available=False)
     layer = torch.nn.Linear(3, 2)
     weight = layer.weight
     assert policy.place(layer) is layer and layer.weight is weight and layer.weight.dtype == torch.float32
@@ -94,9 +105,11 @@ def test_all_reduce_sum_reduces_on_its_backends_device_across_two_processes(tmp_
     assert dict(results) == {0: 4.0, 1: 4.0}
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: NVML initialises, which is what this "
+                    "test checks is possible on a GPU-less machine by its error")
 def test_mlflow_system_metrics_can_see_gpus_where_there_are_some():
-    """nvidia-ml-py is installed, so MLflow's GPU monitor starts on a GPU node; here it finds no
-    NVML library (no driver) instead of reporting the package missing."""
+    """nvidia-ml-py is installed, so MLflow's GPU monitor starts on a GPU node; on a machine without
+    one it finds no NVML library (no driver) instead of reporting the package missing."""
     from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor  # imports pynvml when it is installed
 
     with pytest.raises(RuntimeError, match="Failed to initialize NVML"):

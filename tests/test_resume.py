@@ -53,6 +53,7 @@ def test_sigkilled_training_resumes_to_the_same_result(tmp_path):
     assert resumed["checksum"] == straight["checksum"]      # bit-identical parameters
 
 
+@pytest.mark.slow  # 34 s: a SIGKILLed training resumes (above) and a failed pipeline resumes (test_pipeline_e2e) by default
 def test_killed_stage_resumes_its_own_mlflow_run(tmp_path):
     """Kill the pretrain stage mid-training; the re-run, by another pipeline run, continues the same
     MLflow run from the last checkpoint and ends with the metrics of an uninterrupted run, and the

@@ -63,6 +63,7 @@ def test_fetch_refuses_keys_outside_the_cache_tampered_objects_and_incomplete_up
             fetch_s3("s3://exports/run-2", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow  # a rare path (21 s): injected store faults; plain upload/fetch and tampering stay in the default run
 def test_throttled_uploads_and_cut_off_downloads_lose_nothing(tmp_path, monkeypatch):
     """Through a proxy injecting a store's faults: 503 SlowDown answers to uploads are retried
     (boto3's own retries) and every byte arrives; a download cut off half way is retried; one cut

@@ -141,6 +141,7 @@ def _cached_tasks(package: str) -> dict[str, bool]:
             for name, task in dag["tasks"].items()}
 
 
+@pytest.mark.slow  # a rare option (21 s, three submits); submit itself stays in the default run
 def test_submit_no_cache_runs_a_pipeline_version_without_kfp_caching(kfp_api, tmp_path):
     """KFP caching is a per-task IR setting (a run's inputs cannot turn it off): --no-cache runs a
     `-nocache` version of the same code in which no task is cached; a second one is not a cache hit."""

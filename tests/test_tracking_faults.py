@@ -44,6 +44,7 @@ def _loss_history(client, run_id: str) -> dict[int, float]:
     return history
 
 
+@pytest.mark.slow  # a rare path (48 s on 2 cores): `make test-slow`; the fault classifier below stays in the default run
 def test_a_tracking_outage_is_waited_out_and_a_lasting_one_ends_the_stage_keeping_its_checkpoints(tmp_path):
     import mlflow
 

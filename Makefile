@@ -81,7 +81,7 @@ GPU_CHECK_OUT ?= gpu_check.json
 gpu-check: ## GPU readiness: training, GRPO and evaluation on CUDA in bf16, MFU at 4K tokens, memory vs plan (bare GPU machine, < 5 min)
 	PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m model_src.gpu_check --out $(GPU_CHECK_OUT)
 
-golden: $(STAMP) data ## run PROFILE (small) afresh and compare every stage's metrics with tests/golden/ (minutes)
+golden: $(STAMP) data ## run PROFILE (small) afresh and compare every stage's metrics with tests/golden/ (small pins the portable CPU code path; minutes)
 	$(BIN)/thinkpipe golden --profile $(PROFILE)
 
 CURATION_SIZES ?= 10000 100000

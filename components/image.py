@@ -1,6 +1,6 @@
 """The one place the component image is pinned. `thinkpipe compile` writes its reference into the
 IR (every component's image and the pipeline's `image` parameter); a local `thinkpipe run` records
-its own environment instead (see pipelines/cli.py).
+its own environment instead (see pipelines/cli/common.py, local_image_ref).
 
 The reference is pinned by digest, so a cluster runs exactly the image that was built and tested,
 whatever later happens to the tag, and SOURCE_SHA256 records which sources that image was built

@@ -43,19 +43,31 @@ class Tolerance:
     are compared exactly whatever the tolerance. Rates (accuracies, shares, mean rewards: fractions of
     discrete outcomes, and their differences) may move by `rate_abs`; real-valued metrics (losses,
     norms, lengths, tier and rollout counts the model's answers decide) by `real_rel` of their size,
-    or `real_abs` where they sit near zero.
+    or `real_abs` where they sit near zero. A profile whose metrics no useful tolerance can hold
+    across code paths pins one instead (`code_path`, with a fixed thread count): its golden runs do
+    the same arithmetic on any x86 CPU, and compare to within rounding.
     """
 
     real_rel: float
     rate_abs: float
     real_abs: float = 1e-9
+    code_path: str = "native"  # the CODE_PATHS entry golden runs of the profile take; native = unpinned
+    threads: int = 0  # OMP_NUM_THREADS of a pinned path's runs (reductions split by thread count)
 
 
-# Per profile, measured by `bench/golden_spread.py` under every CODE_PATHS entry (bench/RESULTS.md,
-# "Golden metrics across CPU code paths"): the largest deviation seen, times a margin.
+# Per profile, from `bench/golden_spread.py` under every CODE_PATHS entry on an Intel Xeon with
+# AVX-512 (bench/RESULTS.md, "Golden metrics across CPU code paths", 2026-12-07):
+# - tiny: real metrics moved at most 1.1e-6 relative (sft/grad_norm, avx2 path; the 1.2e-6 an AMD EPYC
+#   showed), rates not at all; the learning rate x 1.1 moves sft's losses by 2e-3 to 2e-2. 1e-4 sits
+#   90x above the one and 20x below the other. A rate may move by one rollout of rlcs's 28 (a
+#   near-tie argmax can flip, though none did).
+# - small: training carries the rounding into other answers. Across the three paths digits' accuracy
+#   was 0.444 / 0.167 / 0.356 and SFT's grad norm moved 17%: a tolerance that holds that catches
+#   nothing. So its golden runs pin the portable path (ATen's scalar kernels, MKL's SSE2 branch,
+#   oneDNN's SSE4.1 convolutions, 2 threads), which cost 1.32x the native run's time (329 s vs 250 s).
 TOLERANCES: dict[str, Tolerance] = {
-    "tiny": Tolerance(real_rel=1e-4, rate_abs=1e-9),
-    "small": Tolerance(real_rel=0.05, rate_abs=0.2, real_abs=0.01),
+    "tiny": Tolerance(real_rel=1e-4, rate_abs=0.05),
+    "small": Tolerance(real_rel=1e-6, rate_abs=1e-9, code_path="default", threads=2),
 }
 
 
@@ -64,6 +76,13 @@ def tolerance(profile: str) -> Tolerance:
         raise KeyError(f"no golden tolerance for profile {profile!r}: measure one with bench/golden_spread.py "
                        f"and add it to model_src.golden.TOLERANCES (known: {', '.join(sorted(TOLERANCES))})")
     return TOLERANCES[profile]
+
+
+def code_path_environment(code_path: str, threads: int = 0) -> dict[str, str]:
+    """The environment switches of one CODE_PATHS entry (and a fixed thread count)."""
+    if code_path not in CODE_PATHS:
+        raise KeyError(f"unknown CPU code path {code_path!r}: one of {', '.join(CODE_PATHS)}")
+    return {**CODE_PATHS[code_path], **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
 
 
 # Metrics fixed by the data and the configuration: no CPU moves them.
@@ -127,20 +146,25 @@ def golden_path(profile: str) -> Path:
     return GOLDEN_DIR / f"{profile}.json"
 
 
-def record(path: Path, stages: dict[str, dict[str, float]], source: str) -> None:
-    """Write `stages` with where they came from: the command, the CPU and the code path's switches."""
-    import os
-
-    switches = {k: os.environ[k] for k in sorted({k for p in CODE_PATHS.values() for k in p}) if k in os.environ}
+def record(path: Path, stages: dict[str, dict[str, float]], source: str, code_path: str = "native") -> None:
+    """Write `stages` with where they came from: the command, the CPU and the code path it took."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"source": source, "cpu": cpu_name(), "code_path": switches or "native",
-                                "stages": stages}, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps({"source": source, "cpu": cpu_name(), "code_path": code_path, "stages": stages},
+                               indent=1, sort_keys=True) + "\n")
 
 
 def load(path: Path) -> dict[str, dict[str, float]]:
+    return load_file(path)["stages"]
+
+
+def load_file(path: Path) -> dict:
+    """The whole golden file: stages, source, cpu and code_path (native for files recorded before it)."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no golden metrics at {path}: record them with `thinkpipe golden --record`")
-    return json.loads(path.read_text())["stages"]
+    data = json.loads(path.read_text())
+    data.setdefault("code_path", "native")
+    return data
 
 
 def within(kind: str, want: float, got: float, tol: Tolerance) -> bool:

@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 
+from model_src.golden import CODE_PATHS  # light: no torch
 from pipelines.cli.audit import cmd_lineage, cmd_stages
 from pipelines.cli.cluster import cmd_compile, cmd_plan, cmd_schedule, cmd_submit
 from pipelines.cli.common import DEFAULT_STATE_DIR, CliError, repo_root, resolve_tracking_uri
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     gold.add_argument("--run-name", help="name of the pipeline run (default: golden-PROFILE)")
     gold.add_argument("--record", action="store_true", help="rewrite the golden file from this run instead")
     gold.add_argument("--file", help="golden file (default: tests/golden/PROFILE.json)")
+    gold.add_argument("--code-path", choices=tuple(CODE_PATHS),
+                      help="CPU code path of the run (model_src.golden.CODE_PATHS; default: the one the profile "
+                           "pins, else the CPU's own)")
     gold.set_defaults(fn=cmd_golden)
 
     data = sub.add_parser("data", help="generate the raw corpus deterministically")

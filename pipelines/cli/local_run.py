@@ -168,9 +168,20 @@ def cmd_golden(args: argparse.Namespace) -> int:
     from model_src import golden
 
     path = Path(args.file) if args.file else golden.golden_path(args.profile)
-    tol = golden.tolerance(args.profile) if not args.record else None
+    tol = golden.tolerance(args.profile)
+    code_path = args.code_path or tol.code_path
+    if not args.record:
+        recorded = golden.load_file(path)
+        if tol.code_path != "native" and recorded["code_path"] != code_path:
+            raise CliError(f"{path} was recorded on the {recorded['code_path']} CPU code path; this run takes "
+                           f"{code_path}: profile {args.profile} compares only runs of one path "
+                           f"({tol.code_path}); record afresh with --record")
     # golden files are CPU fp32 runs: a GPU would train in bf16, which no golden file records
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    switches = golden.code_path_environment(code_path, tol.threads if code_path == tol.code_path else 0)
+    os.environ.update(switches)  # the stage processes inherit them before they import torch
+    if switches:
+        print(f"thinkpipe golden: CPU code path {code_path}: " + " ".join(f"{k}={v}" for k, v in switches.items()))
     with tempfile.TemporaryDirectory(prefix="thinkpipe-golden-") as tmp:
         args.state_dir, args.tracking_uri, args.no_cache = tmp, f"sqlite:///{tmp}/mlflow/mlflow.db", True
         args.run_name = args.run_name or f"golden-{args.profile}"
@@ -180,14 +191,15 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
         actual = golden.pipeline_stage_metrics(MlflowClient(), setup.experiment_id, run_id)
     if args.record:
-        golden.record(path, actual, f"thinkpipe golden --profile {args.profile} --record")
+        golden.record(path, actual, f"thinkpipe golden --profile {args.profile} --record ({seconds:.0f} s)",
+                      code_path=code_path)
         print(f"thinkpipe: recorded {sum(map(len, actual.values()))} metrics of {len(actual)} stages to {path}")
         return 0
-    problems = golden.compare(golden.load(path), actual, tol)
+    problems = golden.compare(recorded["stages"], actual, tol)
     for line in problems:
         print(f"  {line}")
-    print(f"thinkpipe: {args.profile} run ({seconds:.0f} s) vs {path} (learned metrics within relative "
-          f"{tol.real_rel:g}, rates within {tol.rate_abs:g}, counts exact): "
+    print(f"thinkpipe: {args.profile} run ({seconds:.0f} s, code path {code_path}) vs {path}: counts exact, "
+          f"real metrics within relative {tol.real_rel:g}, rates within {tol.rate_abs:g}: "
           + (f"{len(problems)} differences" if problems else f"all {sum(map(len, actual.values()))} metrics match"))
     return 1 if problems else 0
 

@@ -1,7 +1,9 @@
 """What can a model of a profile's size learn to read? SFT on one probe task at a time, from the
 last run's pretrained model, then greedy accuracy on fresh held-out rows with and without images.
 
-Each probe isolates one visual skill on 112 x 112 images (the `small` profile's largest):
+Each probe isolates one visual skill on 112 x 112 images, which the vision tower sees whole: 8 x 8
+patches, 4 x 4 merged tokens. (Before `model.max_pixels` meant pixels of one image, transformers'
+two-frame count halved the `small` profile's bound and shrank them to 56 x 56: bench/RESULTS.md.)
 
 - `colour`: one large shape; "What colour is the shape?" (a global attribute, six answers);
 - `count_all`: 1-9 shapes, one per cell of a 4 x 4 grid of 28-pixel cells (one merged vision token

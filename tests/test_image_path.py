@@ -76,3 +76,64 @@ def test_rollout_and_evaluation_prompts_carry_the_image(setup):
     same_tokens = rollouts[0]
     swapped = type(same_tokens)(**{**same_tokens.__dict__, "batch": rollouts[1].batch})
     assert _differ(response_logprobs(model, same_tokens), response_logprobs(model, swapped)) > 1e-5
+
+
+# GLM-4.1V-9B-Thinking's released preprocessor_config.json bounds, in transformers' units (a still
+# image counts as two frames); the glm4v-9b profile states them as pixels of one image.
+RELEASED_SIZE = {"shortest_edge": 12544, "longest_edge": 9633792}
+
+
+def _grid(processor, image: Image.Image) -> list[int]:
+    """[frames, rows, columns] of 14-px patches an image processor (or a processor's) gives `image`."""
+    image_processor = getattr(processor, "image_processor", processor)
+    return image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+
+
+def test_every_domains_images_reach_the_vision_tower_at_their_own_size():
+    """`model.max_pixels` is pixels of one image: in `small`, every generated image's grid is its own
+    size in 14-px patches (transformers counts a still image as two frames, which once halved it)."""
+    from model_src.data.domains import DOMAINS
+
+    cfg = load_config("small")
+    processor = build_processor(train_tokenizer(["a b c"], 300), cfg.model)
+    sizes = set()
+    for domain in DOMAINS:
+        for row in domain_rows(GeneratorConfig(), domain, "train", 12):
+            for data in row["images"]:
+                image = Image.open(io.BytesIO(data)).convert("RGB")
+                width, height = image.size
+                sizes.add(image.size)
+                assert _grid(processor, image) == [1, height // 14, width // 14], (domain, image.size)
+    assert {(224, 84), (168, 112), (112, 112), (224, 56)} <= sizes  # the largest ones were among them
+    too_big = Image.new("RGB", (448, 224))  # 100,352 px over small's 25,088: shrunk to fit, aspect kept
+    assert _grid(processor, too_big) == [1, 8, 16]
+
+
+def test_the_9b_profile_sees_images_as_the_released_processor_does():
+    from transformers import Glm4vImageProcessor
+
+    cfg = load_config("glm4v-9b")
+    ours = build_processor(train_tokenizer(["a b c"], 300), cfg.model)
+    assert dict(ours.image_processor.size) == RELEASED_SIZE
+    released = Glm4vImageProcessor(size=RELEASED_SIZE, patch_size=14, temporal_patch_size=2, merge_size=2)
+    for size in [(56, 56), (60, 30), (640, 480), (1920, 1080), (3000, 2000), (4000, 200)]:
+        image = Image.new("RGB", size)
+        assert _grid(ours, image) == _grid(released, image), size
+    # 3000 x 2000 is over the released 4.8 M pixels of one image: shrunk, to within it
+    _, h, w = _grid(ours, Image.new("RGB", (3000, 2000)))
+    assert (h * 14) * (w * 14) <= cfg.model.max_pixels < 3000 * 2000
+
+
+def test_a_released_processor_takes_the_profiles_bounds():
+    """With `model.init_from`, the profile's bounds win over the loaded preprocessor_config.json."""
+    import dataclasses
+
+    from model_src.model.build import apply_pixel_bounds
+
+    cfg = load_config("small")
+    processor = build_processor(train_tokenizer(["a b c"], 300), cfg.model)
+    assert apply_pixel_bounds(processor, cfg.model) == []  # built from the profile: nothing to change
+    narrower = dataclasses.replace(cfg.model, max_pixels=112 * 56)
+    changes = apply_pixel_bounds(processor, narrower)
+    assert changes and changes[0].startswith("image_processor.size")
+    assert _grid(processor, Image.new("RGB", (112, 112))) == [1, 4, 4]  # 6,272 px of one image now

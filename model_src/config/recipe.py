@@ -42,9 +42,12 @@ class ModelConfig:
     patch_size: int = 14
     spatial_merge_size: int = 2
     temporal_patch_size: int = 2
-    # image processor bounds, in pixels; one LLM token covers (patch*merge)^2 = 28x28 px
+    # pixels of one image (one frame of a video): an image outside the bounds is resized, keeping its
+    # aspect ratio, to sides that are multiples of patch*merge = 28 px (one LLM token per 28 x 28 px).
+    # transformers counts a still image as temporal_patch_size frames; model/build.py converts.
+    # The default fits every generated image (at most 224 x 84 or 168 x 112) whole.
     min_pixels: int = 56 * 56
-    max_pixels: int = 112 * 112
+    max_pixels: int = 224 * 112
     # embedding rows: 0 = the tokenizer's size; the real model has 151,552 (its released tokenizer)
     vocab_size: int = 0
     # start from released HF-format weights (model + processor): a local folder or s3://bucket/prefix;

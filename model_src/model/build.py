@@ -82,17 +82,57 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return fast
 
 
+VIDEO_MAX_FRAMES = 8  # frames a video's pixel budget covers at `model.max_pixels` each
+
+
+def image_size_bounds(cfg: ModelConfig) -> dict[str, int]:
+    """transformers' Glm4v image `size` for the config's bounds, which are pixels of one image.
+
+    Glm4v's `smart_resize` repeats a still image to fill one temporal patch and compares frames x
+    height x width with the bounds (it is called with `num_frames=temporal_patch_size`), so N pixels
+    of one image are N x temporal_patch_size in its units. This is the one place that converts.
+
+    >>> from model_src.config.recipe import ModelConfig
+    >>> image_size_bounds(ModelConfig(min_pixels=56 * 56, max_pixels=112 * 112))
+    {'shortest_edge': 6272, 'longest_edge': 25088}
+    """
+    frames = cfg.temporal_patch_size
+    return {"shortest_edge": cfg.min_pixels * frames, "longest_edge": cfg.max_pixels * frames}
+
+
+def video_size_bounds(cfg: ModelConfig) -> dict[str, int]:
+    """Glm4v's video `size`: the bounds of frames x height x width of one clip, here up to
+    VIDEO_MAX_FRAMES frames of `max_pixels` each and at least one temporal patch of `min_pixels`."""
+    return {"shortest_edge": cfg.min_pixels * cfg.temporal_patch_size,
+            "longest_edge": cfg.max_pixels * VIDEO_MAX_FRAMES}
+
+
 def build_processor(tokenizer, cfg: ModelConfig):
     from transformers import Glm4vImageProcessor, Glm4vProcessor, Glm4vVideoProcessor
 
     common = dict(patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
                   merge_size=cfg.spatial_merge_size)
-    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    image_processor = Glm4vImageProcessor(size=size, **common)
-    video_processor = Glm4vVideoProcessor(size={"shortest_edge": cfg.min_pixels,
-                                                "longest_edge": cfg.max_pixels * 8}, **common)
+    image_processor = Glm4vImageProcessor(size=image_size_bounds(cfg), **common)
+    video_processor = Glm4vVideoProcessor(size=video_size_bounds(cfg), **common)
     return Glm4vProcessor(image_processor=image_processor, tokenizer=tokenizer,
                           video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+def apply_pixel_bounds(processor, cfg: ModelConfig) -> list[str]:
+    """Give a loaded processor (released weights' `preprocessor_config.json`) the config's bounds:
+    the profile, logged with every run, says what the model sees. Returns what changed, for the log."""
+    from transformers.image_utils import SizeDict
+
+    changed = []
+    for part, want in (("image_processor", image_size_bounds(cfg)), ("video_processor", video_size_bounds(cfg))):
+        proc = getattr(processor, part, None)
+        if proc is None:
+            continue
+        have = {k: dict(proc.size or {}).get(k) for k in want}
+        if have != want:
+            changed.append(f"{part}.size {have} -> {want}")
+            proc.size = SizeDict(**want)
+    return changed
 
 
 def glm4v_config(cfg: ModelConfig, tokenizer):

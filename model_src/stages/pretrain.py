@@ -20,7 +20,8 @@ from model_src.stages.training import run_training_stage
 
 def work(ctx: StageContext) -> dict[str, float]:
     from model_src.data.schema import read_split
-    from model_src.model.build import build_model, build_processor, load_model_and_processor, train_tokenizer
+    from model_src.model.build import (apply_pixel_bounds, build_model, build_processor, load_model_and_processor,
+                                       train_tokenizer)
     from model_src.model.inputs import pretrain_example
     from model_src.train.supervised import seed_everything, train_supervised
 
@@ -29,6 +30,9 @@ def work(ctx: StageContext) -> dict[str, float]:
     if ctx.cfg.model.init_from:
         model, processor = load_model_and_processor(ctx.cfg.model.init_from)
         ctx.set_result("init_from", ctx.cfg.model.init_from)
+        # the profile's pixel bounds win over the released processor's: the config says what the model sees
+        for change in apply_pixel_bounds(processor, ctx.cfg.model):
+            print(f"pretrain: model.min_pixels / max_pixels override the released {change}", flush=True)
     else:
         texts = [t for r in rows for t in (r["caption"], r["question"], r["reasoning"], r["answer"])]
         tokenizer = train_tokenizer(texts, ctx.cfg.tokenizer.vocab_size)

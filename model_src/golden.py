@@ -167,13 +167,21 @@ def load_file(path: Path) -> dict:
     return data
 
 
-def within(kind: str, want: float, got: float, tol: Tolerance) -> bool:
+def deviation(kind: str, want: float, got: float) -> float:
+    """How far `got` is from `want`: absolute for a rate, relative to the larger size otherwise."""
+    if kind == "rate":
+        return abs(got - want)
+    return abs(got - want) / max(abs(want), abs(got), 1e-12)
+
+
+def within(kind: str, want: float, got: float, tol: Tolerance | None = None) -> bool:
+    """Whether `got` is `want` for a metric of `kind` (exact needs no tolerance)."""
     if math.isnan(want) or math.isnan(got):
         return math.isnan(want) and math.isnan(got)
     if kind == "exact":  # integers exactly; a configured float (the learning rate) to its last bits
-        return math.isclose(want, got, rel_tol=1e-12, abs_tol=0.0)
+        return deviation(kind, want, got) <= 1e-12
     if kind == "rate":
-        return abs(got - want) <= tol.rate_abs + 1e-12
+        return deviation(kind, want, got) <= tol.rate_abs + 1e-12
     return abs(got - want) <= max(tol.real_rel * max(abs(want), abs(got)), tol.real_abs)
 
 
@@ -211,9 +219,7 @@ def compare(golden: dict[str, dict[str, float]], actual: dict[str, dict[str, flo
 
 
 def _deviation(kind: str, want: float, got: float) -> str:
-    if kind == "rate":
-        return f"rate, absolute {abs(got - want):.2g}"
-    return f"{kind}, relative {abs(got - want) / max(abs(want), abs(got), 1e-12):.2g}"
+    return f"{kind}, {'absolute' if kind == 'rate' else 'relative'} {deviation(kind, want, got):.2g}"
 
 
 def spread(golden: dict[str, dict[str, float]], actual: dict[str, dict[str, float]]) -> dict:
@@ -231,9 +237,9 @@ def spread(golden: dict[str, dict[str, float]], actual: dict[str, dict[str, floa
             want, got = golden[stage][metric], actual[stage][metric]
             kind = metric_kind(stage, metric)
             if kind == "exact":
-                exact_diffs += not within("exact", want, got, Tolerance(0.0, 0.0))
+                exact_diffs += not within("exact", want, got)
                 continue
-            size = abs(got - want) if kind == "rate" else abs(got - want) / max(abs(want), abs(got), 1e-12)
+            size = deviation(kind, want, got)
             if size > worst[kind][0]:
                 worst[kind] = (round(size, 12), f"{stage}/{metric}")
     return {**worst, "exact_diffs": exact_diffs}

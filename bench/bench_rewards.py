@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from model_src.rewards import score  # noqa: E402
 
-CASE_FILES = ("tests/reward_cases.jsonl", "tests/reward_cases_holdout.jsonl")
+CASE_FILES = ("tests/reward_cases.jsonl", "tests/reward_cases_holdout.jsonl", "tests/reward_cases_graders.jsonl")
 
 
 def wrap(answer: str) -> str:

@@ -1,13 +1,17 @@
 """A loopback stand-in for an OpenAI-compatible judge endpoint (`POST /v1/chat/completions`).
 
-It reads the candidate and reference answers out of thinkpipe's judge prompt and says `yes` when
-every word of the reference is in the candidate (case and punctuation aside), else `no`: a
-stand-in judge with a known rule, so tests know each verdict in advance. It checks the bearer
-token when given one, can be slowed down or made to answer nonsense, and records every request.
+It reads the question, reference and candidate blocks out of thinkpipe's judge prompt (unescaping
+them) and says `yes` when every word of the reference is in the candidate (case and punctuation
+aside), else `no`: a stand-in judge with a known rule, so tests know each verdict in advance. It is
+also deliberately gullible, like a real model open to prompt injection: an order to reply yes in the
+prompt's instruction part (all outside the data blocks) gets `yes`, whatever the answer. It checks
+the bearer token when given one, can be slowed down or made to answer nonsense, and records every
+request.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import threading
@@ -16,13 +20,22 @@ from http.server import BaseHTTPRequestHandler
 
 from tests.loopback import LoopbackServer
 
-_FIELD = re.compile(r"^(Reference answer|Candidate answer): (.*)$", re.MULTILINE)
+# a block's content is escaped, so it holds no `<`: the first `</tag>` after it is its own end
+_BLOCK = re.compile(r"<(question|reference_answer|candidate_answer)>\n([^<]*)\n</\1>")
+_OBEY = re.compile(r"\b(?:reply|answer)\s+yes\b", re.IGNORECASE)  # the order the stand-in falls for
+
+
+def read_blocks(prompt: str) -> dict[str, str]:
+    """The data blocks' contents, unescaped: what the judge grades."""
+    return {tag: html.unescape(text) for tag, text in _BLOCK.findall(prompt)}
 
 
 def stand_in_verdict(prompt: str) -> str:
-    fields = dict(_FIELD.findall(prompt))
+    if _OBEY.search(_BLOCK.sub("", prompt)):  # gullible, but only about instructions: data is not obeyed
+        return "yes"
+    fields = read_blocks(prompt)
     words = lambda text: set(re.findall(r"[a-z0-9]+", text.lower()))  # noqa: E731
-    return "yes" if words(fields["Reference answer"]) <= words(fields["Candidate answer"]) else "no"
+    return "yes" if words(fields["reference_answer"]) <= words(fields["candidate_answer"]) else "no"
 
 
 class JudgeServer(LoopbackServer):
@@ -45,7 +58,8 @@ class JudgeServer(LoopbackServer):
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     time.sleep(delay_s)
-                    text = reply if reply is not None else stand_in_verdict(body["messages"][0]["content"])
+                    prompt = "\n".join(m["content"] for m in body["messages"])  # system and user alike
+                    text = reply if reply is not None else stand_in_verdict(prompt)
                 finally:  # answered: no longer in flight (counted before the reply, which frees the client's slot)
                     with lock:
                         server.in_flight -= 1

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 # reward_cases.jsonl was written beside the verifiers; reward_cases_holdout.jsonl afterwards, by someone
 # who had not read them or the first set, to the rules the README states: a check that they generalise
-CASE_FILES = ("reward_cases.jsonl", "reward_cases_holdout.jsonl")
+CASE_FILES = ("reward_cases.jsonl", "reward_cases_holdout.jsonl", "reward_cases_graders.jsonl")
 CASES = [json.loads(line) for name in CASE_FILES
          for line in (ROOT / "tests" / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 BY_VERIFIER: dict[str, list[dict]] = defaultdict(list)

@@ -21,7 +21,8 @@ def test_wrong_answer_is_well_formed_but_scores_zero():
 
 
 def test_normalisation_of_case_whitespace_and_symbols():
-    assert score("stem", GOOD.replace(">7<", "> 45 % <"), "45").reward == 1.0
+    assert score("stem", GOOD.replace(">7<", "> 45 % <"), "45%").reward == 1.0
+    assert score("stem", GOOD.replace(">7<", "> 45 % <"), "45").reward == 0.0  # 45% is 0.45, not 45
     assert score("digits", GOOD.replace(">7<", ">Seven<"), "seven").reward == 1.0
 
 

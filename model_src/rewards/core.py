@@ -84,6 +84,24 @@ def extract_box(response: str) -> str | None:
 _DROPPED_SYMBOLS = ("\\%", "^\\circ", "\\circ", "%", "°", "$", "degrees", "units")
 
 
+_EMPHASIS = ("**", "__", "*", "_", "`")
+
+
+def strip_emphasis(text: str) -> str:
+    """The answer without Markdown emphasis or code marks around it: `**73**`, `*B*`, `` `x` ``.
+
+    >>> strip_emphasis(" **73** "), strip_emphasis("__**B**__"), strip_emphasis("2*3*4"), strip_emphasis("**")
+    ('73', 'B', '2*3*4', '**')
+    """
+    text = text.strip()
+    for _ in range(4):  # nested marks, a few deep
+        mark = next((m for m in _EMPHASIS if len(text) > 2 * len(m) and text.startswith(m) and text.endswith(m)), None)
+        if mark is None:
+            break
+        text = text[len(mark):-len(mark)].strip()
+    return text
+
+
 def normalize_answer(text: str) -> str:
     """Case, whitespace, units and symbols that do not change an answer's meaning.
 
@@ -130,6 +148,7 @@ def score(domain: str, response: str, reference: str, *, question: str | None = 
     content, why = _check_format(response)
     if content is None:
         return RewardResult(0.0, False, zero, f"format:{why}")
+    content = strip_emphasis(content)  # `**73**` is 73 in every domain
     verifier = VERIFIERS.get(domain)
     if verifier is None:
         return RewardResult(0.0, True, {"format": 1.0, "accuracy": 0.0}, f"unknown_domain:{domain}")

@@ -9,8 +9,8 @@ backtracks on model text), so it cannot hang and never raises.
 '5 cm'
 >>> plain_latex("\\\\dfrac12 + 1\\\\,000")
 '\\\\frac{1}{2} + 1000'
->>> number_word("twenty-one"), number_word("二十一"), number_word("两"), number_word("seventy")
-(21, 21, 2, 70)
+>>> number_word("twenty-one"), number_word("二十一"), number_word("两"), number_word("一百零五"), number_word("二〇二三")
+(21, 21, 2, 105, 2023)
 >>> split_unit("12 cm^2"), split_unit("5个"), split_unit("5x")
 (('12', 'cm^2'), ('5', '个'), ('5x', ''))
 """
@@ -28,9 +28,10 @@ _WRAPPERS = ("\\text", "\\textnormal", "\\textrm", "\\textbf", "\\textit", "\\ma
 _SPACING = ("\\displaystyle", "\\left", "\\right", "\\big", "\\Big", "\\,", "\\;", "\\:", "\\!", "\\ ",
             "\\quad", "\\qquad")
 _UNICODE = {"π": "\\pi", "√": "\\sqrt", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "×": "\\times ", "·": "\\cdot ",
-            "⋅": "\\cdot ", "−": "-", "–": "-", "÷": "/", "∞": "\\infty ", "²": "^{2}", "³": "^{3}",
+            "⋅": "\\cdot ", "±": "\\pm ", "∓": "\\mp ", "−": "-", "–": "-", "÷": "/", "∞": "\\infty ", "²": "^{2}", "³": "^{3}",
             "，": ",", "：": ":", "（": "(", "）": ")", "．": ".", "％": "%", "＝": "=",
             "½": "(1/2)", "⅓": "(1/3)", "⅔": "(2/3)", "¼": "(1/4)", "¾": "(3/4)", "⅕": "(1/5)", "⅛": "(1/8)"}
+CURRENCY = ("\\euro", "\\texteuro", "\\pounds", "\\yen", "\\textyen", "€", "£", "¥", "₹", "￥")
 _COMMAND_ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"), ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"),
                     ("\\leq", "\\le"), ("\\geq", "\\ge"), ("\\neq", "\\ne"), ("\\lt", "<"), ("\\gt", ">"),
                     ("\\{", "{{"), ("\\}", "}}"), ("\\%", "%"))
@@ -72,6 +73,8 @@ def _braceless_args(text: str, command: str, nargs: int) -> str:
             out.append(text[i:k])
             i = k
             continue
+        if text.startswith("[", k) and "]" in text[k:]:  # `\\sqrt[3]8`: the optional index stays as it is
+            k = text.index("]", k) + 1
         out.append(text[i:k])
         for _ in range(nargs):
             while k < len(text) and text[k] == " ":
@@ -114,6 +117,10 @@ def plain_latex(text: str) -> str:
     text = text[:MAX_CHARS].strip()
     for a, b in (("\\$", ""), ("$$", ""), ("$", ""), ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", "")):
         text = text.replace(a, b)
+    for currency in CURRENCY:  # a currency is a unit on one side: €30 answers 30
+        text = text.replace(currency, "")
+    for reals in ("\\mathbb{R}", "\\mathbb R", "ℝ"):
+        text = text.replace(reals, "(-\\infty, \\infty)")
     for symbol, latex in _UNICODE.items():
         text = text.replace(symbol, latex)
     # LaTeX's thousands idioms: 1{,}000, 1{, }000, 1,\\!000
@@ -171,7 +178,7 @@ def _english_number(words: list[str]) -> int | None:
         elif word == "thousand" and 0 < current < 1000:
             total += current * 1000
             current = 0
-        elif word == "and":
+        elif word == "and" and (total or current):
             continue
         else:
             return None
@@ -179,8 +186,12 @@ def _english_number(words: list[str]) -> int | None:
 
 
 def _cjk_number(text: str) -> int | None:
+    if len(text) > 1 and all(ch in _CJK_DIGITS for ch in text) and any(ch in "零〇" for ch in text):
+        return int("".join(str(_CJK_DIGITS[ch]) for ch in text))  # 二〇二三: digit by digit, as years are read
     total, digit = 0, None
     for ch in text:
+        if ch in "零〇" and total:  # 一百零五: 零 holds an empty place
+            continue
         if ch in _CJK_DIGITS:
             if digit is not None:
                 return None  # 二三: not a numeral

@@ -4,14 +4,18 @@ An answer is read (after `forms.plain_latex`) into one of:
 - a value: an expression `mathexpr` reads, optionally with a unit (`5 cm`, `5个`);
 - a relation: `x = 5`, `3 < x`, `1 < x \\le 4` (a chain), with `=` as an assignment;
 - a sequence: `(1, 2)`, `[0, \\infty)` (tuple or interval: brackets and order count);
-- a set: `\\{1, 2\\}`, or a bare list `1, 2` (order does not count); a union of intervals;
-- a hedge: `1 or 2`, which is never right unless the reference itself lists alternatives.
+- a set: `\\{1, 2\\}`, `\\varnothing`, or a solution list: `1, 2`, `x = 1, x = 2`, `-1 \\text{ and } 4`,
+  `x = 1 \\text{ or } x = 2`, `\\pm 2` (two values), `1 \\pm \\sqrt{3}` (order does not count);
+- a union of intervals, also written as inequalities joined by "or" (`x < -2 \\text{ or } x > 3`);
+- a ratio: `2 : 3` (the same ratio scaled, `4 : 6`, agrees; a two-part ratio is also its quotient).
 
 Two answers agree when their structures agree part by part, with these allowances, as
 Math-Verify's and GLM-V's reward tests expect:
-- an assignment's right-hand side is the value (`x = 5` answers `5`, and `5` answers `x = 5`);
+- an assignment's right-hand side is the value (`x = 5` answers `5`, `AB = 4, CD = 5` answers `4, 5`,
+  `(x, y) = (2, -1)` answers `(2, -1)`, and the reverse);
 - a relation may be written from either side (`3 < x` is `x > 3`);
 - a unit on one side only is ignored (`5 cm` answers `5`); two different units disagree.
+A hedge is a list, so it never answers one value: `1 or 2` and `1, 2` are not `1`.
 
 >>> same("x = \\\\frac{1}{2}", "0.5"), same("3 < x", "x > 3"), same("(2, 1)", "(1, 2)")
 (True, True, False)
@@ -34,13 +38,15 @@ _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
 _LATEX_RELATION = re.compile(r"\\(in|le|ge|ne|approx)(?![a-zA-Z])")
 _RELATION_WORDS = {"in": "=", "le": "<=", "ge": ">=", "ne": "!=", "approx": "="}
 _SYMBOL_RELATIONS = (("≤", "<="), ("≥", ">="), ("=<", "<="), ("=>", ">="), ("≈", "="))
-_HEDGES = (" or ", "或", " and/or ")
+_ALTERNATIVES = (" or ", " OR ", " Or ", " and/or ", "或")  # `x = 1 or x = 2`: a solution list
+_LIST_SEPARATORS = (",", ";", " and ")
+_EMPTY_SET = ("\\varnothing", "\\emptyset", "∅", "{{}}", "{}")
 _PAIRS = {"(": ")", "[": "]", "{{": "}}"}
 
 
 @dataclass(frozen=True)
 class Answer:
-    kind: str  # value | relation | sequence | set | union | hedge
+    kind: str  # value | relation | sequence | set | union | ratio
     parts: tuple  # value: (text,); relation: (operand, op, operand, op, ...); sequence: (open, close, *items)
 
 
@@ -78,14 +84,43 @@ def _closing(text: str, opener: str) -> int:
     return -1
 
 
+def _signs(text: str) -> list[str]:
+    """`1 \\pm \\sqrt{3}` -> [`1 + \\sqrt{3}`, `1 - \\sqrt{3}`]; every `\\pm` takes one sign and every
+    `\\mp` the other, as the notation means; text without them is itself."""
+    if "\\pm" not in text and "\\mp" not in text:
+        return [text]
+    return [text.replace("\\pm", a).replace("\\mp", b) for a, b in (("+", "-"), ("-", "+"))]
+
+
+def _solution_list(items: list[str]) -> Answer:
+    return Answer("set", tuple(v.strip() for item in items for v in _signs(item.strip()))[:MAX_PARTS])
+
+
+def _interval_text(interval: Answer) -> str:
+    opening, closing, low, high = interval.parts
+    return f"{opening}{low}, {high}{closing}"
+
+
 def read(text: str) -> Answer:
     text = plain_latex(text)
     text = _LATEX_RELATION.sub(lambda m: _RELATION_WORDS[m.group(1)], text)
     for a, b in _SYMBOL_RELATIONS:
         text = text.replace(a, b)
     text = text.strip().rstrip(".").strip()
-    if any(h in f" {text.lower()} " for h in _HEDGES):
-        return Answer("hedge", tuple(read(p).parts for p in _split_top(text.replace("或", " or "), (" or ",))[::2]))
+    if text.replace(" ", "") in _EMPTY_SET:
+        return Answer("set", ())
+    items = _split_top(text, _LIST_SEPARATORS)[::2]
+    if len(items) > 1 or len(_signs(text)) > 1:
+        return _solution_list(items)
+    for word in _ALTERNATIVES[1:]:
+        text = text.replace(word, " or ")
+    alternatives = [a.strip() for a in _split_top(text, (" or ",))[::2]]
+    if len(alternatives) > 1:  # inequalities joined by "or" are a union of intervals, else a solution list
+        relations = [read(a) for a in alternatives[:MAX_PARTS]]
+        intervals = [as_interval(r.parts) if r.kind == "relation" else None for r in relations]
+        if all(intervals):
+            return Answer("union", tuple(_interval_text(i) for i in intervals))
+        return _solution_list(alternatives)
     unions = _split_top(text, ("\\cup", "∪"))
     if len(unions) > 1:
         return Answer("union", tuple(p.strip() for p in unions[::2][:MAX_PARTS]))
@@ -93,15 +128,14 @@ def read(text: str) -> Answer:
     if len(pieces) > 1:
         return Answer("relation", tuple(p.strip() for p in pieces[:2 * MAX_PARTS]))
     if text.startswith("{{") and text.endswith("}}"):
-        items = [p.strip() for p in _split_top(text[2:-2], (",", ";"))[::2]]
-        return Answer("set", tuple(items[:MAX_PARTS]))
+        return _solution_list(_split_top(text[2:-2], (",", ";"))[::2])
     if text[:1] in "([" and text[-1:] in ")]" and _closing(text, text[0]) == len(text) - 1:
         items = [p.strip() for p in _split_top(text[1:-1], (",", ";"))[::2]]
         if len(items) > 1:
             return Answer("sequence", (text[0], text[-1], *items[:MAX_PARTS]))
-    items = _split_top(text, (",", ";"))[::2]
-    if len(items) > 1:
-        return Answer("set", tuple(p.strip() for p in items[:MAX_PARTS]))
+    terms = _split_top(text, (":",))[::2]
+    if len(terms) > 1:
+        return Answer("ratio", tuple(t.strip() for t in terms[:MAX_PARTS]))
     return Answer("value", (text,))
 
 
@@ -129,7 +163,13 @@ def _numbers_equal(pred: str, ref: str) -> bool:
 
 
 def _is_name(text: str) -> bool:
-    """A variable an assignment gives a value to: `x`, `x_1`, `AB`, `f(2)`."""
+    """A variable an assignment gives a value to: `x`, `x_1`, `AB`, `f(2)`, or names for a tuple or
+    a ratio: `(x, y)`, `a : b`."""
+    text = text.strip()
+    if text[:1] == "(" and text[-1:] == ")" and "," in text:
+        return all(_is_name(part) for part in text[1:-1].split(",")[:MAX_PARTS])
+    if ":" in text:
+        return all(_is_name(part) for part in text.split(":")[:MAX_PARTS])
     core = text.replace("_", "").replace("{", "").replace("}", "").replace("(", "").replace(")", "")
     return 0 < len(core) <= 8 and core[0].isalpha() and core.isalnum()
 
@@ -204,24 +244,32 @@ def _bag_equal(a: list[Answer], b: list[Answer]) -> bool:
     return True
 
 
+def _ratio_equal(a: tuple, b: tuple) -> bool:
+    """`a1 : a2 : ...` and `b1 : b2 : ...` name the same ratio: every a_i * b_1 = b_i * a_1."""
+    return len(a) == len(b) and all(equivalent(f"({x})*({b[0]})", f"({y})*({a[0]})") for x, y in zip(a[1:], b[1:]))
+
+
 def _equal(p: Answer, r: Answer) -> bool:
-    if p.kind == "hedge" or r.kind == "hedge":
-        return p.kind == r.kind and _bag_equal([Answer("value", x) for x in p.parts],
-                                               [Answer("value", x) for x in r.parts])
-    if r.kind == "relation" and p.kind == "sequence":  # an interval answers an inequality (as Math-Verify)
-        interval = as_interval(r.parts)
+    if {p.kind, r.kind} == {"relation", "sequence"}:  # an interval and an inequality, either way round
+        relation, sequence = (p, r) if p.kind == "relation" else (r, p)
+        interval = as_interval(relation.parts)
         if interval is not None:
-            return _equal(p, interval)
+            return _equal(sequence, interval)
     if p.kind == "relation" and r.kind != "relation":
         value = _assigned(p)
         return value is not None and _equal(read(value), r)
     if r.kind == "relation" and p.kind != "relation":
         value = _assigned(r)
         return value is not None and _equal(p, read(value))
+    if {p.kind, r.kind} == {"ratio", "value"}:  # a two-part ratio is its quotient: `2 : 3` is 2/3
+        ratio, value = (p, r) if p.kind == "ratio" else (r, p)
+        return len(ratio.parts) == 2 and equivalent(f"({ratio.parts[0]})/({ratio.parts[1]})", value.parts[0])
     if p.kind != r.kind:
         return False
     if p.kind == "value":
         return value_equal(p.parts[0], r.parts[0])
+    if p.kind == "ratio":
+        return _ratio_equal(p.parts, r.parts)
     if p.kind == "relation":
         value = _assigned(p)
         if value is not None and read(value).kind == "sequence":  # x \\in [-2, 7] answers -2 <= x <= 7

@@ -5,10 +5,19 @@ parser over a fixed grammar builds a tiny tree, which is evaluated with floats. 
 variables are equivalent when they agree at several fixed sample points (so `x+1` equals `1+x`).
 
 Grammar: numbers (`3`, `0.5`, `1,000`, `1e3`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
-multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\cdot`, `\\times`, `\\pi`, `\\infty`,
-functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\ln`, `\\log_b`, `\\exp`, ... and their plain names),
-one-letter variables. Input length, nesting depth and exponents are bounded, so reading any input
-takes bounded time.
+multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\sqrt[n]{a}`, `\\binom{n}{k}`, `\\cdot`,
+`\\times`, `\\pi`, `\\infty`, functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\csc`, `\\cot`, `\\ln`,
+`\\log_b`, `\\exp`, ... and their plain names; `\\sin 2x` is sin(2x)), one-letter variables and Greek
+letters (`\\theta` and `θ` are one symbol). Input length, nesting depth and exponents are bounded, so
+reading any input takes bounded time.
+
+Numbers are exact: written numbers are fractions (`0.1` is 1/10), and `+ - * /` and integer powers
+keep them exact; roots that are not exact, functions, `\\pi` and variables compute in floating point.
+Two values are the same (`same_value`) when:
+- both are exact integers: they are equal (`1000001` is not `1000000`, `2^{60}+1` is not `2^{60}`);
+- otherwise they agree to 1e-6 *relative* (`0.333333` is 1/3 to 1e-6; `1.6e-18` is not `1.6e-19`);
+- zero is zero only when exact, or when a floating-point result is within 1e-12 of it (the
+  rounding of `\\sin\\pi`); a written number such as `1e-13` is not zero.
 
 >>> equivalent("1/2", "0.5")
 True
@@ -25,11 +34,14 @@ from __future__ import annotations
 import math
 import random
 import re
+from fractions import Fraction
 
 MAX_CHARS = 200
 MAX_DEPTH = 40
 MAX_EXPONENT = 400.0  # 6.02e23 written as 6.02\\times10^{23}; float overflow is caught
+MAX_EXACT_BITS = 4096  # an exact power larger than this computes in floating point instead
 REL_TOL = 1e-6
+FLOAT_ZERO = 1e-12  # a floating-point result this close to 0 is 0 (rounding); exact values never are
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _SCIENTIFIC = re.compile(r"[eE][+-]?\d{1,3}(?![\d.])")
 
@@ -38,6 +50,12 @@ _SCIENTIFIC = re.compile(r"[eE][+-]?\d{1,3}(?![\d.])")
 FUNCTIONS = {"sin": math.sin, "cos": math.cos, "tan": math.tan, "sec": lambda v: 1 / math.cos(v),
              "csc": lambda v: 1 / math.sin(v), "cot": lambda v: 1 / math.tan(v), "arcsin": math.asin,
              "arccos": math.acos, "arctan": math.atan, "ln": math.log, "log": math.log, "exp": math.exp}
+# Greek letters an answer uses as symbols; variants of one letter read as one symbol (`\\pi` is a number)
+GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "varepsilon": "ε",
+         "zeta": "ζ", "eta": "η", "theta": "θ", "vartheta": "θ", "iota": "ι", "kappa": "κ", "lambda": "λ",
+         "mu": "μ", "nu": "ν", "xi": "ξ", "rho": "ρ", "sigma": "σ", "tau": "τ", "upsilon": "υ", "phi": "φ",
+         "varphi": "φ", "chi": "χ", "psi": "ψ", "omega": "ω", "Gamma": "Γ", "Delta": "Δ", "Theta": "Θ",
+         "Lambda": "Λ", "Sigma": "Σ", "Phi": "Φ", "Psi": "Ψ", "Omega": "Ω"}
 
 
 class ParseError(ValueError):
@@ -72,8 +90,12 @@ def _tokenize(text: str) -> list[str]:
             name = text[i:j]
             if name[1:] in FUNCTIONS:
                 tokens.append("fn:" + name[1:])
+            elif name[1:] in GREEK:
+                tokens.append(GREEK[name[1:]])
             elif name in ("\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi", "\\infty"):
                 tokens.append("\\frac" if name.endswith("frac") else name)
+            elif name in ("\\binom", "\\dbinom", "\\tbinom"):
+                tokens.append("\\binom")
             else:
                 raise ParseError(f"unsupported command {name}")
             i = j
@@ -91,7 +113,7 @@ def _tokenize(text: str) -> list[str]:
             else:
                 tokens.append(ch)  # one-letter variables; "xy" reads as x*y
                 i += 1
-        elif ch in "+-*/^(){}%_":
+        elif ch in "+-*/^(){}[]%_":
             tokens.append(ch)
             i += 1
         else:
@@ -135,7 +157,7 @@ class _Parser:
             if token in ("*", "/"):
                 node = (self.take(), node, self.unary())
             elif token is not None and (token[0].isdigit() or token[0] == "." or token.isalpha()
-                                        or token in ("(", "\\frac", "\\sqrt", "\\pi", "\\infty")
+                                        or token in ("(", "\\frac", "\\sqrt", "\\binom", "\\pi", "\\infty")
                                         or token.startswith("fn:")):
                 node = ("*", node, self.unary())  # implicit multiplication: 2x, 2(x+1)
             else:
@@ -164,7 +186,7 @@ class _Parser:
         node = self.atom()
         while self.peek() == "%":
             self.take()
-            node = ("/", node, ("num", 100.0))
+            node = ("/", node, ("num", Fraction(100)))
         return node
 
     def group(self, open_: str, close: str):
@@ -178,7 +200,7 @@ class _Parser:
         if token is None:
             raise ParseError("unexpected end")
         if token == "(":
-            return self.group("(", ")")
+            return ("group", self.group("(", ")"))
         if token == "{":
             return self.group("{", "}")
         if token == "\\frac":
@@ -186,7 +208,11 @@ class _Parser:
             return ("/", self.group("{", "}"), self.group("{", "}"))
         if token == "\\sqrt":
             self.take()
-            return ("sqrt", self.group("{", "}") if self.peek() == "{" else self.atom())
+            index = self.group("[", "]") if self.peek() == "[" else ("num", Fraction(2))
+            return ("root", self.group("{", "}") if self.peek() == "{" else self.atom(), index)
+        if token == "\\binom":
+            self.take()
+            return ("binom", self.group("{", "}"), self.group("{", "}"))
         if token == "\\pi":
             self.take()
             return ("num", math.pi)
@@ -206,13 +232,18 @@ class _Parser:
                 power = self.atom()
             self.enter()
             argument = self.power()
+            # `\\sin 2x` is sin(2x): a bare argument runs on through numbers and symbols, up to an
+            # operator, a bracket or another function (`\\sin x \\cos x` is a product of two)
+            while argument[0] != "group" and self.peek() is not None and (
+                    self.peek()[0].isdigit() or self.peek().isalpha() or self.peek() == "\\pi"):
+                argument = ("*", argument, self.power())
             self.depth -= 1
             node = ("fn", token[3:], argument, base)
             return node if power is None else ("^", node, power)
         if token[0].isdigit() or token[0] == ".":
             self.take()
             try:
-                return ("num", float(token))
+                return ("num", Fraction(token))
             except ValueError as exc:
                 raise ParseError(f"bad number {token}") from exc
         if token.isalpha():
@@ -243,25 +274,82 @@ def variables(node) -> set[str]:
     return set().union(*(variables(child) for child in node[1:]))
 
 
-def evaluate(node, env: dict[str, float]) -> float:
+Number = Fraction | float  # exact, or computed in floating point
+
+
+def _exact_integer(value: Number) -> int | None:
+    return value.numerator if isinstance(value, Fraction) and value.denominator == 1 else None
+
+
+def _exact_root(value: Fraction, n: int) -> Fraction | None:
+    """The exact n-th root of a non-negative fraction, when there is one (`\\sqrt{9/4}` is 3/2)."""
+    parts = []
+    for whole in (value.numerator, value.denominator):
+        guess = round(whole ** (1.0 / n)) if whole.bit_length() < 1000 else None
+        match = next((c for c in (guess, (guess or 0) + 1, (guess or 0) - 1) if c is not None and c >= 0 and c ** n == whole),
+                     None)
+        if match is None:
+            return None
+        parts.append(match)
+    return Fraction(parts[0], parts[1])
+
+
+def _root(value: Number, index: Number) -> Number:
+    n = _exact_integer(index)
+    if n is None:  # `\\sqrt[n]{a}` with a symbol n: a^(1/n), for a >= 0
+        return _power(value, 1 / float(index))
+    if n < 1 or n > MAX_EXPONENT:
+        raise ValueError("a root's index must be a whole number from 1 to 400")
+    if value < 0:
+        if n % 2 == 0:
+            raise ValueError("even root of a negative number")
+        return -_root(-value, index)
+    exact = _exact_root(value, n) if isinstance(value, Fraction) else None
+    return exact if exact is not None else float(value) ** (1.0 / n)
+
+
+def _binomial(n: Number, k: Number) -> Number:
+    """n choose k; a whole k gives the falling-factorial product (exact when n is), else Gamma."""
+    whole_k = _exact_integer(k)
+    if whole_k is not None and 0 <= whole_k <= MAX_EXPONENT:
+        out: Number = Fraction(1)
+        for i in range(whole_k):
+            out = out * (n - i) / (i + 1)
+        return out
+    n, k = float(n), float(k)
+    return math.gamma(n + 1) / (math.gamma(k + 1) * math.gamma(n - k + 1))
+
+
+def _power(base: Number, exponent: Number) -> Number:
+    if abs(exponent) > MAX_EXPONENT:
+        raise ValueError("exponent too large")
+    whole = _exact_integer(exponent)
+    if isinstance(base, Fraction) and whole is not None and (
+            max(base.numerator.bit_length(), base.denominator.bit_length()) * abs(whole) <= MAX_EXACT_BITS):
+        return base ** whole
+    return math.pow(float(base), float(exponent))
+
+
+def evaluate(node, env: dict[str, float]) -> Number:
     kind = node[0]
     if kind == "num":
         return node[1]
     if kind == "var":
         return env[node[1]]
+    if kind == "group":
+        return evaluate(node[1], env)
     if kind == "neg":
         return -evaluate(node[1], env)
     if kind == "fn":
-        value = evaluate(node[2], env)
+        value = float(evaluate(node[2], env))
         if node[1] == "log" and node[3] is not None:
-            return math.log(value, evaluate(node[3], env))
+            return math.log(value, float(evaluate(node[3], env)))
         return FUNCTIONS[node[1]](value)
-    if kind == "sqrt":
-        value = evaluate(node[1], env)
-        if value < 0:
-            raise ValueError("sqrt of a negative number")
-        return math.sqrt(value)
+    if kind == "root":
+        return _root(evaluate(node[1], env), evaluate(node[2], env))
     left, right = evaluate(node[1], env), evaluate(node[2], env)
+    if kind == "binom":
+        return _binomial(left, right)
     if kind == "+":
         return left + right
     if kind == "-":
@@ -271,14 +359,29 @@ def evaluate(node, env: dict[str, float]) -> float:
     if kind == "/":
         return left / right
     if kind == "^":
-        if abs(right) > MAX_EXPONENT:
-            raise ValueError("exponent too large")
-        return math.pow(left, right)
+        return _power(left, right)
     raise AssertionError(kind)
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12)
+def same_value(a: Number, b: Number) -> bool:
+    """The module's rule (see the top): exact integers exactly, else 1e-6 relative; zero is exact
+    zero or a floating-point result within 1e-12 of it.
+
+    >>> same_value(Fraction(1000001), Fraction(1000000)), same_value(Fraction(1, 3), Fraction(3333333, 10**7))
+    (False, True)
+    >>> same_value(Fraction(16, 10**19), Fraction(16, 10**18)), same_value(math.sin(math.pi), Fraction(0))
+    (False, True)
+    """
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        if a.denominator == 1 or b.denominator == 1 or a == 0 or b == 0:
+            return a == b
+        return abs(a - b) <= Fraction(REL_TOL).limit_denominator(10**9) * max(abs(a), abs(b))
+    x, y = float(a), float(b)
+    zero_x = x == 0 or (not isinstance(a, Fraction) and abs(x) <= FLOAT_ZERO)
+    zero_y = y == 0 or (not isinstance(b, Fraction) and abs(y) <= FLOAT_ZERO)
+    if zero_x or zero_y:
+        return zero_x and zero_y
+    return abs(x - y) <= REL_TOL * max(abs(x), abs(y))
 
 
 def equivalent(pred: str, ref: str, num_points: int = 5) -> bool:
@@ -292,7 +395,7 @@ def equivalent(pred: str, ref: str, num_points: int = 5) -> bool:
             x, y = evaluate(a, env), evaluate(b, env)
             if math.isinf(x) and x == y and not names:  # an interval's open end: \\infty on both sides
                 continue
-            if not (math.isfinite(x) and math.isfinite(y)) or not _close(x, y):
+            if not (math.isfinite(x) and math.isfinite(y)) or not same_value(x, y):
                 return False
         return True
     except (ParseError, ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
@@ -315,12 +418,12 @@ def proportional(a: str, b: str, positive: bool, num_points: int = 5) -> bool:
         ratios = []
         for _ in range(num_points):
             env = {n: rng.uniform(0.5, 2.5) for n in names}
-            x, y = evaluate(pa, env), evaluate(pb, env)
-            if not (math.isfinite(x) and math.isfinite(y)) or abs(y) < 1e-12:
+            x, y = float(evaluate(pa, env)), float(evaluate(pb, env))
+            if not (math.isfinite(x) and math.isfinite(y)) or abs(y) < FLOAT_ZERO:
                 return False
             ratios.append(x / y)
         c = ratios[0]
-        return abs(c) > 1e-12 and (c > 0 or not positive) and all(_close(r, c) for r in ratios)
+        return abs(c) > FLOAT_ZERO and (c > 0 or not positive) and all(same_value(r, c) for r in ratios)
     except (ParseError, ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
         return False
 
@@ -331,7 +434,7 @@ def to_number(text: str) -> float | None:
         node = parse(text)
         if variables(node):
             return None
-        value = evaluate(node, {})
+        value = float(evaluate(node, {}))
         return value if math.isfinite(value) else None
     except (ParseError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None

@@ -16,7 +16,7 @@ row's canonical answer. Every verifier bounds its input, so each call takes boun
 >>> verify_choice("(B)", "b")
 (1.0, 'match')
 >>> verify_grounding("[[0,0,100,100],[500,500,600,600]]", "[[0,0,100,100]]")
-(0.5, 'iou_share')
+(0.666667, 'box_f1')
 >>> verify_video("12.4s", "12")
 (1.0, 'within_tolerance')
 """
@@ -61,8 +61,8 @@ def verify_math(pred: str, ref: str) -> tuple[float, str]:
     """Exact after normalisation, else the same answer by `mathanswer.same`: numeric or symbolic
     equivalence (relative tolerance 1e-6) of values, relations, tuples, intervals and sets, with
     LaTeX and Unicode forms, assignments and one-sided units allowed for."""
-    if normalize_answer(pred) == normalize_answer(ref):
-        return 1.0, "match"
+    if normalize_answer(pred) == normalize_answer(ref) and _is_percent(pred) == _is_percent(ref):
+        return 1.0, "match"  # `64%` is not `64` (it is 0.64): the shortcut keeps the per cent sign's meaning
     if len(pred) > MAX_CHARS:
         return 0.0, "too_long"
     if _LETTER.match(ref.strip()):  # a multiple-choice question in a math set: `A. Blue` answers `A`
@@ -127,18 +127,29 @@ def count_of(text: str) -> float | None:
     value = _numeric(text)
     if value is not None:
         return value
-    words = text.split()  # a number word then its noun: `seven apples`
+    words = text.split()  # a number word then its noun: `seven apples`, but not `seven or eight`
     for n in range(min(len(words) - 1, 4), 0, -1):
         value = number_word(" ".join(words[:n]))
         if value is not None:
+            rest = words[n:]
+            if any(ch.isdigit() for ch in " ".join(rest)) or any(number_word(w) is not None for w in rest):
+                return None
             return float(value)
     numeral = cjk_numeral_prefix(text)  # 三只猫: numeral, classifier, noun
-    return None if numeral is None else float(numeral)
+    if numeral is not None:
+        return float(numeral)
+    # a sentence that states one number: `There are 12 cars.`; two numbers are no count
+    numbers = _DIGITS.findall(text) + [w for w in re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
+                                        if number_word(w) is not None]
+    return _numeric(numbers[0]) if len(numbers) == 1 else None
+
+
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def verify_counting(pred: str, ref: str) -> tuple[float, str]:
     pv, rv = count_of(pred), count_of(ref)
-    if pv is None or rv is None or not float(pv).is_integer():
+    if pv is None or rv is None or not float(pv).is_integer() or pv < 0:  # `6-8` reads as -2: no count
         return 0.0, "not_a_count"
     return (1.0, "match") if pv == rv else (0.0, "mismatch")
 
@@ -149,14 +160,33 @@ _LABEL = re.compile(r"^(?:option|answer|choice)?\s*:?\s*\(?([a-z]|[1-9]\d?)\)?(?
 _LABEL_LIST = re.compile(r"^(?:[a-z]|[1-9]\d?)(?:\s*(?:,|;|and|&)\s*(?:[a-z]|[1-9]\d?))+$")
 
 
+# a capital letter marked as an option in a sentence (VLMEvalKit infers the option the same way):
+# after `answer`/`option`/`choice` (any case, `is` and `:` allowed), after `is`, in brackets, or
+# before `.`, `:`, `)` or `is correct`. An unmarked capital is a word: `A cat`, `I think`.
+_MARKED = re.compile(r"(?i:\b(?:answer|option|choice)(?:\s+is)?)\s*:?\s*[(\[]?([A-Ja-j])[)\]]?(?![A-Za-z0-9])"
+                     r"|\bis\s+[(\[]?([A-J])[)\]]?(?![A-Za-z0-9])"
+                     r"|[(\[]([A-J])[)\]]"
+                     r"|(?<![A-Za-z0-9])([A-J])(?=[.:)]|\s+is\s+(?:correct|right|the\s+answer))")
+
+
+def marked_options(text: str) -> set[str]:
+    """The option letters a sentence marks: `The answer is (B).` -> {b}; `(B) or (D)` -> {b, d}."""
+    return {next(g for g in m.groups() if g).lower() for m in _MARKED.finditer(text.replace("*", ""))}
+
+
 def choice_labels(text: str) -> frozenset[str] | None:
-    """The option label(s) an answer picks: one (`B`, `(B)`, `\\text{B}`, `B. 42`, `2`) or, for
-    multi-select, a list (`A, C`); None when it is not a choice. Letters are case-blind."""
-    text = plain_latex(text[:MAX_CHARS]).strip().lower()
-    if _LABEL_LIST.match(text):
-        return frozenset(re.split(r"\s*(?:,|;|and|&)\s*", text))
-    match = _LABEL.match(text)
-    return frozenset([match.group(1)]) if match else None
+    """The option label(s) an answer picks: one (`B`, `(B)`, `\\text{B}`, `B. 42`, `2`, `The answer is B`,
+    `[C]`) or, for multi-select, a list (`A, C`); None when it is not a choice or hedges across
+    options (`(B) or (D)`). Letters are case-blind."""
+    text = plain_latex(text[:MAX_CHARS]).replace("*", "").strip()
+    lowered = text.lower()
+    if _LABEL_LIST.match(lowered):
+        return frozenset(re.split(r"\s*(?:,|;|and|&)\s*", lowered))
+    marked = marked_options(text)
+    match = _LABEL.match(lowered)
+    if match:  # `B. 42`, `B: the red car`: the option's own text may not name another option
+        return frozenset([match.group(1)]) if marked <= {match.group(1)} else None
+    return frozenset(marked) if len(marked) == 1 else None
 
 
 def verify_choice(pred: str, ref: str) -> tuple[float, str]:
@@ -166,12 +196,32 @@ def verify_choice(pred: str, ref: str) -> tuple[float, str]:
     return (1.0, "match") if p == r else (0.0, "mismatch")
 
 
+def load_json(text: str):
+    """`json.loads`, with leading zeros dropped from numbers outside strings (`[0050, 0100]` is
+    `[50, 100]`: models write coordinates zero-padded and GLM-V strips the zeros). Raises ValueError."""
+    out, in_string, escaped, i = [], False, False, 0
+    while i < len(text):
+        ch = text[i]
+        if in_string:
+            in_string = ch != '"' or escaped
+            escaped = ch == "\\" and not escaped
+        elif ch == '"':
+            in_string = True
+        elif ch.isdigit() and (i == 0 or not (text[i - 1].isdigit() or text[i - 1] == ".")):
+            while text[i] == "0" and i + 1 < len(text) and text[i + 1].isdigit():
+                i += 1  # the number's leading zeros
+            ch = text[i]
+        out.append(ch)
+        i += 1
+    return json.loads("".join(out))
+
+
 def parse_boxes(text: str) -> list[list[int]] | None:
     """`[x1,y1,x2,y2]` or a list of them, integers 0-999 with x1<=x2, y1<=y2; else None."""
     if len(text) > MAX_CHARS:
         return None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except (ValueError, RecursionError):
         return None
     if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value):
@@ -196,22 +246,36 @@ def iou(a: list[int], b: list[int]) -> float:
     return inter / union if union > 0 else float(a == b)
 
 
+def matched_pairs(predicted: list[list[int]], reference: list[list[int]]) -> int:
+    """The most (prediction, reference) pairs at IoU >= 0.5 with each box in at most one pair: a
+    maximum bipartite matching by augmenting paths (greedy by IoU can pair a box with the wrong
+    neighbour and miss a match when boxes overlap). At most ~40 boxes fit in MAX_CHARS."""
+    edges = [[j for j, r in enumerate(reference) if iou(p, r) >= IOU_THRESHOLD] for p in predicted]
+    owner: dict[int, int] = {}  # reference index -> prediction index
+
+    def augment(i: int, seen: set[int]) -> bool:
+        for j in edges[i]:
+            if j not in seen:
+                seen.add(j)
+                if j not in owner or augment(owner[j], seen):
+                    owner[j] = i
+                    return True
+        return False
+
+    return sum(augment(i, set()) for i in range(len(predicted)))
+
+
 def verify_grounding(pred: str, ref: str) -> tuple[float, str]:
-    """Share of predicted boxes whose IoU with some reference box is >= 0.5; each reference box
-    matches at most one prediction, so repeating a box earns nothing."""
+    """F1 of the boxes: 2 * matches / (predicted + reference boxes), a match being a one-to-one pair
+    at IoU >= 0.5. A missed object costs as much as a wrong box, so neither fewer boxes (one sure
+    box for two objects: 0.67) nor more (a spare guess: 0.67) raises the reward; repeats match once."""
     predicted, reference = parse_boxes(pred), parse_boxes(ref)
     if predicted is None:
         return 0.0, "malformed_box"
     if reference is None:
         return 0.0, "bad_reference"
-    unmatched = list(reference)
-    hits = 0
-    for box in predicted:
-        best = max(unmatched, key=lambda r: iou(box, r), default=None)
-        if best is not None and iou(box, best) >= IOU_THRESHOLD:
-            hits += 1
-            unmatched.remove(best)
-    return hits / len(predicted), "iou_share"
+    matches = matched_pairs(predicted, reference)
+    return round(2 * matches / (len(predicted) + len(reference)), 6), "box_f1"
 
 
 _ACTION_KEYS = ("action", "action_type")  # thinkpipe's generators, GLM-V's agents
@@ -233,7 +297,7 @@ def verify_gui(pred: str, ref: str) -> tuple[float, str]:
     other keys of: the boxes' IoU for `box`/`box_2d`, text similarity for `text`, 1 or 0 for
     anything else (exact)."""
     try:
-        p, r = json.loads(pred[:MAX_CHARS]), json.loads(ref)
+        p, r = load_json(pred[:MAX_CHARS]), load_json(ref)
     except (ValueError, RecursionError):
         return 0.0, "malformed_action"
     if not isinstance(p, dict) or not isinstance(r, dict):

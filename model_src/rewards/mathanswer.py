@@ -40,6 +40,7 @@ _RELATION_WORDS = {"in": "=", "le": "<=", "ge": ">=", "ne": "!=", "approx": "="}
 _SYMBOL_RELATIONS = (("≤", "<="), ("≥", ">="), ("=<", "<="), ("=>", ">="), ("≈", "="))
 _ALTERNATIVES = (" or ", " OR ", " Or ", " and/or ", "或")  # `x = 1 or x = 2`: a solution list
 _LIST_SEPARATORS = (",", ";", " and ")
+_OR_WORD = re.compile(r"(?<![A-Za-z])or(?![A-Za-z])|或", re.IGNORECASE)
 _EMPTY_SET = ("\\varnothing", "\\emptyset", "∅", "{{}}", "{}")
 _PAIRS = {"(": ")", "[": "]", "{{": "}}"}
 
@@ -145,7 +146,7 @@ def _unit(unit: str) -> str:
 
 def value_equal(pred: str, ref: str) -> bool:
     """Expressions agree (numerically or at sample points), or agree once a unit is set aside."""
-    if not pred or not ref:
+    if not pred or not ref or _OR_WORD.search(pred):  # `1 (or 0)`: a hedge, wherever it sits, is no value
         return False
     if _numbers_equal(pred, ref):
         return True

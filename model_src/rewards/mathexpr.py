@@ -159,7 +159,10 @@ class _Parser:
             elif token is not None and (token[0].isdigit() or token[0] == "." or token.isalpha()
                                         or token in ("(", "\\frac", "\\sqrt", "\\binom", "\\pi", "\\infty")
                                         or token.startswith("fn:")):
-                node = ("*", node, self.unary())  # implicit multiplication: 2x, 2(x+1)
+                right = self.unary()  # implicit multiplication: 2x, 2(x+1)
+                if node[0] == "num" and right[0] == "group" and not variables(right):
+                    raise ParseError("a number beside a bracketed number")  # `1 (7)` is no product of 7
+                node = ("*", node, right)
             else:
                 return node
 

@@ -40,9 +40,14 @@ TRUE_WORDS, FALSE_WORDS = {"yes", "true", "correct", "y", "t"}, {"no", "false", 
 _CURRENCY = "$€£¥₹"
 
 
+_HEDGE = re.compile(r"\bor\b|或|\bnor\b", re.IGNORECASE)
+
+
 def _numeric(text: str) -> float | None:
     """A number as a chart or count states it: `1,234`, `45%` (45), `€30`, `5 km`, `seven`."""
     text = plain_latex(text).strip(_CURRENCY + " ").rstrip(".")
+    if _HEDGE.search(text):  # `10 or 12`, `10或12`: two numbers are no number
+        return None
     value = number_word(text)
     if value is not None:
         return float(value)
@@ -124,9 +129,13 @@ def verify_ocr(pred: str, ref: str) -> tuple[float, str]:
 def count_of(text: str) -> float | None:
     """The count an answer states: `7`, `seven`, `twenty-one`, `二十一`, `5 apples`, `三只猫`, `5个`."""
     text = plain_latex(text[:64]).strip().rstrip(".")
-    value = _numeric(text)
-    if value is not None:
-        return value
+    number, unit = split_unit(text)  # `5 apples`, `5个`; a unit holds no number (`0或1` is a hedge)
+    for literal in (text, number if unit and not any(ch.isdigit() for ch in unit) else ""):
+        if _COUNT.fullmatch(literal):  # a numeral, not arithmetic: `1-0` is a range, not 1
+            return float(literal)
+        value = number_word(literal)
+        if value is not None:
+            return float(value)
     words = text.split()  # a number word then its noun: `seven apples`, but not `seven or eight`
     for n in range(min(len(words) - 1, 4), 0, -1):
         value = number_word(" ".join(words[:n]))
@@ -141,10 +150,14 @@ def count_of(text: str) -> float | None:
     # a sentence that states one number: `There are 12 cars.`; two numbers are no count
     numbers = _DIGITS.findall(text) + [w for w in re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
                                         if number_word(w) is not None]
-    return _numeric(numbers[0]) if len(numbers) == 1 else None
+    if len(numbers) != 1:
+        return None
+    return float(numbers[0].replace(",", "")) if _COUNT.fullmatch(numbers[0].replace(",", "")) else \
+        (float(number_word(numbers[0])) if number_word(numbers[0]) is not None else None)
 
 
-_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+_DIGITS = re.compile(r"-?\d+(?:[.,]\d+)*")  # with its sign: `-3` is no count
+_COUNT = re.compile(r"\d+(?:\.\d+)?")
 
 
 def verify_counting(pred: str, ref: str) -> tuple[float, str]:
@@ -162,11 +175,13 @@ _LABEL_LIST = re.compile(r"^(?:[a-z]|[1-9]\d?)(?:\s*(?:,|;|and|&)\s*(?:[a-z]|[1-
 
 # a capital letter marked as an option in a sentence (VLMEvalKit infers the option the same way):
 # after `answer`/`option`/`choice` (any case, `is` and `:` allowed), after `is`, in brackets, or
-# before `.`, `:`, `)` or `is correct`. An unmarked capital is a word: `A cat`, `I think`.
+# before `.`, `:`, `)` or `is correct`, or joined to another by `or`, `and`, `/`, `,`, `&` (a
+# hedge: `The answer is B or D`). An unmarked capital is a word: `A cat`, `I think`.
 _MARKED = re.compile(r"(?i:\b(?:answer|option|choice)(?:\s+is)?)\s*:?\s*[(\[]?([A-Ja-j])[)\]]?(?![A-Za-z0-9])"
-                     r"|\bis\s+[(\[]?([A-J])[)\]]?(?![A-Za-z0-9])"
+                     r"|\b(?:is|or|and|nor)\s+[(\[]?([A-J])[)\]]?(?![A-Za-z0-9])"
                      r"|[(\[]([A-J])[)\]]"
-                     r"|(?<![A-Za-z0-9])([A-J])(?=[.:)]|\s+is\s+(?:correct|right|the\s+answer))")
+                     r"|[/,&]\s*([A-J])(?![A-Za-z0-9])"
+                     r"|(?<![A-Za-z0-9])([A-J])(?=[.:)]|\s+is\s+(?:correct|right|the\s+answer)|\s+(?:or|and)\s|\s*[/,&])")
 
 
 def marked_options(text: str) -> set[str]:

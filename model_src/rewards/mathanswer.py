@@ -108,6 +108,8 @@ def read(text: str) -> Answer:
     for a, b in _SYMBOL_RELATIONS:
         text = text.replace(a, b)
     text = text.strip().rstrip(".").strip()
+    if text.startswith("=") and not text.startswith("=="):  # `= 5`, `\\approx 3.14`: a value, its relation left implicit
+        text = text[1:].strip()
     if text.replace(" ", "") in _EMPTY_SET:
         return Answer("set", ())
     items = _split_top(text, _LIST_SEPARATORS)[::2]

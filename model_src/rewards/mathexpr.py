@@ -6,7 +6,7 @@ variables are equivalent when they agree at several fixed sample points (so `x+1
 
 Grammar: numbers (`3`, `0.5`, `1,000`, `1e3`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
 multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\sqrt[n]{a}`, `\\binom{n}{k}`, `\\cdot`,
-`\\times`, `\\pi`, `\\infty`, functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\csc`, `\\cot`, `\\ln`,
+`\\times`, `\\pi`, `e` (Euler's number), `\\infty`, functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\csc`, `\\cot`, `\\ln`,
 `\\log_b`, `\\exp`, ... and their plain names; `\\sin 2x` is sin(2x)), one-letter variables and Greek
 letters (`\\theta` and `θ` are one symbol). Input length, nesting depth and exponents are bounded, so
 reading any input takes bounded time.
@@ -110,6 +110,9 @@ def _tokenize(text: str) -> list[str]:
             elif word == "pi":
                 tokens.append("\\pi")
                 i = j
+            elif ch == "e":  # Euler's number, as Math-Verify reads it: `e^{2}`, `2e`
+                tokens.append("\\e")
+                i += 1
             else:
                 tokens.append(ch)  # one-letter variables; "xy" reads as x*y
                 i += 1
@@ -157,7 +160,7 @@ class _Parser:
             if token in ("*", "/"):
                 node = (self.take(), node, self.unary())
             elif token is not None and (token[0].isdigit() or token[0] == "." or token.isalpha()
-                                        or token in ("(", "\\frac", "\\sqrt", "\\binom", "\\pi", "\\infty")
+                                        or token in ("(", "\\frac", "\\sqrt", "\\binom", "\\pi", "\\e", "\\infty")
                                         or token.startswith("fn:")):
                 right = self.unary()  # implicit multiplication: 2x, 2(x+1)
                 if node[0] == "num" and right[0] == "group" and not variables(right):
@@ -219,6 +222,9 @@ class _Parser:
         if token == "\\pi":
             self.take()
             return ("num", math.pi)
+        if token == "\\e":
+            self.take()
+            return ("num", math.e)
         if token == "\\infty":
             self.take()
             return ("num", math.inf)
@@ -238,7 +244,7 @@ class _Parser:
             # `\\sin 2x` is sin(2x): a bare argument runs on through numbers and symbols, up to an
             # operator, a bracket or another function (`\\sin x \\cos x` is a product of two)
             while argument[0] != "group" and self.peek() is not None and (
-                    self.peek()[0].isdigit() or self.peek().isalpha() or self.peek() == "\\pi"):
+                    self.peek()[0].isdigit() or self.peek().isalpha() or self.peek() in ("\\pi", "\\e")):
                 argument = ("*", argument, self.power())
             self.depth -= 1
             node = ("fn", token[3:], argument, base)

@@ -174,11 +174,12 @@ _LABEL_LIST = re.compile(r"^(?:[a-z]|[1-9]\d?)(?:\s*(?:,|;|and|&)\s*(?:[a-z]|[1-
 
 
 # a capital letter marked as an option in a sentence (VLMEvalKit infers the option the same way):
-# after `answer`/`option`/`choice` (any case, `is` and `:` allowed), after `is`, in brackets, or
+# after `answer`/`option`/`choice` (any case, `is` and `:` allowed) or 答案是/选, after `is`, in brackets, or
 # before `.`, `:`, `)` or `is correct`, or joined to another by `or`, `and`, `/`, `,`, `&` (a
 # hedge: `The answer is B or D`). An unmarked capital is a word: `A cat`, `I think`.
 _MARKED = re.compile(r"(?i:\b(?:answer|option|choice)(?:\s+is)?)\s*:?\s*[(\[]?([A-Ja-j])[)\]]?(?![A-Za-z0-9])"
                      r"|\b(?:is|or|and|nor)\s+[(\[]?([A-J])[)\]]?(?![A-Za-z0-9])"
+                     r"|(?:答案|选项|选)\s*(?:是|为|:|：)?\s*[(（\[]?([A-J])(?![A-Za-z0-9])"
                      r"|[(\[]([A-J])[)\]]"
                      r"|[/,&]\s*([A-J])(?![A-Za-z0-9])"
                      r"|(?<![A-Za-z0-9])([A-J])(?=[.:)]|\s+is\s+(?:correct|right|the\s+answer)|\s+(?:or|and)\s|\s*[/,&])")
@@ -306,13 +307,19 @@ def _action_box(value, nested: bool) -> list[int] | None:
     return boxes[0] if boxes else None
 
 
+def _double_quoted(text: str) -> str:
+    """`{'action': 'click'}` (a Python dict, as models often write JSON) with JSON's quotes, when the
+    text has no double quotes of its own to confuse."""
+    return text.replace("'", '"') if '"' not in text else text
+
+
 def verify_gui(pred: str, ref: str) -> tuple[float, str]:
     """GLM-V's GUI reward: the predicted action must have exactly the reference's keys (an extra or
     a missing key scores 0) and the same action type; then the reward is the product over the
     other keys of: the boxes' IoU for `box`/`box_2d`, text similarity for `text`, 1 or 0 for
     anything else (exact)."""
     try:
-        p, r = load_json(pred[:MAX_CHARS]), load_json(ref)
+        p, r = load_json(_double_quoted(pred[:MAX_CHARS])), load_json(ref)
     except (ValueError, RecursionError):
         return 0.0, "malformed_action"
     if not isinstance(p, dict) or not isinstance(r, dict):

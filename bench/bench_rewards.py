@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from model_src.rewards import score  # noqa: E402
 
-CASE_FILES = ("tests/reward_cases.jsonl", "tests/reward_cases_holdout.jsonl", "tests/reward_cases_graders.jsonl")
+CASE_FILES = ("tests/reward_cases.jsonl", "tests/reward_cases_holdout.jsonl", "tests/reward_cases_graders.jsonl",
+              "tests/reward_cases_mined.jsonl")
 
 
 def wrap(answer: str) -> str:

@@ -14,8 +14,11 @@ from model_src.rewards import score
 from tests.conftest import ROOT
 
 # reward_cases.jsonl was written beside the verifiers; reward_cases_holdout.jsonl afterwards, by someone
-# who had not read them or the first set, to the rules the README states: a check that they generalise
-CASE_FILES = ("reward_cases.jsonl", "reward_cases_holdout.jsonl", "reward_cases_graders.jsonl")
+# who had not read them or the first set, to the rules the README states: a check that they generalise.
+# reward_cases_graders.jsonl (from the public graders' rules) and reward_cases_mined.jsonl (transcribed
+# from the graders' own test suites and issues, each case naming its source) were also written
+# without reading the verifiers; a case where thinkpipe departs from its grader says so in its note
+CASE_FILES = ("reward_cases.jsonl", "reward_cases_holdout.jsonl", "reward_cases_graders.jsonl", "reward_cases_mined.jsonl")
 CASES = [json.loads(line) for name in CASE_FILES
          for line in (ROOT / "tests" / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 BY_VERIFIER: dict[str, list[dict]] = defaultdict(list)

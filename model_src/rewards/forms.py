@@ -42,6 +42,19 @@ _GROUPED = re.compile(r"(?<![\d.])(\d{1,3})((?:(?:,|\s|~)\d{3})+)(?![\d])")
 _MIXED = re.compile(r"^(-?)(\d+)\s*(?:\\frac\{(\d+)\}\{(\d+)\}|\s(\d+)/(\d+))\s*(%?)$")
 
 
+_FULLWIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def ascii_width(text: str) -> str:
+    """Full-width ASCII forms as ASCII (`２５９０` is `2590`, `Ｂ` is `B`, the ideographic space a
+    space), and nothing else: `①` and `㎏` stay what they are (NFKC would make them `1` and `kg`).
+
+    >>> ascii_width("ｂｏｔｈ\u3000ＳＩＤＥＳ２"), ascii_width("①㎏")
+    ('both SIDES2', '①㎏')
+    """
+    return text.translate(_FULLWIDTH)
+
+
 def _unwrap(text: str, command: str) -> str:
     """`\\cmd{inner}` -> `inner` (balanced braces), every occurrence."""
     out, i = [], 0
@@ -136,6 +149,7 @@ def plain_latex(text: str) -> str:
         text = text.replace(degree, "")
     text = _braceless_args(text, "\\frac", 2)
     text = _braceless_args(text, "\\sqrt", 1)
+    text = _REPEATING.sub(_repeating, text)
     text = _PERCENT_WORDS.sub("%", text)
     text = _GROUPED.sub(_ungrouped, text)
     text = " ".join(text.split()).rstrip(",").strip()
@@ -146,6 +160,32 @@ def plain_latex(text: str) -> str:
         if 0 < int(numerator) < int(denominator):  # a proper fraction: 11 6/6 is no mixed number
             text = f"{sign}({whole}+{numerator}/{denominator}){percent}"
     return text
+
+
+# a repeating decimal: 0.\\overline{3}, 0.1\\overline{6}, or its digits repeated then an ellipsis: 0.333...
+_REPEATING = re.compile(r"(?<![\d.])(\d+)\.(\d*)(?:\\overline\{(\d+)\}|\\dot\{(\d)\}|(\.\.\.|\\ldots|\\dots|…))")
+
+
+def _repeating(match: re.Match) -> str:
+    """The repeating decimal as an exact fraction `(a/b)`; digits followed by an ellipsis count only
+    when they end in a block repeated (one digit three times, a longer block twice): `0.333...` is
+    1/3, `0.3...` is left alone (a truncated number is no value)."""
+    whole, digits, block = match.group(1), match.group(2), match.group(3) or match.group(4)
+    if block is None:
+        for size in range(1, len(digits) // 2 + 1):
+            times = 3 if size == 1 else 2
+            candidate = digits[-size:]
+            if len(digits) >= size * times and digits.endswith(candidate * times):
+                block, digits = candidate, digits[:-size * times]
+                while digits.endswith(block):  # 0.3333...: every repeat belongs to the block
+                    digits = digits[:-size]
+                break
+        if block is None:
+            return match.group(0)
+    fixed = int(whole + digits) if digits or whole else 0
+    numerator = int(whole + digits + block) - fixed
+    denominator = (10 ** len(block) - 1) * 10 ** len(digits)
+    return f"({numerator}/{denominator})"
 
 
 def _ungrouped(match: re.Match) -> str:

@@ -40,6 +40,7 @@ _RELATION_WORDS = {"in": "=", "le": "<=", "ge": ">=", "ne": "!=", "approx": "="}
 _SYMBOL_RELATIONS = (("≤", "<="), ("≥", ">="), ("=<", "<="), ("=>", ">="), ("≈", "="))
 _ALTERNATIVES = (" or ", " OR ", " Or ", " and/or ", "或")  # `x = 1 or x = 2`: a solution list
 _LIST_SEPARATORS = (",", ";", " and ")
+_ELLIPSES = ("...", "\\ldots", "\\cdots", "\\dots", "…")
 _OR_WORD = re.compile(r"(?<![A-Za-z])or(?![A-Za-z])|或", re.IGNORECASE)
 _EMPTY_SET = ("\\varnothing", "\\emptyset", "∅", "{{}}", "{}")
 _PAIRS = {"(": ")", "[": "]", "{{": "}}"}
@@ -94,7 +95,8 @@ def _signs(text: str) -> list[str]:
 
 
 def _solution_list(items: list[str]) -> Answer:
-    return Answer("set", tuple(v.strip() for item in items for v in _signs(item.strip()))[:MAX_PARTS])
+    items = [re.sub(r"^(?:and|or)\s+", "", item.strip()) for item in items]  # `19, 46, and 82`
+    return Answer("set", tuple(v.strip() for item in items for v in _signs(item) if v.strip())[:MAX_PARTS])
 
 
 def _interval_text(interval: Answer) -> str:
@@ -107,11 +109,17 @@ def read(text: str) -> Answer:
     text = _LATEX_RELATION.sub(lambda m: _RELATION_WORDS[m.group(1)], text)
     for a, b in _SYMBOL_RELATIONS:
         text = text.replace(a, b)
-    text = text.strip().rstrip(".").strip()
+    text = text.strip()
+    text = text if text.endswith(_ELLIPSES) else text.rstrip(".").strip()
     if text.startswith("=") and not text.startswith("=="):  # `= 5`, `\\approx 3.14`: a value, its relation left implicit
         text = text[1:].strip()
     if text.replace(" ", "") in _EMPTY_SET:
         return Answer("set", ())
+    if any(dots in text for dots in _ELLIPSES):  # `1, 2, 3, ...` goes on: no list of three, no value
+        return Answer("value", (text,))
+    while text[:1] == "(" and _closing(text, "(") == len(text) - 1 and text[1:2] in "([" \
+            and _closing(text[1:-1].strip(), text[1]) == len(text[1:-1].strip()) - 1:
+        text = text[1:-1].strip()  # `([[1, 2], [3, 4]])`: brackets around one bracketed whole
     items = _split_top(text, _LIST_SEPARATORS)[::2]
     if len(items) > 1 or len(_signs(text)) > 1:
         return _solution_list(items)
@@ -132,6 +140,9 @@ def read(text: str) -> Answer:
         return Answer("relation", tuple(p.strip() for p in pieces[:2 * MAX_PARTS]))
     if text.startswith("{{") and text.endswith("}}"):
         return _solution_list(_split_top(text[2:-2], (",", ";"))[::2])
+    if text[:1] == "{" and text[-1:] == "}" and _closing(text, "{") == len(text) - 1 \
+            and len(_split_top(text[1:-1], (",",))) > 1:  # `{-1, 1}`: set braces written bare
+        return _solution_list(_split_top(text[1:-1], (",", ";"))[::2])
     if text[:1] in "([" and text[-1:] in ")]" and _closing(text, text[0]) == len(text) - 1:
         items = [p.strip() for p in _split_top(text[1:-1], (",", ";"))[::2]]
         if len(items) > 1:
@@ -248,8 +259,13 @@ def _bag_equal(a: list[Answer], b: list[Answer]) -> bool:
 
 
 def _ratio_equal(a: tuple, b: tuple) -> bool:
-    """`a1 : a2 : ...` and `b1 : b2 : ...` name the same ratio: every a_i * b_1 = b_i * a_1."""
-    return len(a) == len(b) and all(equivalent(f"({x})*({b[0]})", f"({y})*({a[0]})") for x, y in zip(a[1:], b[1:]))
+    """`a1 : a2 : ...` and `b1 : b2 : ...` name the same ratio: every a_i * b_1 = b_i * a_1, with no
+    term zero (`1:00` and `12:00` are clock times, not one ratio); else term by term."""
+    if len(a) != len(b):
+        return False
+    if any(equivalent(term, "0") for term in a + b):
+        return all(value_equal(x, y) for x, y in zip(a, b))
+    return all(equivalent(f"({x})*({b[0]})", f"({y})*({a[0]})") for x, y in zip(a[1:], b[1:]))
 
 
 def _equal(p: Answer, r: Answer) -> bool:
@@ -274,11 +290,15 @@ def _equal(p: Answer, r: Answer) -> bool:
     if p.kind == "ratio":
         return _ratio_equal(p.parts, r.parts)
     if p.kind == "relation":
-        value = _assigned(p)
-        if value is not None and read(value).kind == "sequence":  # x \\in [-2, 7] answers -2 <= x <= 7
-            interval = as_interval(r.parts)
-            if interval is not None:
-                return _equal(read(value), interval)
+        for a, b in ((p, r), (r, p)):  # x \\in [-2, 7] and -2 <= x <= 7, either way round
+            value = _assigned(a)
+            if value is not None and read(value).kind == "sequence":
+                interval = as_interval(b.parts)
+                if interval is not None:
+                    return _equal(read(value), interval)
+        if _assigned(p) is not None and _assigned(r) is not None and p.parts[0] == r.parts[0] \
+                and (len(p.parts) > 3 or len(r.parts) > 3):  # `x = 5+6 = 11` assigns x the last value
+            return _equal(read(_assigned(p)), read(_assigned(r)))
         return _relation_equal(p.parts, r.parts)
     if p.kind == "sequence":
         return p.parts[:2] == r.parts[:2] and len(p.parts) == len(r.parts) and all(

@@ -15,6 +15,7 @@ Numbers are exact: written numbers are fractions (`0.1` is 1/10), and `+ - * /` 
 keep them exact; roots that are not exact, functions, `\\pi` and variables compute in floating point.
 Two values are the same (`same_value`) when:
 - both are exact integers: they are equal (`1000001` is not `1000000`, `2^{60}+1` is not `2^{60}`);
+  (an integer against a fraction or decimal compares relatively: `2.0000001` is 2 to 1e-6);
 - otherwise they agree to 1e-6 *relative* (`0.333333` is 1/3 to 1e-6; `1.6e-18` is not `1.6e-19`);
 - zero is zero only when exact, or when a floating-point result is within 1e-12 of it (the
   rounding of `\\sin\\pi`); a written number such as `1e-13` is not zero.
@@ -42,6 +43,8 @@ MAX_EXPONENT = 400.0  # 6.02e23 written as 6.02\\times10^{23}; float overflow is
 MAX_EXACT_BITS = 4096  # an exact power larger than this computes in floating point instead
 REL_TOL = 1e-6
 FLOAT_ZERO = 1e-12  # a floating-point result this close to 0 is 0 (rounding); exact values never are
+# where symbols are sampled: the first range in which both sides are defined at every point decides
+SAMPLE_RANGES = ((0.5, 2.5), (2.5, 4.5), (-2.5, -0.5))
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _SCIENTIFIC = re.compile(r"[eE][+-]?\d{1,3}(?![\d.])")
 
@@ -336,6 +339,8 @@ def _power(base: Number, exponent: Number) -> Number:
     if isinstance(base, Fraction) and whole is not None and (
             max(base.numerator.bit_length(), base.denominator.bit_length()) * abs(whole) <= MAX_EXACT_BITS):
         return base ** whole
+    if base < 0 and isinstance(exponent, Fraction) and exponent.denominator % 2:  # (-8)^{1/3} is -2
+        return (-1) ** exponent.numerator * math.pow(-float(base), float(exponent))
     return math.pow(float(base), float(exponent))
 
 
@@ -382,7 +387,7 @@ def same_value(a: Number, b: Number) -> bool:
     (False, True)
     """
     if isinstance(a, Fraction) and isinstance(b, Fraction):
-        if a.denominator == 1 or b.denominator == 1 or a == 0 or b == 0:
+        if (a.denominator == 1 and b.denominator == 1) or a == 0 or b == 0:
             return a == b
         return abs(a - b) <= Fraction(REL_TOL).limit_denominator(10**9) * max(abs(a), abs(b))
     x, y = float(a), float(b)
@@ -398,17 +403,18 @@ def equivalent(pred: str, ref: str, num_points: int = 5) -> bool:
     try:
         a, b = parse(pred), parse(ref)
         names = sorted(variables(a) | variables(b))
-        rng = random.Random(0)
-        points = [{}] if not names else [{n: rng.uniform(0.5, 2.5) for n in names} for _ in range(num_points)]
-        for env in points:
-            x, y = evaluate(a, env), evaluate(b, env)
-            if math.isinf(x) and x == y and not names:  # an interval's open end: \\infty on both sides
-                continue
-            if not (math.isfinite(x) and math.isfinite(y)) or not same_value(x, y):
-                return False
-        return True
-    except (ParseError, ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
+    except (ParseError, RecursionError):
         return False
+    for low, high in SAMPLE_RANGES[:1] if not names else SAMPLE_RANGES:
+        rng = random.Random(0)
+        points = [{}] if not names else [{n: rng.uniform(low, high) for n in names} for _ in range(num_points)]
+        try:
+            values = [(evaluate(a, env), evaluate(b, env)) for env in points]
+        except (ValueError, ZeroDivisionError, OverflowError, KeyError, RecursionError):
+            continue  # outside one side's domain (`\\sqrt{x^2-2}` at x=1): try the next range
+        return all((math.isinf(x) and x == y and not names)  # an interval's open end: \\infty on both sides
+                   or (math.isfinite(x) and math.isfinite(y) and same_value(x, y)) for x, y in values)
+    return False
 
 
 def proportional(a: str, b: str, positive: bool, num_points: int = 5) -> bool:

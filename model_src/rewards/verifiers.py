@@ -28,7 +28,7 @@ import math
 import re
 
 from model_src.rewards.core import normalize_answer
-from model_src.rewards.forms import cjk_numeral_prefix, number_word, plain_latex, split_unit
+from model_src.rewards.forms import ascii_width, cjk_numeral_prefix, number_word, plain_latex, split_unit
 from model_src.rewards.mathanswer import same
 from model_src.rewards.mathexpr import to_number
 
@@ -79,25 +79,35 @@ _LETTER = re.compile(r"^\(?[A-J]\)?$")
 
 
 def verify_chart(pred: str, ref: str) -> tuple[float, str]:
-    """Numbers within 2.5% relative; years (integers 1000-3000) exactly; yes/no equivalents. A
-    percentage on either side also matches the same value as a fraction (`45%` is `0.45`)."""
+    """Numbers within 2.5% relative; years (integers 1000-3000) exactly; yes/no equivalents; labels
+    listed in any order (`Beijing and Tokyo`). A percentage answer means its value over 100
+    (`45%` is 0.45, as GLM-V and ChartQA's relaxed accuracy read it); a percentage reference is
+    answered by that fraction or by the bare number of per cent (`0.45` or `45` for `45%`)."""
     p, r = normalize_answer(pred), normalize_answer(ref)
-    if p == r or p.replace(" ", "") == r.replace(" ", ""):
+    if (p == r or p.replace(" ", "") == r.replace(" ", "")) and _is_percent(pred) == _is_percent(ref):
         return 1.0, "match"
     for words in (TRUE_WORDS, FALSE_WORDS):
         if r in words:
             return (1.0, "match") if p in words else (0.0, "mismatch")
+    labels_p, labels_r = _labels(p), _labels(r)
+    if (len(labels_p) > 1 or len(labels_r) > 1) and not any(ch.isdigit() for ch in p + r):
+        return (1.0, "match") if labels_p == labels_r else (0.0, "mismatch")
     pv, rv = _numeric(pred[:MAX_CHARS]), _numeric(ref)
     if pv is None or rv is None:
         return 0.0, "mismatch"
-    if float(rv).is_integer() and 1000 <= rv <= 3000:
-        return (1.0, "match") if pv == rv else (0.0, "year_mismatch")
-    percent = _is_percent(pred) or _is_percent(ref)
-    for a, b in [(pv, rv)] + ([(pv / 100 if _is_percent(pred) else pv, rv / 100 if _is_percent(ref) else rv)]
-                              if percent else []):
-        if math.isclose(a, b, rel_tol=CHART_REL_TOL):  # relative only: 1e-10 is not 2e-10
-            return 1.0, "within_tolerance"
+    if float(rv).is_integer() and 1000 <= rv <= 3000 and not _is_percent(ref):
+        return (1.0, "match") if pv == rv and not _is_percent(pred) else (0.0, "year_mismatch")
+    answer = pv / 100 if _is_percent(pred) else pv
+    wanted = [rv / 100, rv] if _is_percent(ref) and not _is_percent(pred) else \
+        [rv / 100 if _is_percent(ref) else rv]
+    if any(math.isclose(answer, want, rel_tol=CHART_REL_TOL) for want in wanted):  # relative only
+        return 1.0, "within_tolerance"
     return 0.0, "mismatch"
+
+
+def _labels(text: str) -> frozenset[str]:
+    """`beijing and tokyo`, `tokyo, beijing` -> the set of labels (one item for a single label)."""
+    return frozenset(item.strip() for item in re.split(r",|;|&|\band\b", text) if item.strip())
 
 
 def _is_percent(text: str) -> bool:
@@ -115,8 +125,9 @@ def _edit_distance(a: str, b: str) -> int:
 
 
 def text_similarity(pred: str, ref: str) -> float:
-    """1 - edit distance / max length, ignoring whitespace; inputs cut to MAX_CHARS."""
-    a, b = "".join(pred.split())[:MAX_CHARS], "".join(ref.split())[:MAX_CHARS]
+    """1 - edit distance / max length, ignoring whitespace and full-width forms (`２５９０` is `2590`,
+    as OCRBench reads it); inputs cut to MAX_CHARS."""
+    a, b = ("".join(ascii_width(text[:MAX_CHARS]).split())[:MAX_CHARS] for text in (pred, ref))
     if not a and not b:
         return 1.0
     return 1.0 - _edit_distance(a, b) / max(len(a), len(b))
@@ -179,7 +190,9 @@ _LABEL_LIST = re.compile(r"^(?:[a-z]|[1-9]\d?)(?:\s*(?:,|;|and|&)\s*(?:[a-z]|[1-
 # hedge: `The answer is B or D`). An unmarked capital is a word: `A cat`, `I think`.
 _MARKED = re.compile(r"(?i:\b(?:answer|option|choice)(?:\s+is)?)\s*:?\s*[(\[]?([A-Ja-j])[)\]]?(?![A-Za-z0-9])"
                      r"|\b(?:is|or|and|nor)\s+[(\[]?([A-J])[)\]]?(?![A-Za-z0-9])"
-                     r"|(?:答案|选项|选)\s*(?:是|为|:|：)?\s*[(（\[]?([A-J])(?![A-Za-z0-9])"
+                     r"|(?:答案|选项|选|答え|正解|정답)\s*(?:是|为|は|은|는)?\s*[:：]?\s*[(（\[]?([A-Ja-j])(?![A-Za-z0-9])"
+                     r"|(?i:\b(?:choose|chose|pick|select|go\s+with))\s+(?:(?i:option)\s+)?[(\[]?([A-J])(?![A-Za-z0-9])"
+                     r"|^([A-J])(?=\s+(?:because|since|as)\b|\s+-\s)"
                      r"|[(\[]([A-J])[)\]]"
                      r"|[/,&]\s*([A-J])(?![A-Za-z0-9])"
                      r"|(?<![A-Za-z0-9])([A-J])(?=[.:)]|\s+is\s+(?:correct|right|the\s+answer)|\s+(?:or|and)\s|\s*[/,&])")
@@ -194,7 +207,7 @@ def choice_labels(text: str) -> frozenset[str] | None:
     """The option label(s) an answer picks: one (`B`, `(B)`, `\\text{B}`, `B. 42`, `2`, `The answer is B`,
     `[C]`) or, for multi-select, a list (`A, C`); None when it is not a choice or hedges across
     options (`(B) or (D)`). Letters are case-blind."""
-    text = plain_latex(text[:MAX_CHARS]).replace("*", "").strip()
+    text = plain_latex(ascii_width(text[:MAX_CHARS])).replace("*", "").strip().strip("'\"`")
     lowered = text.lower()
     if _LABEL_LIST.match(lowered):
         return frozenset(re.split(r"\s*(?:,|;|and|&)\s*", lowered))

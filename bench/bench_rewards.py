@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from model_src.rewards import score  # noqa: E402
 
 CASE_FILES = ("tests/reward_cases.jsonl", "tests/reward_cases_holdout.jsonl", "tests/reward_cases_graders.jsonl",
-              "tests/reward_cases_mined.jsonl")
+              "tests/reward_cases_mined.jsonl", "tests/reward_cases_fresh.jsonl")
 
 
 def wrap(answer: str) -> str:
@@ -73,6 +73,13 @@ def adversarial() -> dict[str, str]:
         "bare fracs": "\\frac" * 100,
         "json depth": "[" * 250 + "]" * 250,
         "long ocr": "a" * 512,
+        "factorials": "1000!" * 3 + "+" + "(1000!)^{400}" + "+1000!!",
+        "big binomials": "\\binom{10^{100}}{400}\\binom{10^{99}}{399}",
+        "exact powers": "*".join(["(7/3)^{400}"] * 10),
+        "repeating decimal": "0." + "142857" * 80 + "...",
+        "plus-minus list": ",".join(["1 \\pm \\sqrt{2} \\mp 3"] * 20),
+        "named values": ",".join(f"x_{{{i}}} = {i}" for i in range(40)),
+        "option sentence": "The answer is (B) because option C and choice D " * 8,
     }
 
 

@@ -18,7 +18,8 @@ from tests.conftest import ROOT
 # reward_cases_graders.jsonl (from the public graders' rules) and reward_cases_mined.jsonl (transcribed
 # from the graders' own test suites and issues, each case naming its source) were also written
 # without reading the verifiers; a case where thinkpipe departs from its grader says so in its note
-CASE_FILES = ("reward_cases.jsonl", "reward_cases_holdout.jsonl", "reward_cases_graders.jsonl", "reward_cases_mined.jsonl")
+CASE_FILES = ("reward_cases.jsonl", "reward_cases_holdout.jsonl", "reward_cases_graders.jsonl", "reward_cases_mined.jsonl",
+              "reward_cases_fresh.jsonl")
 CASES = [json.loads(line) for name in CASE_FILES
          for line in (ROOT / "tests" / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 BY_VERIFIER: dict[str, list[dict]] = defaultdict(list)

@@ -132,6 +132,8 @@ def plain_latex(text: str) -> str:
         text = text.replace(a, b)
     for currency in CURRENCY:  # a currency is a unit on one side: €30 answers 30
         text = text.replace(currency, "")
+    for a, b in (("\\langle", "("), ("\\rangle", ")"), ("⟨", "("), ("⟩", ")")):  # a vector <1, 2> is a tuple
+        text = text.replace(a, b)
     for reals in ("\\mathbb{R}", "\\mathbb R", "ℝ"):
         text = text.replace(reals, "(-\\infty, \\infty)")
     for symbol, latex in _UNICODE.items():
@@ -152,6 +154,7 @@ def plain_latex(text: str) -> str:
     text = _REPEATING.sub(_repeating, text)
     text = _PERCENT_WORDS.sub("%", text)
     text = _GROUPED.sub(_ungrouped, text)
+    text = text.replace("~", " ")  # LaTeX's tie, `50 \\mathrm{~cm}`, once thousands gaps (1~000) are read
     text = " ".join(text.split()).rstrip(",").strip()
     mixed = _MIXED.match(text)  # a mixed number, 4\frac{4}{9} or 4 4/9: 4 + 4/9
     if mixed:
@@ -288,6 +291,13 @@ def split_unit(text: str) -> tuple[str, str]:
     letters = "".join(ch for ch in unit if ch.isalpha())
     if len(letters) == 1 and letters not in _ONE_LETTER_UNITS and not _is_cjk(letters):
         return text, ""
-    if value[-1].isalpha():  # `x cm`: a unit after a variable is not ours to strip
+    if value[-1].isalpha():  # `x cm`: a unit after a variable is not ours to strip, but `24 square units` is
+        words = _UNIT_WORDS.fullmatch(text)
+        if words and not set(words.group(2).lower().split()) & {"or", "and", "nor", "to"}:
+            return words.group(1), words.group(2)
         return text, ""
     return value, unit.replace("{", "").replace("}", "")
+
+
+# a number, then two to four words of a unit: `24 square units`, `3 cubic feet`
+_UNIT_WORDS = re.compile(r"(.*?[\d}])\s*([A-Za-z]+(?:\s+[A-Za-z]+){1,3})")

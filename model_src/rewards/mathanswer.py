@@ -40,6 +40,8 @@ _RELATION_WORDS = {"in": "=", "le": "<=", "ge": ">=", "ne": "!=", "approx": "="}
 _SYMBOL_RELATIONS = (("≤", "<="), ("≥", ">="), ("=<", "<="), ("=>", ">="), ("≈", "="))
 _ALTERNATIVES = (" or ", " OR ", " Or ", " and/or ", "或")  # `x = 1 or x = 2`: a solution list
 _LIST_SEPARATORS = (",", ";", " and ")
+# what may decorate a name without making it a value: `\\angle ABC`, `\\overline{AB}`, `f^{-1}(x)`, `f'(x)`
+_NAME_DECORATION = re.compile(r"^\\(?:angle|measuredangle|triangle|overline|widehat|overarc|arc)\s*|\^\{-1\}|'|\^\{?\\prime\}?")
 _ELLIPSES = ("...", "\\ldots", "\\cdots", "\\dots", "…")
 _OR_WORD = re.compile(r"(?<![A-Za-z])or(?![A-Za-z])|或", re.IGNORECASE)
 _EMPTY_SET = ("\\varnothing", "\\emptyset", "∅", "{{}}", "{}")
@@ -145,7 +147,7 @@ def read(text: str) -> Answer:
         return _solution_list(_split_top(text[1:-1], (",", ";"))[::2])
     if text[:1] in "([" and text[-1:] in ")]" and _closing(text, text[0]) == len(text) - 1:
         items = [p.strip() for p in _split_top(text[1:-1], (",", ";"))[::2]]
-        if len(items) > 1:
+        if len(items) > 1 or text[0] + text[-1] == "[]":  # `[x]`: a matrix row of one entry
             return Answer("sequence", (text[0], text[-1], *items[:MAX_PARTS]))
     terms = _split_top(text, (":",))[::2]
     if len(terms) > 1:
@@ -179,7 +181,7 @@ def _numbers_equal(pred: str, ref: str) -> bool:
 def _is_name(text: str) -> bool:
     """A variable an assignment gives a value to: `x`, `x_1`, `AB`, `f(2)`, or names for a tuple or
     a ratio: `(x, y)`, `a : b`."""
-    text = text.strip()
+    text = _NAME_DECORATION.sub("", text).strip()
     if text[:1] == "(" and text[-1:] == ")" and "," in text:
         return all(_is_name(part) for part in text[1:-1].split(",")[:MAX_PARTS])
     if ":" in text:
@@ -280,6 +282,11 @@ def _equal(p: Answer, r: Answer) -> bool:
     if r.kind == "relation" and p.kind != "relation":
         value = _assigned(r)
         return value is not None and _equal(p, read(value))
+    if {p.kind, r.kind} == {"set", "sequence"}:  # `x = 2, y = -1` names the point `(2, -1)`, in order
+        named, point = (p, r) if p.kind == "set" else (r, p)
+        values = [_assigned(read(item)) for item in named.parts]
+        return point.parts[0] == "(" and None not in values and len(values) == len(point.parts) - 2 and all(
+            _equal(read(v), read(x)) for v, x in zip(values, point.parts[2:]))
     if {p.kind, r.kind} == {"ratio", "value"}:  # a two-part ratio is its quotient: `2 : 3` is 2/3
         ratio, value = (p, r) if p.kind == "ratio" else (r, p)
         return len(ratio.parts) == 2 and equivalent(f"({ratio.parts[0]})/({ratio.parts[1]})", value.parts[0])

@@ -6,7 +6,7 @@ variables are equivalent when they agree at several fixed sample points (so `x+1
 
 Grammar: numbers (`3`, `0.5`, `1,000`, `1e3`), `%` (per cent), `+ - * / ^ **`, parentheses, implicit
 multiplication (`2x`, `2(x+1)`), LaTeX `\\frac{a}{b}`, `\\sqrt{a}`, `\\sqrt[n]{a}`, `\\binom{n}{k}`, `\\cdot`,
-`\\times`, `\\pi`, `e` (Euler's number), `\\infty`, functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\csc`, `\\cot`, `\\ln`,
+`\\times`, `n!`, `\\pi`, `e` (Euler's number), `\\infty`, functions (`\\sin`, `\\cos`, `\\tan`, `\\sec`, `\\csc`, `\\cot`, `\\ln`,
 `\\log_b`, `\\exp`, ... and their plain names; `\\sin 2x` is sin(2x)), one-letter variables and Greek
 letters (`\\theta` and `θ` are one symbol). Input length, nesting depth and exponents are bounded, so
 reading any input takes bounded time.
@@ -40,6 +40,7 @@ from fractions import Fraction
 MAX_CHARS = 200
 MAX_DEPTH = 40
 MAX_EXPONENT = 400.0  # 6.02e23 written as 6.02\\times10^{23}; float overflow is caught
+MAX_FACTORIAL = 1000  # 1000! has 2,568 digits; larger ones compute in floating point (and overflow)
 MAX_EXACT_BITS = 4096  # an exact power larger than this computes in floating point instead
 REL_TOL = 1e-6
 FLOAT_ZERO = 1e-12  # a floating-point result this close to 0 is 0 (rounding); exact values never are
@@ -119,7 +120,7 @@ def _tokenize(text: str) -> list[str]:
             else:
                 tokens.append(ch)  # one-letter variables; "xy" reads as x*y
                 i += 1
-        elif ch in "+-*/^(){}[]%_":
+        elif ch in "+-*/^(){}[]%_!":
             tokens.append(ch)
             i += 1
         else:
@@ -193,9 +194,8 @@ class _Parser:
 
     def postfix(self):
         node = self.atom()
-        while self.peek() == "%":
-            self.take()
-            node = ("/", node, ("num", Fraction(100)))
+        while self.peek() in ("%", "!"):
+            node = ("/", node, ("num", Fraction(100))) if self.take() == "%" else ("factorial", node)
         return node
 
     def group(self, open_: str, close: str):
@@ -361,6 +361,12 @@ def evaluate(node, env: dict[str, float]) -> Number:
         return FUNCTIONS[node[1]](value)
     if kind == "root":
         return _root(evaluate(node[1], env), evaluate(node[2], env))
+    if kind == "factorial":
+        value = evaluate(node[1], env)
+        whole = _exact_integer(value)
+        if whole is not None and 0 <= whole <= MAX_FACTORIAL:
+            return Fraction(math.factorial(whole))
+        return math.gamma(float(value) + 1)
     left, right = evaluate(node[1], env), evaluate(node[2], env)
     if kind == "binom":
         return _binomial(left, right)

@@ -140,6 +140,8 @@ def verify_ocr(pred: str, ref: str) -> tuple[float, str]:
 def count_of(text: str) -> float | None:
     """The count an answer states: `7`, `seven`, `twenty-one`, `二十一`, `5 apples`, `三只猫`, `5个`."""
     text = plain_latex(text[:64]).strip().rstrip(".")
+    if _HEDGE.search(text):  # `7 or 8`, `七或八`
+        return None
     number, unit = split_unit(text)  # `5 apples`, `5个`; a unit holds no number (`0或1` is a hedge)
     for literal in (text, number if unit and not any(ch.isdigit() for ch in unit) else ""):
         if _COUNT.fullmatch(literal):  # a numeral, not arithmetic: `1-0` is a range, not 1
@@ -181,7 +183,8 @@ def verify_counting(pred: str, ref: str) -> tuple[float, str]:
 # a label, optionally in parentheses, then the end, or a separator and the option's text: `B`,
 # `(B)`, `B.`, `B. 42`, `B: the red car`, `D) none`, `2`, `(2)`, `Option C`
 _LABEL = re.compile(r"^(?:option|answer|choice)?\s*:?\s*\(?([a-z]|[1-9]\d?)\)?(?:$|[.:)]\s*\S|[.:]$)")
-_LABEL_LIST = re.compile(r"^(?:[a-z]|[1-9]\d?)(?:\s*(?:,|;|and|&)\s*(?:[a-z]|[1-9]\d?))+$")
+_LABEL_LIST = re.compile(r"^\(?(?:[a-z]|[1-9]\d?)\)?(?:\s*(?:,|;|and|&)\s*\(?(?:[a-z]|[1-9]\d?)\)?)+$")
+_LETTER_RUN = re.compile(r"[A-J]{2,10}")  # `AC`: a multi-select written as one run of capitals
 
 
 # a capital letter marked as an option in a sentence (VLMEvalKit infers the option the same way):
@@ -210,7 +213,9 @@ def choice_labels(text: str) -> frozenset[str] | None:
     text = plain_latex(ascii_width(text[:MAX_CHARS])).replace("*", "").strip().strip("'\"`")
     lowered = text.lower()
     if _LABEL_LIST.match(lowered):
-        return frozenset(re.split(r"\s*(?:,|;|and|&)\s*", lowered))
+        return frozenset(label.strip("()") for label in re.split(r"\s*(?:,|;|and|&)\s*", lowered))
+    if _LETTER_RUN.fullmatch(text) and len(set(text)) == len(text):
+        return frozenset(text.lower())
     marked = marked_options(text)
     match = _LABEL.match(lowered)
     if match:  # `B. 42`, `B: the red car`: the option's own text may not name another option
@@ -245,6 +250,9 @@ def load_json(text: str):
     return json.loads("".join(out))
 
 
+_BOX_KEYS = ("bbox_2d", "bbox", "box_2d", "box")
+
+
 def parse_boxes(text: str) -> list[list[int]] | None:
     """`[x1,y1,x2,y2]` or a list of them, integers 0-999 with x1<=x2, y1<=y2; else None."""
     if len(text) > MAX_CHARS:
@@ -255,6 +263,8 @@ def parse_boxes(text: str) -> list[list[int]] | None:
         return None
     if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value):
         value = [value]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):  # Qwen2.5-VL's
+        value = [next((v[k] for k in _BOX_KEYS if k in v), None) for v in value]   # [{"bbox_2d": [...]}]
     if not isinstance(value, list) or not value:
         return None
     boxes = []

@@ -9,7 +9,7 @@ existing version instead of registering an identical second one.
 from __future__ import annotations
 
 from model_src.lineage import Lineage, RunScope
-from model_src.names import EVAL_DATA_HASH_TAG, EVAL_TAG_PREFIX, MODEL_CONTENT_TAG, PROMOTION_TAG
+from model_src.names import COMPARED_WITH_TAG, MODEL_CONTENT_TAG, PROMOTION_FIGURE_PREFIX, PROMOTION_TAG
 
 
 def model_card(lineage: Lineage, scope: RunScope, metrics: dict[str, float], name: str, promotion: str = "") -> str:
@@ -100,32 +100,73 @@ def champion_of(client, name: str):
         raise
 
 
-def promote(client, name: str, version: str, metrics: dict[str, float], eval_data: str, tolerance: float,
-            holder: str, before_aliases=None) -> tuple[bool, str]:
-    """Alias the new version `candidate`, and `champion` when the promotion gate lets it against the
-    champion read under the same lock (cluster.lock.exclusive: MLflow cannot compare-and-set an
-    alias, so two exports at once would each read the old champion and each take the alias).
-    `before_aliases(promoted, reason)` runs inside the lock, before any alias moves: the aliases are
-    the last act, so a failure before them leaves the champion where it was."""
+def gate(report: dict, current, cfg) -> "Decision":
+    """The promotion decision for an evaluation `report` (eval.json) against `current`, the version
+    aliased `champion` now (read under the promotion lock). The report's comparison must be with
+    that very version: a champion that moved since evaluation makes it stale."""
+    from model_src.eval.promotion import Decision, compare, decide
+
+    compared = report.get("champion") or None
+    compared_version = None if compared is None else str(compared["version"])
+    current_version = None if current is None else str(current.version)
+    if compared_version != current_version:
+        return Decision(False, "stale", f"this run was compared with {f'version {compared_version}' if compared else 'no champion'}, "
+                                        f"but the champion is now {f'version {current_version}' if current else 'none'}: "
+                                        f"run again to compare with it")
+    if compared is None:
+        return decide(None, new_data=True, margin=cfg.promotion_margin, min_se=cfg.promotion_min_se,
+                      tolerance=cfg.promotion_tolerance)
+    mismatch = "" if compared["family"] == report.get("family") else (
+        f"the champion (version {compared_version}) is a {compared['family']} model, this one a {report.get('family')}")
+    comparison = None if mismatch else compare(report["samples"], compared["samples"])
+    return decide(comparison, new_data=compared.get("eval_data_hash") != report["eval_data_hash"],
+                  margin=cfg.promotion_margin, min_se=cfg.promotion_min_se, tolerance=cfg.promotion_tolerance,
+                  family_mismatch=mismatch)
+
+
+def promote(client, name: str, version: str, report: dict, cfg, holder: str, before_aliases=None):
+    """Alias the new version `candidate`, and `champion` when the gate lets it (`gate`, against the
+    champion read under the same lock: cluster.lock.exclusive, since MLflow cannot compare-and-set an
+    alias and two exports at once would each read the old champion and each take it). The decision
+    and its figures are tagged on the version, then `before_aliases(decision)` runs, then the
+    aliases move: the last act, so a failure before it leaves the champion where it was."""
     from model_src.cluster.lock import exclusive
-    from model_src.eval.promotion import decide_promotion
 
     with exclusive(f"promote-{name}", holder):
-        current = champion_of(client, name)
-        champion = None if current is None else {
-            k[len(EVAL_TAG_PREFIX):]: float(v) for k, v in current.tags.items() if k.startswith(EVAL_TAG_PREFIX)}
-        promoted, reason = decide_promotion(metrics, champion, eval_data,
-                                            None if current is None else current.tags.get(EVAL_DATA_HASH_TAG),
-                                            tolerance)
+        decision = gate(report, champion_of(client, name), cfg)
         _pause_for_fault_injection()
-        client.set_model_version_tag(name, version, PROMOTION_TAG,
-                                     f"{'champion' if promoted else 'candidate'}: {reason}")
+        compared = report.get("champion") or {}
+        for key, value in {PROMOTION_TAG: f"{'champion' if decision.promoted else 'candidate'}: {decision.reason}",
+                           COMPARED_WITH_TAG: str(compared.get("version", "none")),
+                           f"{PROMOTION_FIGURE_PREFIX}rule": decision.rule,
+                           **{f"{PROMOTION_FIGURE_PREFIX}{k}": f"{v:.6g}" for k, v in decision.figures.items()}}.items():
+            client.set_model_version_tag(name, version, key, value)
         if before_aliases is not None:
-            before_aliases(promoted, reason)
+            before_aliases(decision)
         client.set_registered_model_alias(name, "candidate", version)
-        if promoted:
+        if decision.promoted:
             client.set_registered_model_alias(name, "champion", version)
-    return promoted, reason
+    return decision
+
+
+def promotion_table(decision) -> str:
+    """The card's promotion section: the rule and reason, and per domain both models' mean reward
+    with its 95% Wilson interval and the paired gain with its SE."""
+    figures = decision.figures
+    lines = [f"**{'champion' if decision.promoted else 'candidate'}** (rule: {decision.rule}): {decision.reason}", ""]
+    domains = sorted(k.split("/", 1)[1] for k in figures if k.startswith("gain/"))
+    if domains:
+        lines += ["| domain | prompts | champion (95% CI) | this version (95% CI) | paired gain | SE |",
+                  "|---|---|---|---|---|---|"]
+        for d in domains:
+            lines.append(f"| {d} | {figures[f'prompts/{d}']:.0f} | {figures[f'champion/{d}']:.3f} "
+                         f"({figures[f'champion_ci_low/{d}']:.3f}-{figures[f'champion_ci_high/{d}']:.3f}) | "
+                         f"{figures[f'challenger/{d}']:.3f} ({figures[f'challenger_ci_low/{d}']:.3f}-"
+                         f"{figures[f'challenger_ci_high/{d}']:.3f}) | {figures[f'gain/{d}']:+.3f} | "
+                         f"{figures[f'gain_se/{d}']:.3f} |")
+        lines.append(f"| mean | | {figures['champion_mean']:.3f} | {figures['challenger_mean']:.3f} | "
+                     f"{figures['gain']:+.3f} | {figures['gain_se']:.3f} |")
+    return "\n".join(lines)
 
 
 def _pause_for_fault_injection() -> None:

@@ -47,6 +47,8 @@ EXPORT_RUN_TAG = f"{TAG_PREFIX}export_run_id"
 EVAL_TAG_PREFIX = f"{TAG_PREFIX}eval."           # + metric: the evaluation the version was promoted on
 EVAL_DATA_HASH_TAG = f"{TAG_PREFIX}eval_data_hash"
 PROMOTION_TAG = f"{TAG_PREFIX}promotion"
+PROMOTION_FIGURE_PREFIX = f"{TAG_PREFIX}promotion."  # + figure: the paired comparison the decision read
+COMPARED_WITH_TAG = f"{TAG_PREFIX}compared_with"     # the champion version the challenger was scored beside
 LINEAGE_REPORT_TAG = f"{TAG_PREFIX}lineage_report"
 EXPORT_S3_TAG = f"{TAG_PREFIX}export.s3_uri"
 MODEL_CONTENT_TAG = f"{TAG_PREFIX}model_sha256"  # the exported folder's hash: one version per content
@@ -67,6 +69,10 @@ CHECKPOINT_ROOT_ENV = "THINKPIPE_CHECKPOINT_ROOT"  # where stages keep resumable
 CACHE_ENV = "THINKPIPE_CACHE"                      # S3 / model download cache (a PVC)
 FAULT_ENV = "THINKPIPE_FAULT_STAGE"                # fault drills: the named stage fails after opening its run
 PROMOTION_PAUSE_ENV = "THINKPIPE_FAULT_PROMOTION_PAUSE_S"  # tests: widen promotion's read-to-write window
+# tests: a JSON file {"challenger": {id: reward}, "champion": {id: reward}} whose rewards replace the
+# evaluated ones at the evaluation boundary (a tiny model cannot train a better one in a test's time)
+EVAL_REWARDS_FAULT_ENV = "THINKPIPE_FAULT_EVAL_REWARDS"
+AFTER_WORK_FAULT_ENV = "THINKPIPE_FAULT_AFTER_WORK"   # fault drills: the named stage fails after its work, before its last act
 NAMESPACE_ENV = "THINKPIPE_NAMESPACE"              # the pod's namespace, for the training-job launcher
 IMAGE_ENV = "THINKPIPE_IMAGE"                      # the training-job launcher's image
 # the bearer token thinkpipe's clients send to vLLM's server and to the rollout server (from a

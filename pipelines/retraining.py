@@ -1,7 +1,8 @@
 """The retraining DAG a schedule runs: check_data -> (data changed) -> the training DAG.
 
-The training DAG ends with the export stage's promotion gate, so a retrained model becomes
-`champion` only if it beats the current one on the same eval data. When the data pin is the
+The training DAG ends with the export stage's promotion gate: the champion check_data saw is scored
+beside the retrained model on the new eval split, and the retrained one becomes `champion` when it
+is non-inferior there (model_src/eval/promotion.py). When the data pin is the
 champion's, the run ends after the check, with the reason in its output and in MLflow. A run that
 fails is posted to the failure webhook (`cluster.failure_webhook_secret`, model_src/notify.py).
 """
@@ -48,6 +49,7 @@ def build_retraining_pipeline(cluster: ClusterConfig | None = None, kfp_caching:
             with dsl.If(check.outputs["retrain"] == True, name="data-changed"):  # noqa: E712 - a KFP condition
                 training(config_json=config_json, data_dir=check.outputs["data_dir"], git_commit=git_commit,
                          data_hash=check.outputs["data_hash"], data_rev=check.outputs["data_rev"], image=image,
-                         pipeline_run_name=pipeline_run_name, use_cache=use_cache)
+                         pipeline_run_name=pipeline_run_name, use_cache=use_cache,
+                         champion_version=check.outputs["champion_version"])
 
     return retraining_pipeline

@@ -52,7 +52,11 @@ def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: b
         image: str = BASE_IMAGE,
         pipeline_run_name: str = "",
         use_cache: bool = True,
+        champion_version: str = "",
     ):
+        # champion_version: the registry's `champion` when the run starts ("" none); evaluate scores it
+        # beside the new model, and as an input of evaluate and export it keeps KFP's cache from
+        # reusing a comparison with a champion that has changed since
         finish_task = configure(finish(config_json=config_json), "finish")  # a small pod, like init
         with dsl.ExitHandler(finish_task, name="stages"):
             init_task = configure(init(config_json=config_json, data_dir=data_dir, git_commit=git_commit,
@@ -75,9 +79,10 @@ def build_training_pipeline(cluster: ClusterConfig | None = None, kfp_caching: b
             evaluate_task = configure(evaluate(eval_data=curate_task.outputs["eval_data"],
                                                model=rlcs_task.outputs["model"],
                                                pretrain_model=pretrain_task.outputs["model"],
-                                               sft_model=sft_task.outputs["model"], **common), "evaluate")
-            configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"], **common),
-                      "export")
+                                               sft_model=sft_task.outputs["model"],
+                                               champion_version=champion_version, **common), "evaluate")
+            configure(export(model=rlcs_task.outputs["model"], eval_report=evaluate_task.outputs["report"],
+                             champion_version=champion_version, **common), "export")
         # KFP returns no pipeline output from inside an exit handler: the exported folder is the
         # export run's `outputs/exported` artifact in MLflow (what `thinkpipe run` prints)
 

@@ -36,15 +36,6 @@ def _versions(client) -> list:
     return sorted(client.search_model_versions(f"name = '{TINY_MODEL}'"), key=lambda v: int(v.version))
 
 
-def _set_champion_accuracy(client, accuracy: float) -> str:
-    """Make the current champion's recorded evaluation `accuracy` everywhere, so the next export's
-    promotion decision is known in advance (tiny models score 0.0 on every domain)."""
-    champion = client.get_model_version_by_alias(TINY_MODEL, "champion")
-    for key in [k for k in champion.tags if k.startswith("thinkpipe.eval.accuracy")]:
-        client.set_model_version_tag(TINY_MODEL, champion.version, key, str(accuracy))
-    return str(champion.version)
-
-
 def test_first_run_records_parent_and_seven_finished_stage_runs(tiny, first_run):
     parent, children = tiny.runs_of("first")
     assert parent.info.status == "FINISHED"  # closed by the finish exit handler
@@ -121,7 +112,7 @@ def test_lineage_prints_chain_for_registered_version(tiny, first_run):
     proc = subprocess.run([*THINKPIPE, "lineage", f"{TINY_MODEL}/1", "--tracking-uri", tiny.tracking_uri],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert f"{TINY_MODEL} version 1" in proc.stdout and "champion: no champion yet" in proc.stdout
+    assert f"{TINY_MODEL} version 1" in proc.stdout and "no champion yet" in proc.stdout
     parent, children = tiny.runs_of("first")
     text = proc.stdout
     assert parent.info.run_id in text
@@ -196,7 +187,14 @@ def test_no_secret_values_in_the_mlflow_params_or_tags_of_a_pipeline_run(tiny, f
 def test_unchanged_rerun_starts_no_stage_process_and_records_what_it_reused(tiny, first_run):
     client = tiny.client()
     versions_before = len(_versions(client))
-    again = tiny.run("again")
+    # the first run made itself champion: the champion, an input of evaluate and export, changed
+    # (none -> version 1), so those two run again, find the champion is this very model and register nothing
+    compared = tiny.run("compared-with-itself")
+    assert compared.returncode == 0, compared.output[-5000:]
+    assert sorted(r.data.tags["thinkpipe.stage"] for r in tiny.runs_of("compared-with-itself")[1]) == [
+        "evaluate", "export", "init"]
+    assert "the champion (version 1) holds these very weights" in compared.output
+    again = tiny.run("again")  # nothing changed, the champion neither
     assert again.returncode == 0, again.output[-5000:]
     print(f"unchanged tiny re-run: {again.seconds:.1f} s (first run {first_run.seconds:.1f} s)")
     parent, children = tiny.runs_of("again")
@@ -252,9 +250,13 @@ def test_failed_stage_then_resume_redoes_only_failed_and_later_stages_and_the_be
         assert stages[stage].data.tags.get("thinkpipe.cached_from"), f"{stage} should be reused"
 
     client = tiny.client()
-    old_champion = _set_champion_accuracy(client, -1.0)  # any model beats this one
+    old_champion = str(client.get_model_version_by_alias(TINY_MODEL, "champion").version)
+    # the gate's decision known in advance: per-prompt rewards injected at the evaluation boundary
+    # (the wiring of champion scoring and the gate's rules: tests/test_retrain_promotion.py, test_promotion.py)
+    injected = tiny.state_dir / "better-than-champion.json"
+    injected.write_text(json.dumps({"challenger": {"*": 1.0}, "champion": {"*": 0.0}}))
     with s3_server("exports") as (s3_env, s3):
-        resumed = tiny.run("resumed", *changed, env=s3_env)
+        resumed = tiny.run("resumed", *changed, env={**s3_env, "THINKPIPE_FAULT_EVAL_REWARDS": str(injected)})
         assert resumed.returncode == 0, resumed.output[-5000:]
         parent, children = tiny.runs_of("resumed")
         stages = _by_stage(children)
@@ -277,8 +279,9 @@ def test_failed_stage_then_resume_redoes_only_failed_and_later_stages_and_the_be
     version = stages["export"].data.tags["thinkpipe.result.model_version"]
     assert version != old_champion
     assert str(client.get_model_version_by_alias(TINY_MODEL, "champion").version) == version
-    assert client.get_model_version(TINY_MODEL, version).tags["thinkpipe.promotion"].startswith(
-        "champion: mean accuracy 0.0000 beats the champion -1.0000")
+    tags = client.get_model_version(TINY_MODEL, version).tags
+    assert tags["thinkpipe.promotion"].startswith("champion: challenger 1.0000 vs champion 0.0000")
+    assert tags["thinkpipe.promotion.rule"] == "superior" and tags["thinkpipe.compared_with"] == old_champion
     # every exported file is in S3, byte for byte, and the manifest lists them all
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert len(bodies) == len(files) == len(manifest) > 5

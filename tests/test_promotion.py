@@ -1,27 +1,79 @@
-"""The promotion gate on hand-made metric tables, and what counts as "no champion yet"."""
+"""The promotion gate on hand-made per-prompt records, the champion it must compare with, and what
+counts as "no champion yet"."""
 
 import pytest
 
-from model_src.eval.promotion import decide_promotion
+from model_src.eval.promotion import compare, decide, wilson
 
-CHAMPION = {"accuracy_mean": 0.50, "accuracy/digits": 0.80, "accuracy/stem": 0.20}
-
-
-def test_better_mean_without_domain_drops_is_promoted():
-    new = {"accuracy_mean": 0.55, "accuracy/digits": 0.79, "accuracy/stem": 0.31}
-    assert decide_promotion(new, CHAMPION, "h", "h", 0.02)[0]
+GATE = dict(margin=0.02, min_se=2.0, tolerance=0.02)
 
 
-def test_better_mean_with_a_domain_drop_beyond_tolerance_stays_candidate():
-    new = {"accuracy_mean": 0.60, "accuracy/digits": 0.70, "accuracy/stem": 0.50}
-    promote, reason = decide_promotion(new, CHAMPION, "h", "h", 0.02)
-    assert not promote and "accuracy/digits drops by 0.1000" in reason
+def records(rewards_by_domain: dict[str, list[float]]) -> list[dict]:
+    return [{"id": f"{domain}-{i}", "domain": domain, "reward": r}
+            for domain, rewards in rewards_by_domain.items() for i, r in enumerate(rewards)]
 
 
-def test_equal_or_worse_mean_and_other_eval_data_stay_candidate():
-    assert not decide_promotion(dict(CHAMPION), CHAMPION, "h", "h", 0.02)[0]
-    promote, reason = decide_promotion({**CHAMPION, "accuracy_mean": 0.9}, CHAMPION, "new", "old", 0.02)
-    assert not promote and "not comparable" in reason
+def test_the_same_data_needs_a_gain_beyond_two_paired_standard_errors():
+    champion = records({"digits": [0.0] * 40, "ocr": [0.5] * 40})
+    small = records({"digits": [1.0] * 2 + [0.0] * 38, "ocr": [0.5] * 40})  # +0.025: within the noise
+    large = records({"digits": [1.0] * 12 + [0.0] * 28, "ocr": [0.5] * 40})  # +0.15
+    said = decide(compare(small, champion), new_data=False, **GATE)
+    assert not said.promoted and said.rule == "superior" and "not shown superior" in said.reason
+    assert said.figures["gain"] == pytest.approx(0.025) and said.figures["gain_se"] > 0.0125
+    assert decide(compare(large, champion), new_data=False, **GATE).promoted
+
+
+def test_new_data_promotes_a_non_inferior_model_and_refuses_a_worse_one():
+    champion = records({"digits": [1.0, 0.0] * 50})
+    equal = records({"digits": [0.0, 1.0] * 50})  # the same mean on other prompts: a wide SE, no drop
+    same = records({"digits": [1.0, 0.0] * 50})
+    worse = records({"digits": [1.0, 0.0] * 30 + [0.0, 0.0] * 20})
+    assert decide(compare(same, champion), new_data=True, **GATE).promoted  # gain 0, SE 0: bound 0 > -0.02
+    assert not decide(compare(same, champion), new_data=False, **GATE).promoted  # not superior on the same data
+    wide = decide(compare(equal, champion), new_data=True, **GATE)
+    assert not wide.promoted and "not shown non-inferior" in wide.reason  # SE 0.1: the bound is -0.2
+    bad = decide(compare(worse, champion), new_data=True, **GATE)
+    assert not bad.promoted and bad.figures["gain"] == pytest.approx(-0.2)
+
+
+def test_a_domain_drop_blocks_only_beyond_its_tolerance_and_two_of_its_own_ses():
+    champion = records({"digits": [0.0] * 50, "ocr": [1.0] * 50})
+    noisy_drop = records({"digits": [1.0] * 50, "ocr": [1.0] * 49 + [0.0]})  # ocr -0.02 (SE 0.02): noise
+    real_drop = records({"digits": [1.0] * 50, "ocr": [1.0] * 40 + [0.0] * 10})  # ocr -0.2 (SE 0.057)
+    assert decide(compare(noisy_drop, champion), new_data=False, **GATE).promoted
+    blocked = decide(compare(real_drop, champion), new_data=False, **GATE)
+    assert not blocked.promoted and "ocr drops by 0.2000" in blocked.reason
+
+
+def test_no_champion_promotes_and_another_family_is_not_comparable():
+    assert decide(None, new_data=True, **GATE).reason == "no champion yet"
+    said = decide(None, new_data=True, family_mismatch="the champion is a LlamaForCausalLM model", **GATE)
+    assert not said.promoted and said.rule == "not-comparable" and "not comparable" in said.reason
+
+
+def test_the_figures_carry_both_models_per_domain_with_wilson_intervals():
+    champion = records({"digits": [0.0] * 10, "ocr": [0.5] * 10})
+    challenger = records({"digits": [1.0] * 5 + [0.0] * 5, "ocr": [0.5] * 10})
+    figures = decide(compare(challenger, champion), new_data=True, **GATE).figures
+    assert figures["challenger/digits"] == 0.5 and figures["champion/digits"] == 0.0
+    assert (figures["challenger_ci_low/digits"], figures["challenger_ci_high/digits"]) == pytest.approx(wilson(0.5, 10))
+    assert figures["prompts/ocr"] == 10 and figures["gain/ocr"] == 0.0
+    assert figures["champion_mean"] == 0.25 and figures["challenger_mean"] == 0.5
+
+
+def test_a_comparison_with_another_champion_than_the_current_is_stale():
+    from types import SimpleNamespace
+
+    from model_src.config import ExportConfig
+    from model_src.model_registry import gate
+
+    report = {"samples": records({"d": [1.0] * 4}), "eval_data_hash": "h", "family": "F",
+              "champion": {"version": "1", "family": "F", "eval_data_hash": "h", "samples": records({"d": [0.0] * 4})}}
+    assert gate(report, SimpleNamespace(version=1), ExportConfig()).promoted
+    moved = gate(report, SimpleNamespace(version=2), ExportConfig())
+    assert not moved.promoted and moved.rule == "stale" and "now version 2" in moved.reason
+    assert not gate({**report, "champion": None}, SimpleNamespace(version=1), ExportConfig()).promoted
+    assert gate({**report, "champion": None}, None, ExportConfig()).reason == "no champion yet"
 
 
 def test_only_a_missing_model_or_alias_means_no_champion(tmp_path, monkeypatch):
@@ -62,19 +114,23 @@ def test_only_a_missing_model_or_alias_means_no_champion(tmp_path, monkeypatch):
 RACER = """
 import json, sys
 import mlflow
+from model_src.config import ExportConfig
 from model_src.model_registry import promote
 uri, name, version, accuracy = sys.argv[1:5]
 client = mlflow.MlflowClient(uri)
-promoted, reason = promote(client, name, version, {"accuracy_mean": float(accuracy)}, "h", 0.02, holder=f"export-{version}")
-print(json.dumps({"version": version, "promoted": promoted, "reason": reason}))
+report = {"samples": [{"id": "p", "domain": "d", "reward": float(accuracy)}], "eval_data_hash": "h", "family": "F",
+          "champion": None}
+decision = promote(client, name, version, report, ExportConfig(), holder=f"export-{version}")
+print(json.dumps({"version": version, "promoted": decision.promoted, "reason": decision.reason}))
 """
 
 
 def test_two_exports_promoting_at_once_agree_on_one_champion(tmp_path):
     """Fault: two exports promote at the same moment, each pausing between reading the champion and
-    moving the aliases (THINKPIPE_FAULT_PROMOTION_PAUSE_S). Without a lock both read "no champion"
-    and both claim it; under the promotion lock the second compares with the first, so exactly one
-    decision says "no champion yet" and the champion is the better version whichever ran first."""
+    moving the aliases (THINKPIPE_FAULT_PROMOTION_PAUSE_S). Both were evaluated when there was no
+    champion. Without a lock both read "no champion" and both claim it; under the promotion lock the
+    second finds the first's version champion, which its evaluation never saw, so it stays candidate
+    as stale (to be compared with that champion by a new run): exactly one champion, one decision each."""
     import json
     import os
     import subprocess
@@ -103,11 +159,11 @@ def test_two_exports_promoting_at_once_agree_on_one_champion(tmp_path):
         out, err = racer.communicate(timeout=120)
         assert racer.returncode == 0, err[-2000:]
         decisions.append(json.loads(out.strip().splitlines()[-1]))
-    assert sum("no champion yet" in d["reason"] for d in decisions) == 1, decisions
-    assert str(client.get_model_version_by_alias("racer", "champion").version) == str(versions["0.6"])
-    worse = next(d for d in decisions if d["version"] == versions["0.3"])
-    better = next(d for d in decisions if d["version"] == versions["0.6"])
-    assert better["promoted"] and (not worse["promoted"] or "no champion yet" in worse["reason"])
+    first = [d for d in decisions if d["reason"] == "no champion yet"]
+    second = [d for d in decisions if "run again to compare" in d["reason"]]
+    assert len(first) == 1 and len(second) == 1, decisions
+    assert first[0]["promoted"] and not second[0]["promoted"]
+    assert str(client.get_model_version_by_alias("racer", "champion").version) == first[0]["version"]
 
 
 def test_the_promotion_lease_has_one_holder_and_an_expired_one_is_taken_over(tmp_path):

@@ -362,10 +362,15 @@ class RewardConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     registered_model_name: str = "thinkpipe-glm4v"
-    promotion_tolerance: float = 0.02  # largest per-domain accuracy drop a new champion may have
+    # the promotion gate (model_src/eval/promotion.py), on paired per-prompt scores against the champion:
+    promotion_tolerance: float = 0.02  # a domain dropping more than this (and 2 of its paired SEs) blocks
+    promotion_margin: float = 0.02  # new data: promote when the gain's 95% lower bound is above -margin
+    promotion_min_se: float = 2.0  # same data (a config or code change): the gain must exceed this many SEs
     s3_uri: str = ""  # also upload the exported folder to s3://bucket/prefix/<model>/<run id>; "" = no
 
     def validate(self, prefix: str) -> None:
         _require(bool(self.registered_model_name.strip()), f"{prefix}.registered_model_name", "must not be empty")
         _require(0 <= self.promotion_tolerance <= 1, f"{prefix}.promotion_tolerance", "must be in [0, 1]")
+        _require(0 <= self.promotion_margin <= 1, f"{prefix}.promotion_margin", "must be in [0, 1]")
+        _require(self.promotion_min_se >= 0, f"{prefix}.promotion_min_se", "must be >= 0")
         _require(not self.s3_uri or self.s3_uri.startswith("s3://"), f"{prefix}.s3_uri", "must be an s3:// URI or empty")

@@ -33,7 +33,7 @@ def resolve_model(spec: str | None = None, tracking_uri: str | None = None,
         version = _pick_version(client, spec)
     except MlflowException as exc:
         raise ServingError(f"model {spec!r} not found in the MLflow registry at {client.tracking_uri}: {exc}") from exc
-    folder = _version_folder(client, version, cache_dir)
+    folder = version_folder(client, version, cache_dir)
     _check_folder(folder)
     how = spec or "newest exported version"
     return ServedModel(folder, version.name, f"{version.name}/{version.version} ({how}; {client.tracking_uri})")
@@ -68,7 +68,7 @@ def _all_versions(client):
             return
 
 
-def _version_folder(client, version, cache_dir: str | Path | None) -> Path:
+def version_folder(client, version, cache_dir: str | Path | None) -> Path:
     """The version's files: the LoggedModel's artifact folder when it is local, else a cached download."""
     import mlflow
 

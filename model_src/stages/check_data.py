@@ -16,7 +16,8 @@ from model_src.stages.runner import skip_final_gc
 
 def run(*, config_json: str, data_repo: str, data_branch: str, data_root: str,
         pipeline_run_name: str = "") -> dict[str, str]:
-    """The decision and where the data is: retrain, reason, data_hash, data_rev, data_dir."""
+    """The decision and where the data is: retrain, reason, data_hash, data_rev, data_dir, and the
+    champion the training DAG compares its model with (champion_version, "" none)."""
     from model_src.retrain import check_data, clone_repo, log_decision, materialize_data
     from model_src.tracking import ensure_experiment
 
@@ -29,4 +30,4 @@ def run(*, config_json: str, data_repo: str, data_branch: str, data_root: str,
         data_dir = str(materialize_data(clone, decision.latest, data_root)) if decision.retrain else ""
     skip_final_gc()
     return {"retrain": decision.retrain, "reason": decision.reason, "data_hash": decision.latest.data_hash,
-            "data_rev": decision.latest.data_rev, "data_dir": data_dir}
+            "data_rev": decision.latest.data_rev, "data_dir": data_dir, "champion_version": decision.champion_version}

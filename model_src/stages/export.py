@@ -4,10 +4,11 @@ Writes the HF folder (safetensors, processor, chat template) with a model card c
 lineage and the evaluation, reloads it with the Auto classes and answers one question (a smoke
 test), optionally uploads it to S3, logs it as an MLflow LoggedModel and registers it under
 `export.registered_model_name` with lineage and evaluation tags. The new version becomes
-`candidate`, and `champion` only if it beats the champion on the same eval data with no domain
-dropping more than `export.promotion_tolerance`. The lineage report is attached to the version
-first; promotion is the last act, under a lock (a Lease on a cluster), so a failure before it
-leaves the champion as it was and two exports at once agree on one champion.
+`candidate`, and `champion` when the promotion gate lets it: paired per-prompt scores of this model
+and the champion on this run's eval split (the evaluate stage scored both; model_src/eval/promotion.py
+has the rules). The lineage report is attached to the version first; promotion is the stage's last
+act, run by the runner after it has logged everything else, under a lock (a Lease on a cluster), so a
+failure before it leaves the champion as it was and two exports at once agree on one champion.
 The same weights are registered once: a second export of them names the existing version.
 Not in the paper, which releases its weights by hand.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from model_src.lineage import Lineage
 from model_src.names import (EVAL_DATA_HASH_TAG, EVAL_TAG_PREFIX, EXPORT_RUN_TAG, EXPORT_S3_TAG,
-                             LINEAGE_REPORT_TAG, MODEL_CONTENT_TAG)
+                             LINEAGE_REPORT_TAG, MODEL_CONTENT_TAG, PROMOTION_TAG)
 from model_src.stages.models import device_policy, load_model, log_model_folder
 from model_src.stages.runner import StageContext, run_stage
 
@@ -63,7 +64,7 @@ def work(ctx: StageContext) -> dict[str, float]:
     from PIL import Image
 
     from model_src.lineage import hash_path
-    from model_src.model_registry import model_card, promote, version_with_content
+    from model_src.model_registry import model_card, version_with_content
 
     out = ctx.outputs["exported"]
     shutil.copytree(ctx.inputs["model"], out, dirs_exist_ok=True)
@@ -80,12 +81,18 @@ def work(ctx: StageContext) -> dict[str, float]:
     summary = {"exported_files": float(sum(1 for p in out.rglob("*") if p.is_file())),
                "accuracy_mean": eval_metrics.get("accuracy_mean", 0.0)}
     existing = version_with_content(client, name, content_hash)
-    if existing is not None:  # these weights are registered already: name that version, register nothing
+    if existing is not None and PROMOTION_TAG in existing.tags:  # registered and decided: name it, do nothing
         reason = f"unchanged model: its weights are version {existing.version}'s"
         print(f"export: {name} {reason}; nothing registered", flush=True)
         ctx.set_result("model_version", existing.version)
         ctx.set_result("promoted", "false")
         ctx.set_result("promotion_reason", reason)
+        return summary
+    if existing is not None:  # an export of these weights died before its decision: this one decides it
+        print(f"export: {name} version {existing.version} holds these weights but was never decided on: "
+              f"deciding it now", flush=True)
+        ctx.set_result("model_version", existing.version)
+        ctx.last_act = _promotion(ctx, client, name, existing.version, report, eval_metrics)
         return summary
     tags = {**ctx.lineage.tags(), **ctx.scope.tags(), EXPORT_RUN_TAG: ctx.run_id, MODEL_CONTENT_TAG: content_hash}
     if ctx.cfg.export.s3_uri:  # one prefix per export run, so versions never overwrite each other
@@ -101,20 +108,31 @@ def work(ctx: StageContext) -> dict[str, float]:
         **{f"{EVAL_TAG_PREFIX}{k}": str(v) for k, v in eval_metrics.items()}}).version
     # the lineage report first, the promotion last: a failure in between leaves the champion as it was
     _attach_lineage_report(ctx, client, name, version, logged.model_id)
+    ctx.set_result("model_version", version)
+    ctx.last_act = _promotion(ctx, client, name, version, report, eval_metrics)  # after everything that can fail
+    return summary
 
-    def describe(promoted: bool, reason: str) -> None:
+
+def _promotion(ctx: StageContext, client, name: str, version: str, report: dict, eval_metrics: dict):
+    """The export's last act: the gate's decision on `version`, its card, then the aliases."""
+    import mlflow
+
+    from model_src.model_registry import model_card, promote, promotion_table
+    from model_src.names import result_tag
+
+    def describe(decision) -> None:
         # what a reviewer reads on the version's page in the MLflow UI: the card, with the decision
         client.update_model_version(name, version, description=model_card(
-            ctx.lineage, ctx.scope, eval_metrics, name, f"{'champion' if promoted else 'candidate'}: {reason}"))
+            ctx.lineage, ctx.scope, eval_metrics, name, promotion_table(decision)))
+        mlflow.set_tags({result_tag("promoted"): str(decision.promoted).lower(),
+                         result_tag("promotion_reason"): decision.reason[:5000]})
 
-    promoted, reason = promote(client, name, version, eval_metrics, report["eval_data_hash"],
-                               ctx.cfg.export.promotion_tolerance, holder=ctx.run_id, before_aliases=describe)
-    print(f"export: {name} version {version} {'is the new champion' if promoted else 'stays candidate'}: "
-          f"{reason}", flush=True)
-    ctx.set_result("model_version", version)
-    ctx.set_result("promoted", str(promoted).lower())
-    ctx.set_result("promotion_reason", reason)
-    return summary
+    def act() -> None:
+        decision = promote(client, name, version, report, ctx.cfg.export, holder=ctx.run_id, before_aliases=describe)
+        print(f"export: {name} version {version} {'is the new champion' if decision.promoted else 'stays candidate'}: "
+              f"{decision.reason}", flush=True)
+
+    return act
 
 
 def run(*, lineage: str | Lineage, model: str, eval_report: str, export_out: str,

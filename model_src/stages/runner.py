@@ -34,7 +34,8 @@ from typing import Callable
 from model_src.cluster.lock import exclusive
 from model_src.config import PipelineConfig
 from model_src.lineage import Lineage, RunScope, hash_path, stage_cache_key
-from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CHECKPOINT_ROOT_ENV, ERROR_TAG, FAULT_ENV, INPUT_TAG_PREFIX,
+from model_src.names import (AFTER_WORK_FAULT_ENV, CACHE_KEY_TAG, CACHED_FROM_TAG, CHECKPOINT_ROOT_ENV, ERROR_TAG,
+                             FAULT_ENV, INPUT_TAG_PREFIX,
                              OUTPUT_TAG_PREFIX,
                              OUTPUTS_RUN_TAG, PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, PIPELINE_STAGE, RESULT_TAG_PREFIX, RESUMED_TAG,
                              STAGE_CONFIG_HASH_TAG, STAGE_TAG, TAKEN_OVER_BY_TAG, result_tag)
@@ -58,6 +59,8 @@ class StageContext:
     run_id: str
     checkpoint_dir: Path | None = None  # this stage's checkpoints, keyed by its content key
     result_tags: dict[str, str] = field(default_factory=dict)
+    # what must happen last, after everything that can fail has been logged (export's promotion)
+    last_act: Callable[[], None] | None = None
     is_main: bool = True  # False on the other ranks of a multi-process training job: they log nothing
 
     @property
@@ -253,6 +256,11 @@ def run_stage(
                     **{f"{OUTPUT_TAG_PREFIX}{name}": hash_path(p) for name, p in output_paths.items()},
                     OUTPUTS_RUN_TAG: run.info.run_id,
                 })
+                if os.environ.get(AFTER_WORK_FAULT_ENV) == stage:
+                    raise InjectedFault(f"stage {stage}: fault injected by {AFTER_WORK_FAULT_ENV} before its last act")
+                mlflow.log_metric("stage_seconds", time.monotonic() - started)
+                if ctx.last_act is not None:  # nothing that can fail runs after it but ending the run
+                    ctx.last_act()
         except BaseException as exc:  # an interrupt too: the run must not be ended as FINISHED
             if not tracking_gave_up(exc) and _record_failure(exc) is None:
                 mlflow.end_run("FAILED")
@@ -262,7 +270,8 @@ def run_stage(
             with contextlib.suppress(Exception):
                 mlflow.end_run("FAILED")  # forgets the run here; the server is not asked twice
             raise lost from exc
-        mlflow.log_metric("stage_seconds", time.monotonic() - started)
+        if cached is not None:
+            mlflow.log_metric("stage_seconds", time.monotonic() - started)
         mlflow.end_run()
         if checkpoint_dir is not None and cached is None:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # outputs are logged; checkpoints served their turn

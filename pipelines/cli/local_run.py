@@ -56,6 +56,20 @@ def unique_run_id(run_name: str) -> str:
     return f"{run_name}-{uuid.uuid4().hex[:8]}"
 
 
+def current_champion(name: str) -> str:
+    """The version aliased `champion` in the registry now ("" when none): the run scores it beside the
+    new model. A registry that errs stops the run here, never reads as "no champion"."""
+    import mlflow
+
+    from model_src.model_registry import champion_of
+
+    version = champion_of(mlflow.MlflowClient(), name)
+    if version is not None:
+        print(f"thinkpipe: the champion is {name} version {version.version}: evaluate scores it on this run's "
+              f"eval split beside the new model", flush=True)
+    return "" if version is None else str(version.version)
+
+
 def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str, float]:
     """Run the training DAG with kfp.local; (run name, unique pipeline run id, seconds)."""
     data_dir = Path(args.data_dir or repo_root() / "data" / "raw").resolve()
@@ -68,6 +82,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
     from model_src.tracking import safe_uri
 
     data_hash, data_rev = dvc_pin(root, getattr(args, "data_pin", None) or "data.dvc")
+    champion = current_champion(cfg.export.registered_model_name)
     run_name = check_run_name(args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_id = unique_run_id(run_name)
     os.environ[PIPELINE_RUN_ENV] = run_id  # the stage subprocesses find their parent run by it
@@ -86,7 +101,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
         training_pipeline(
             config_json=cfg.to_json(), data_dir=str(data_dir), git_commit=git_commit(root),
             data_hash=data_hash, data_rev=data_rev, image=local_image_ref(root),
-            pipeline_run_name=run_name, use_cache=not args.no_cache)
+            pipeline_run_name=run_name, use_cache=not args.no_cache, champion_version=champion)
     except Exception as exc:  # the exit handler (finish) has marked the MLflow parent run FAILED
         raise CliError(f"{exc}\nThe failed stage's log is above. Fix the cause and run again: stages that "
                        f"finished are reused, so work resumes at the failed stage.") from exc

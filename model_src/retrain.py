@@ -104,8 +104,9 @@ def clone_repo(url: str, branch: str, dest: str | Path) -> Path:
 
 def materialize_data(clone: str | Path, version: DataVersion, dest_root: str | Path,
                      dvc_file: str = "data.dvc", remote: str | None = None) -> Path:
-    """`dvc pull` the pinned folder in `clone` and copy it to `dest_root/<hash>`; checks the hash.
-    An existing, complete copy is reused (the folder name is its content hash)."""
+    """`dvc pull` the pinned folder in `clone` from `remote` (a name in its .dvc/config; None: its
+    default remote) and copy it to `dest_root/<hash>`; checks the hash. An existing, complete copy is
+    reused (the folder name is its content hash). A remote the config does not define fails naming it."""
     from dvc.repo import Repo
 
     dest = Path(dest_root) / version.data_hash.removesuffix(".dir")
@@ -113,6 +114,9 @@ def materialize_data(clone: str | Path, version: DataVersion, dest_root: str | P
         return dest
     clone = Path(clone)
     with Repo(str(clone)) as repo:
+        if remote is not None and remote not in repo.config["remote"]:
+            raise LineageError(f"DVC remote {remote!r} (cluster.dvc_remote) is not defined in {dvc_config_of(clone)}: "
+                               f"its remotes are {', '.join(sorted(repo.config['remote'])) or 'none'}")
         repo.pull(targets=[str(clone / dvc_file)], remote=remote)
     pin = yaml.safe_load((clone / dvc_file).read_text())
     source = clone / Path(dvc_file).parent / pin["outs"][0]["path"]
@@ -127,6 +131,10 @@ def materialize_data(clone: str | Path, version: DataVersion, dest_root: str | P
             shutil.rmtree(dest)
         staged.rename(dest)
     return dest
+
+
+def dvc_config_of(clone: str | Path) -> str:
+    return str(Path(clone) / ".dvc" / "config")
 
 
 def log_decision(decision: RetrainDecision, experiment_id: str, run_name: str, client=None) -> str:

@@ -119,3 +119,43 @@ def test_changed_data_is_pulled_from_the_dvc_remote_and_verified(project, regist
     bad = DataVersion("0" * 32 + ".dir", second.data_rev)
     with pytest.raises(Exception, match=bad.data_hash):
         materialize_data(clone, bad, tmp_path / "pvc2")
+
+
+def test_a_cluster_pulls_changed_data_from_the_remote_its_profile_names(project, registry, tmp_path, monkeypatch):
+    """The repository's default remote is a local path no pod has (as the project's `local`); the
+    cluster profile names the S3 remote (`cluster.dvc_remote`, `s3` in glm4v-9b), and the retraining
+    DAG's data check pulls from it: here from an S3 stand-in on 127.0.0.1. A remote the repository
+    does not define fails naming it."""
+    from tests.s3_server import s3_server
+
+    sh(project, *DVC, "remote", "add", "s3", "s3://thinkpipe-data/dvc")
+    sh(project, *DVC, "remote", "modify", "store", "url", str(tmp_path / "not-in-the-pod"))  # the default
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "--quiet", "-m", "remotes")
+    assert load_config("glm4v-9b").cluster.dvc_remote == "s3"
+    with s3_server("thinkpipe-data") as (s3_env, s3):
+        for key, value in s3_env.items():
+            monkeypatch.setenv(key, value)
+        (project / "data" / "raw").mkdir(parents=True)
+        (project / "data" / "raw" / "rows.txt").write_text("digit,4\n")
+        sh(project, *DVC, "add", "--quiet", "data/raw")
+        pin = yaml.safe_load((project / "data" / "raw.dvc").read_text())
+        pin["outs"][0]["path"] = "data/raw"
+        (project / "data.dvc").write_text(yaml.safe_dump(pin))
+        (project / "data" / "raw.dvc").unlink()
+        sh(project, *DVC, "push", "--quiet", "-r", "s3", "data.dvc")  # only S3 holds the data
+        sh(project, "git", "add", "-A")
+        sh(project, "git", "commit", "--quiet", "-m", "data on s3")
+        latest = data_version_at(project)
+        assert s3.list_objects_v2(Bucket="thinkpipe-data", Prefix="dvc")["KeyCount"] >= 2
+
+        on_cluster = load_config("tiny", ["cluster.dvc_remote=s3"]).to_json()
+        result = check_data_stage.run(config_json=on_cluster, data_repo=str(project), data_branch="main",
+                                      data_root=str(tmp_path / "pvc"), pipeline_run_name="cluster-check")
+        assert result["retrain"] is True and dvc_dir_hash(result["data_dir"]) == latest.data_hash
+
+        unnamed = load_config("tiny", ["cluster.dvc_remote=minio"]).to_json()
+        with pytest.raises(Exception, match=r"DVC remote 'minio' \(cluster.dvc_remote\) is not defined in .*: its "
+                                            r"remotes are s3, store"):
+            check_data_stage.run(config_json=unnamed, data_repo=str(project), data_branch="main",
+                                 data_root=str(tmp_path / "pvc2"))

@@ -186,6 +186,10 @@ class ClusterConfig:
     image_repository: str = ""
     # a Secret whose key `url` is the webhook the exit handlers post a failed run to ("" = none)
     failure_webhook_secret: str = ""
+    # the DVC remote the retraining DAG pulls new data from (a name in the repository's .dvc/config);
+    # "" = the repository's default remote, which is a local path in this project: fine on a laptop,
+    # absent in a pod, so a cluster profile names its S3 remote here
+    dvc_remote: str = ""
     checkpoint_pvc: str = ""  # PVC for checkpoints and training-job hand-over; "" = none
     checkpoint_mount: str = "/checkpoints"
     cache_pvc: str = ""       # PVC for the HF / S3 download cache; "" = none
@@ -203,6 +207,8 @@ class ClusterConfig:
         _require(bool(_DNS_NAME.match(self.namespace)), f"{prefix}.namespace", f"not a namespace name: {self.namespace!r}")
         _require(not self.image_repository or bool(_REPOSITORY.match(self.image_repository)),
                  f"{prefix}.image_repository", f"not an image repository (registry/path): {self.image_repository!r}")
+        _require(not self.dvc_remote or bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.dvc_remote)), f"{prefix}.dvc_remote",
+                 f"not a DVC remote name: {self.dvc_remote!r}")
         for name in ("checkpoint_pvc", "cache_pvc", "failure_webhook_secret"):
             value = getattr(self, name)
             _require(not value or bool(_DNS_NAME.match(value)), f"{prefix}.{name}", f"not a Kubernetes name: {value!r}")

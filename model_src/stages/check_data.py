@@ -27,7 +27,9 @@ def run(*, config_json: str, data_repo: str, data_branch: str, data_root: str,
         decision = check_data(clone, cfg.export.registered_model_name)
         log_decision(decision, ensure_experiment(cfg.experiment), pipeline_run_name or "retrain-check")
         print(f"check_data: {'retrain' if decision.retrain else 'skip'}: {decision.reason}", flush=True)
-        data_dir = str(materialize_data(clone, decision.latest, data_root)) if decision.retrain else ""
+        # a pod pulls from the remote the cluster profile names (its S3 one), not the repository's default
+        data_dir = str(materialize_data(clone, decision.latest, data_root, remote=cfg.cluster.dvc_remote or None)
+                       ) if decision.retrain else ""
     skip_final_gc()
     return {"retrain": decision.retrain, "reason": decision.reason, "data_hash": decision.latest.data_hash,
             "data_rev": decision.latest.data_rev, "data_dir": data_dir, "champion_version": decision.champion_version}

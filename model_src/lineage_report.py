@@ -9,7 +9,7 @@ from __future__ import annotations
 from model_src.eval.evaluate import domain_table
 from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CONFIG_HASH_TAG, DATA_HASH_TAG, DATA_REV_TAG,
                              EXPORT_RUN_TAG, GIT_COMMIT_TAG, IMAGE_TAG, INPUT_TAG_PREFIX, OUTPUT_TAG_PREFIX,
-                             PROMOTION_TAG, REUSED_TAG_PREFIX, STAGE_TAG, TAG_PREFIX)
+                             PROMOTION_TAG, REUSED_TAG_PREFIX, STAGE_TAG, TAG_PREFIX, TAKEN_OVER_BY_TAG)
 from model_src.stages.registry import STAGE_NAMES
 
 LINEAGE_KEYS = ["git_commit", "data_hash", "data_rev", "config_hash", "image"]
@@ -109,7 +109,8 @@ def lineage_report(ref: str, client=None) -> dict:
         "version": str(version.version),
         "aliases": list(getattr(version, "aliases", []) or []),
         "promotion": version.tags.get(PROMOTION_TAG, ""),
-        "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status},
+        "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status,
+                         "taken_over_by": parent.data.tags.get(TAKEN_OVER_BY_TAG, "")},
         "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
         "eval_table": domain_table(evaluate["metrics"]) if evaluate else [],
         "stages": stages,
@@ -126,7 +127,9 @@ def render_lineage(report: dict) -> str:
              + (f" (aliases: {', '.join(report['aliases'])})" if report["aliases"] else ""),
              f"promotion: {report['promotion'] or 'n/a'}",
              f"pipeline run {report['pipeline_run']['name']} ({report['pipeline_run']['run_id']}) "
-             f"{report['pipeline_run']['status']}"]
+             f"{report['pipeline_run']['status']}"
+             + (f" (its pipeline died; run {report['pipeline_run']['taken_over_by']} found it and closed it)"
+                if report["pipeline_run"].get("taken_over_by") else "")]
     for key, value in report["lineage"].items():
         lines.append(f"  {key:<12} {value}")
     if report.get("eval_table"):

@@ -33,6 +33,7 @@ STAGE_CONFIG_HASH_TAG = f"{TAG_PREFIX}stage_config_hash"
 OUTPUTS_RUN_TAG = f"{TAG_PREFIX}outputs_run_id"  # the run whose artifacts hold this stage's outputs
 CACHED_FROM_TAG = f"{TAG_PREFIX}cached_from"     # set when the outputs were reused, not computed
 RESUMED_TAG = f"{TAG_PREFIX}resumed"
+OWNER_TAG = f"{TAG_PREFIX}owner"                  # on a parent run: the process whose death means the pipeline is dead
 TAKEN_OVER_BY_TAG = f"{TAG_PREFIX}taken_over_by"     # on a run marked KILLED: the parent run that took its work over
 ERROR_TAG = f"{TAG_PREFIX}error"                 # on a FAILED stage or parent run: what failed
 INPUT_TAG_PREFIX = f"{TAG_PREFIX}input."         # + input name: sha256 of the input artifact
@@ -65,6 +66,7 @@ RENAMED_TAGS: dict[str, tuple[str, ...]] = {
 
 # -- environment variables (read when called, never at import)
 PIPELINE_RUN_ENV = "THINKPIPE_PIPELINE_RUN"        # the pipeline run a stage process belongs to
+LAUNCHER_PID_ENV = "THINKPIPE_LAUNCHER_PID"        # the `thinkpipe run` process that runs the pipeline locally
 CHECKPOINT_ROOT_ENV = "THINKPIPE_CHECKPOINT_ROOT"  # where stages keep resumable checkpoints (a PVC)
 CACHE_ENV = "THINKPIPE_CACHE"                      # S3 / model download cache (a PVC)
 FAULT_ENV = "THINKPIPE_FAULT_STAGE"                # fault drills: the named stage fails after opening its run

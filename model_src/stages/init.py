@@ -17,7 +17,8 @@ import os
 
 from model_src.config import config_from_json
 from model_src.lineage import Lineage, LineageError, RunScope, dvc_dir_hash
-from model_src.names import PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, PIPELINE_STAGE, PROFILE_TAG, STAGE_TAG
+from model_src.names import OWNER_TAG, PIPELINE_RUN_ENV, PIPELINE_RUN_TAG, PIPELINE_STAGE, PROFILE_TAG, STAGE_TAG
+from model_src.stages.liveness import close_dead_pipelines, owner
 from model_src.stages.runner import skip_final_gc
 
 
@@ -44,8 +45,10 @@ def run(*, config_json: str, data_dir: str, git_commit: str, data_hash: str, dat
     experiment_id = ensure_experiment(cfg.experiment)
     client = mlflow.MlflowClient()
     parent = client.create_run(experiment_id, run_name=pipeline_run_name or pipeline_run, tags={
-        **lineage.tags(), PIPELINE_RUN_TAG: pipeline_run, STAGE_TAG: PIPELINE_STAGE, PROFILE_TAG: cfg.profile})
+        **lineage.tags(), PIPELINE_RUN_TAG: pipeline_run, STAGE_TAG: PIPELINE_STAGE, PROFILE_TAG: cfg.profile,
+        **({OWNER_TAG: who} if (who := owner()) else {})})
     scope = RunScope(pipeline_run, parent.info.run_id, experiment_id)
+    close_dead_pipelines(client, experiment_id, scope.parent_run_id, pipeline_run)  # killed between two stages
     client.log_text(scope.parent_run_id, json.dumps(cfg.to_dict(), indent=2, sort_keys=True), "config.json")
     client.log_param(scope.parent_run_id, "profile", cfg.profile)
     client.log_param(scope.parent_run_id, "seed", cfg.seed)

@@ -78,7 +78,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
     cfg, root, state_dir, tracking_uri = setup.cfg, setup.root, setup.state_dir, setup.tracking_uri
 
     from model_src.lineage import dvc_pin, git_commit
-    from model_src.names import PIPELINE_RUN_ENV
+    from model_src.names import LAUNCHER_PID_ENV, PIPELINE_RUN_ENV
     from model_src.tracking import safe_uri
 
     data_hash, data_rev = dvc_pin(root, getattr(args, "data_pin", None) or "data.dvc")
@@ -86,6 +86,7 @@ def run_pipeline(args: argparse.Namespace, setup: LocalSetup) -> tuple[str, str,
     run_name = check_run_name(args.run_name or f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_id = unique_run_id(run_name)
     os.environ[PIPELINE_RUN_ENV] = run_id  # the stage subprocesses find their parent run by it
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # init names this process the pipeline's owner
 
     from kfp import local
 

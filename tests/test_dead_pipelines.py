@@ -1,0 +1,72 @@
+"""A pipeline killed between two stages leaves its parent run RUNNING with no stage run to find it
+by; the next pipeline run on the same store checks the parent's owner (the `thinkpipe run` process:
+host, boot id, pid and start time) and marks it KILLED, saying who found it. A live owner's run,
+and one whose owner this machine cannot judge, are left alone. Real init stages, a real MLflow store,
+real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+import mlflow
+
+from model_src.config import load_config
+from model_src.lineage_report import render_lineage
+from model_src.names import LAUNCHER_PID_ENV, OWNER_TAG, PIPELINE_RUN_ENV, TAKEN_OVER_BY_TAG
+from model_src.stages import init
+from model_src.stages.liveness import alive, owner
+
+
+def start_pipeline(monkeypatch, data_dir, name: str, launcher_pid: int) -> str:
+    """What `thinkpipe run` does before its DAG: the run's identity and its launcher, then init."""
+    monkeypatch.setenv(PIPELINE_RUN_ENV, f"{name}-id")
+    monkeypatch.setenv(LAUNCHER_PID_ENV, str(launcher_pid))
+    _, scope = init.run(config_json=load_config("tiny").to_json(), data_dir=str(data_dir), git_commit="c" * 40,
+                        data_hash="", data_rev="r", image="img", pipeline_run_name=name)
+    return scope.parent_run_id
+
+
+def test_the_next_run_marks_a_parent_whose_pipeline_died_between_stages_killed(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    data = tmp_path / "raw"
+    data.mkdir()
+    (data / "rows.txt").write_text("digit,7\n")
+
+    launcher = subprocess.Popen(["sleep", "600"])  # stands for the `thinkpipe run` process of the first pipeline
+    try:
+        first = start_pipeline(monkeypatch, data, "first", launcher.pid)
+        tag = client.get_run(first).data.tags[OWNER_TAG]
+        assert json.loads(tag)["pid"] == launcher.pid and alive(tag) is True
+        second = start_pipeline(monkeypatch, data, "second", os.getpid())  # the first still lives: untouched
+        assert client.get_run(first).info.status == "RUNNING"
+    finally:
+        launcher.kill()  # SIGKILL between two stages: no stage run is left RUNNING, only the parent
+        launcher.wait()
+    assert alive(tag) is False
+    elsewhere = json.dumps({**json.loads(tag), "host": socket.gethostname() + "-other"})
+    assert alive(elsewhere) is None and alive("") is None  # not ours to judge
+
+    third = start_pipeline(monkeypatch, data, "third", os.getpid())
+    dead = client.get_run(first)
+    assert dead.info.status == "KILLED"
+    assert dead.data.tags[TAKEN_OVER_BY_TAG] == third
+    assert dead.data.tags[f"{TAKEN_OVER_BY_TAG}.pipeline_run"] == "third-id"
+    assert client.get_run(second).info.status == "RUNNING"  # its owner (this process) is alive
+    report = {"model": "m", "version": "1", "aliases": [], "promotion": "", "lineage": {}, "eval_table": [],
+              "stages": [], "pipeline_run": {"run_id": first, "name": "first", "status": dead.info.status,
+                                             "taken_over_by": dead.data.tags[TAKEN_OVER_BY_TAG]}}
+    assert f"KILLED (its pipeline died; run {third} found it and closed it)" in render_lineage(report)
+
+
+def test_an_owner_is_its_process_not_its_pid():
+    """A pid reused by another process, or a reboot, never reads as the same owner."""
+    tag = json.loads(owner(os.getpid()))
+    assert alive(json.dumps(tag)) is True
+    assert alive(json.dumps({**tag, "start": str(int(tag["start"]) + 1)})) is False  # another process, same pid
+    assert alive(json.dumps({**tag, "boot_id": "another-boot"})) is False

@@ -8,6 +8,8 @@ existing version instead of registering an identical second one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from model_src.lineage import Lineage, RunScope
 from model_src.names import COMPARED_WITH_TAG, MODEL_CONTENT_TAG, PROMOTION_FIGURE_PREFIX, PROMOTION_TAG
 
@@ -100,10 +102,38 @@ def champion_of(client, name: str):
         raise
 
 
+def training_keys(client, version) -> set[str] | None:
+    """The image keys of the rows `version`'s pipeline trained on (its curate stage's train_keys.txt,
+    `curation.hashing.training_key`), or None when that run recorded none (a run from before they were)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from model_src.data.curation.writing import TRAIN_KEYS_FILE
+    from model_src.lineage_report import stage_runs
+    from model_src.names import EXPORT_RUN_TAG, OUTPUTS_RUN_TAG, STAGE_TAG
+
+    export_run = client.get_run(version.tags.get(EXPORT_RUN_TAG) or version.run_id)
+    parent = client.get_run(export_run.data.tags["mlflow.parentRunId"])
+    curate = next((r for r in stage_runs(client, parent) if r.data.tags.get(STAGE_TAG) == "curate"), None)
+    if curate is None:
+        return None
+    source = curate.data.tags.get(OUTPUTS_RUN_TAG, curate.info.run_id)  # the run that holds the files
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=source, artifact_path=f"outputs/report/{TRAIN_KEYS_FILE}",
+                                                       dst_path=tmp, tracking_uri=client.tracking_uri)
+        except (MlflowException, OSError):
+            return None
+        return set(Path(path).read_text().split())
+
+
 def gate(report: dict, current, cfg) -> "Decision":
     """The promotion decision for an evaluation `report` (eval.json) against `current`, the version
     aliased `champion` now (read under the promotion lock). The report's comparison must be with
-    that very version: a champion that moved since evaluation makes it stale."""
+    that very version: a champion that moved since evaluation makes it stale. Today's eval prompts
+    the champion trained on (`trained_on`, found by evaluate) are left out of the comparison."""
     from model_src.eval.promotion import Decision, compare, decide
 
     compared = report.get("champion") or None
@@ -118,10 +148,20 @@ def gate(report: dict, current, cfg) -> "Decision":
                       tolerance=cfg.promotion_tolerance)
     mismatch = "" if compared["family"] == report.get("family") else (
         f"the champion (version {compared_version}) is a {compared['family']} model, this one a {report.get('family')}")
-    comparison = None if mismatch else compare(report["samples"], compared["samples"])
-    return decide(comparison, new_data=compared.get("eval_data_hash") != report["eval_data_hash"],
-                  margin=cfg.promotion_margin, min_se=cfg.promotion_min_se, tolerance=cfg.promotion_tolerance,
-                  family_mismatch=mismatch)
+    seen = set(compared.get("trained_on") or ())  # today's eval prompts the champion trained on: left out
+    ours = [r for r in report["samples"] if r["id"] not in seen]
+    if not mismatch and not ours:
+        return Decision(False, "not-comparable", f"the champion trained on every one of today's {len(seen)} eval "
+                                                 f"prompts: nothing to compare on")
+    comparison = None if mismatch else compare(ours, [r for r in compared["samples"] if r["id"] not in seen])
+    decision = decide(comparison, new_data=compared.get("eval_data_hash") != report["eval_data_hash"],
+                      margin=cfg.promotion_margin, min_se=cfg.promotion_min_se, tolerance=cfg.promotion_tolerance,
+                      family_mismatch=mismatch)
+    known = compared.get("trained_on") is not None
+    figures = {**decision.figures, **({"champion_trained_on": float(len(seen))} if known else {})}
+    note = (f"; {len(seen)} eval prompts the champion trained on left out" if seen else "") if known else \
+        "; the champion's run recorded no training keys: no prompt left out"
+    return Decision(decision.promoted, decision.rule, decision.reason + note, figures)
 
 
 def promote(client, name: str, version: str, report: dict, cfg, holder: str, before_aliases=None):

@@ -467,3 +467,19 @@ def test_a_users_own_domain_is_configuration_and_carries_its_verifier(tmp_path):
                 for task in ("total", "vendor")}
         if all(mass.values()):
             assert mass["total"] == pytest.approx(3 * mass["vendor"])
+
+
+def test_curation_lists_the_image_keys_a_model_trains_on_and_none_of_eval(curated):
+    """report/train_keys.txt: the promotion gate leaves out today's eval prompts the champion saw."""
+    import pyarrow.parquet as pq
+
+    from model_src.data.curation.hashing import training_key
+    from model_src.data.curation.writing import TRAIN_KEYS_FILE
+    from model_src.data.schema import split_path
+
+    out, report = curated
+    listed = set((out / "report" / TRAIN_KEYS_FILE).read_text().split())
+    keys = {split: {training_key(row["images"]) for row in pq.read_table(split_path(out / split)).to_pylist()}
+            for split in SPLITS}
+    assert listed == keys["pretrain"] | keys["sft"] | keys["rl"] and len(listed) > 0
+    assert not listed & keys["eval"]  # curation removes eval leaks, so none of eval's images was trained on

@@ -243,3 +243,23 @@ def _configuration(url: str):
     configuration = client.Configuration()
     configuration.host = url
     return configuration
+
+
+def test_eval_prompts_the_champion_trained_on_are_left_out_of_the_comparison():
+    from types import SimpleNamespace
+
+    from model_src.config import ExportConfig
+    from model_src.model_registry import gate
+
+    ours = records({"d": [1.0, 1.0, 0.0, 0.0]})
+    theirs = records({"d": [0.0, 0.0, 1.0, 1.0]})  # the champion "knows" d-2 and d-3: it trained on them
+    champion = {"version": "1", "family": "F", "eval_data_hash": "old", "samples": theirs, "trained_on": ["d-2", "d-3"]}
+    report = {"samples": ours, "eval_data_hash": "new", "family": "F", "champion": champion}
+    said = gate(report, SimpleNamespace(version=1), ExportConfig())
+    assert said.promoted and said.figures["champion_trained_on"] == 2 and said.figures["prompts/d"] == 2
+    assert "2 eval prompts the champion trained on left out" in said.reason
+    everything = gate({**report, "champion": {**champion, "trained_on": [r["id"] for r in ours]}},
+                      SimpleNamespace(version=1), ExportConfig())
+    assert not everything.promoted and "nothing to compare on" in everything.reason
+    unknown = gate({**report, "champion": {**champion, "trained_on": None}}, SimpleNamespace(version=1), ExportConfig())
+    assert "recorded no training keys" in unknown.reason and "champion_trained_on" not in unknown.figures

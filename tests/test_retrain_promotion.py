@@ -62,6 +62,8 @@ def test_retraining_on_new_data_scores_the_champion_and_promotes_only_a_non_infe
     assert tags[COMPARED_WITH_TAG] == "1" and tags[f"{PROMOTION_FIGURE_PREFIX}rule"] == "non-inferior"
     assert float(tags[f"{PROMOTION_FIGURE_PREFIX}gain"]) == -1.0
     assert float(tags[f"{PROMOTION_FIGURE_PREFIX}champion_mean"]) == 1.0
+    # the champion's curate run listed its training images: the new eval rows it saw are counted (and left out)
+    assert float(tags[f"{PROMOTION_FIGURE_PREFIX}champion_trained_on"]) >= 0
     assert tags[PROMOTION_TAG].startswith("candidate: challenger 0.0000 vs champion 1.0000")
     card = client.get_model_version(NAME, "2").description
     assert "paired gain" in card and "95% CI" in card

@@ -47,8 +47,10 @@ def score_champion(ctx: StageContext, challenger, challenger_records: list[dict]
     the new model with, prompt by prompt. None when there is no champion."""
     import mlflow
 
+    from model_src.data.curation.hashing import training_key
     from model_src.eval.evaluate import evaluate_model
     from model_src.eval.promotion import model_family
+    from model_src.model_registry import training_keys
     from model_src.names import EVAL_DATA_HASH_TAG, MODEL_CONTENT_TAG
     from model_src.serving.models import version_folder
 
@@ -59,8 +61,15 @@ def score_champion(ctx: StageContext, challenger, challenger_records: list[dict]
     version = client.get_model_version(spec["name"], spec["version"])
     model, processor = load_model(version_folder(client, version, None), policy)
     family, ours = model_family(model.config), model_family(challenger.config)
+    keys = training_keys(client, version)
+    selected = {r["id"] for r in challenger_records}
+    trained_on = None if keys is None else sorted(row["id"] for row in rows
+                                                  if row["id"] in selected and training_key(row["images"]) in keys)
+    if trained_on:
+        print(f"evaluate: the champion (version {spec['version']}) trained on {len(trained_on)} of these eval prompts: "
+              f"the promotion gate leaves them out", flush=True)
     out = {"name": spec["name"], "version": spec["version"], "family": family,
-           "eval_data_hash": version.tags.get(EVAL_DATA_HASH_TAG, ""), "samples": []}
+           "eval_data_hash": version.tags.get(EVAL_DATA_HASH_TAG, ""), "samples": [], "trained_on": trained_on}
     if family != ours:  # another architecture under the same name: the gate says why, nothing is decoded
         return out
     if version.tags.get(MODEL_CONTENT_TAG) == hash_path(ctx.inputs["model"]):

@@ -24,6 +24,12 @@ def content_hash(images: list[bytes]) -> str:
     return digest.hexdigest()
 
 
+def training_key(images: list[bytes]) -> str:
+    """A row's key for "a model trained on this image": its images' content hash, 16 hex digits (the
+    curate stage lists the keys of every training row; the promotion gate reads the champion's)."""
+    return content_hash(images)[:16]
+
+
 PHASH_BITS = 256
 
 

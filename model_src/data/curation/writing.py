@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_src.data.curation.balance import balance_weights
+from model_src.data.curation.hashing import training_key
 from model_src.data.curation.reading import iter_batches
 from model_src.data.schema import ROW_SCHEMA, SPLITS, split_path
 
@@ -52,6 +53,9 @@ class Writers:
 
 
 
+TRAIN_KEYS_FILE = "train_keys.txt"  # the training rows' image keys (hashing.training_key), one a line
+
+
 def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir: Path,
                  concepts: dict[str, Counter], batch_rows: int, task_weights: dict | None = None,
                  domain_weights: dict[str, float] | None = None) -> None:
@@ -60,6 +64,7 @@ def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir:
     domain's `task_weights`) scales the balanced weights of those tasks, `domain_weights` (the data
     mix) those of whole domains."""
     kept_path = report_dir / "kept.parquet"
+    trained: set[str] = set()  # what a model trained on this corpus saw: every split's images but eval's
     for split in SPLITS:
         writers.close(staging / f"{split}.parquet", CURATED_SCHEMA)
     for split in SPLITS:
@@ -68,9 +73,12 @@ def write_splits(writers: Writers, staging: Path, output_dirs: dict, report_dir:
         for batch in iter_batches(staging / f"{split}.parquet", batch_rows):
             for row in batch.to_pylist():
                 row["sample_weight"] = weights[(row["domain"], row["task"])]
+                if split != "eval":
+                    trained.add(training_key(row["images"]))
                 writers.write(out_path, row, CURATED_SCHEMA)
                 writers.write(kept_path, row, CURATED_SCHEMA)
         writers.close(out_path, CURATED_SCHEMA)
         (staging / f"{split}.parquet").unlink()
     writers.close(kept_path, CURATED_SCHEMA)
+    (report_dir / TRAIN_KEYS_FILE).write_text("".join(f"{k}\n" for k in sorted(trained)))
     staging.rmdir()

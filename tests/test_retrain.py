@@ -128,12 +128,12 @@ def test_a_cluster_pulls_changed_data_from_the_remote_its_profile_names(project,
     does not define fails naming it."""
     from tests.s3_server import s3_server
 
-    sh(project, *DVC, "remote", "add", "s3", "s3://thinkpipe-data/dvc")
+    sh(project, *DVC, "remote", "add", "s3", "s3://retrain-test-data/dvc")  # its own bucket: moto keeps one store a process
     sh(project, *DVC, "remote", "modify", "store", "url", str(tmp_path / "not-in-the-pod"))  # the default
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "--quiet", "-m", "remotes")
     assert load_config("glm4v-9b").cluster.dvc_remote == "s3"
-    with s3_server("thinkpipe-data") as (s3_env, s3):
+    with s3_server("retrain-test-data") as (s3_env, s3):
         for key, value in s3_env.items():
             monkeypatch.setenv(key, value)
         (project / "data" / "raw").mkdir(parents=True)
@@ -147,7 +147,7 @@ def test_a_cluster_pulls_changed_data_from_the_remote_its_profile_names(project,
         sh(project, "git", "add", "-A")
         sh(project, "git", "commit", "--quiet", "-m", "data on s3")
         latest = data_version_at(project)
-        assert s3.list_objects_v2(Bucket="thinkpipe-data", Prefix="dvc")["KeyCount"] >= 2
+        assert s3.list_objects_v2(Bucket="retrain-test-data", Prefix="dvc")["KeyCount"] >= 2
 
         on_cluster = load_config("tiny", ["cluster.dvc_remote=s3"]).to_json()
         result = check_data_stage.run(config_json=on_cluster, data_repo=str(project), data_branch="main",

@@ -93,6 +93,7 @@ def invalid_object(obj: dict) -> list[str]:
     return []
 LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?$")
+WORKFLOW = re.compile(r"^/apis/argoproj\.io/v1alpha1/namespaces/([^/]+)/workflows/([^/]+)$")  # get only
 
 
 @dataclass
@@ -281,6 +282,9 @@ def make_handler(state: ClusterState, cwd: Path):
             state.requests.append(("GET", url.path))
             if match := LEASES.match(url.path):
                 return self._lease(match.group(2))
+            if match := WORKFLOW.match(url.path):  # what a test put in state.objects[("Workflow", name)]
+                workflow = state.objects.get(("Workflow", match.group(2)))
+                return self._send(workflow) if workflow else self._not_found()
             if (match := JOBS.match(url.path)) and match.group(4):
                 job = state.jobs.get(match.group(4))
                 return self._send(job) if job else self._not_found()

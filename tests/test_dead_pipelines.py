@@ -70,3 +70,44 @@ def test_an_owner_is_its_process_not_its_pid():
     assert alive(json.dumps(tag)) is True
     assert alive(json.dumps({**tag, "start": str(int(tag["start"]) + 1)})) is False  # another process, same pid
     assert alive(json.dumps({**tag, "boot_id": "another-boot"})) is False
+
+
+def test_on_a_cluster_the_owner_is_the_argo_workflow_and_its_phase_decides(tmp_path, monkeypatch):
+    """A cluster pod names its workflow (the pod's namespace and workflow label); the next run asks
+    the Kubernetes API (a loopback stand-in here) for its phase: a Failed or vanished workflow's
+    parent is closed, a Running one's is not, and an API that cannot answer decides nothing."""
+    from kubernetes import client
+
+    from model_src.names import NAMESPACE_ENV
+    from model_src.stages.liveness import close_dead_pipelines
+    from tests.k8s_api_server import KubernetesApiServer
+
+    monkeypatch.delenv(LAUNCHER_PID_ENV, raising=False)
+    monkeypatch.setenv(NAMESPACE_ENV, "thinkpipe")
+    monkeypatch.setenv(PIPELINE_RUN_ENV, "training-abcde")
+    assert json.loads(owner()) == {"namespace": "thinkpipe", "workflow": "training-abcde"}
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow.MlflowClient(uri)
+    experiment = store.create_experiment("e")
+    parents = {}
+    for workflow in ("failed-wf", "running-wf", "gone-wf"):
+        run = store.create_run(experiment, tags={"thinkpipe.stage": "pipeline", "thinkpipe.pipeline_run": workflow,
+                                                 OWNER_TAG: json.dumps({"namespace": "thinkpipe", "workflow": workflow})})
+        parents[workflow] = run.info.run_id
+    with KubernetesApiServer(tmp_path, {}) as server:
+        for workflow, phase in (("failed-wf", "Failed"), ("running-wf", "Running")):
+            server.state.objects[("Workflow", workflow)] = {
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"name": workflow, "namespace": "thinkpipe"}, "status": {"phase": phase}}
+        configuration = client.Configuration()
+        configuration.host = server.url
+        api = client.CustomObjectsApi(client.ApiClient(configuration))
+        closed = close_dead_pipelines(store, experiment, "new-parent", "training-fghij", api=api)
+    assert sorted(closed) == sorted([parents["failed-wf"], parents["gone-wf"]])
+    assert store.get_run(parents["running-wf"]).info.status == "RUNNING"
+    assert store.get_run(parents["failed-wf"]).data.tags[TAKEN_OVER_BY_TAG] == "new-parent"
+    unreachable = client.Configuration()
+    unreachable.host = "http://127.0.0.1:9"  # nothing listens: no verdict, nothing closed
+    assert alive(json.dumps({"namespace": "thinkpipe", "workflow": "running-wf"}),
+                 client.CustomObjectsApi(client.ApiClient(unreachable))) is None

@@ -103,7 +103,9 @@ def test_pipeline_role_is_least_privilege():
                for resource in rule["resources"] for verb in rule["verbs"]}
     assert not any("*" in item for item in granted)
     assert {r for _, r, _ in granted} == {"trainjobs", "trainjobs/status", "pytorchjobs", "pytorchjobs/status",
-                                          "pods", "pods/log", "leases"}
+                                          "pods", "pods/log", "leases", "workflows"}
+    # whether a dead pipeline's workflow still runs (model_src/stages/liveness.py): read one, nothing more
+    assert {(g, v) for g, r, v in granted if r == "workflows"} == {("argoproj.io", "get")}
     # the promotion lock (model_src/cluster/lock.py): what lease_lock calls, no list or watch
     assert {(g, v) for g, r, v in granted if r == "leases"} == {
         ("coordination.k8s.io", v) for v in ("create", "get", "update", "delete")}

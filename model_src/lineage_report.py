@@ -9,7 +9,8 @@ from __future__ import annotations
 from model_src.eval.evaluate import domain_table
 from model_src.names import (CACHE_KEY_TAG, CACHED_FROM_TAG, CONFIG_HASH_TAG, DATA_HASH_TAG, DATA_REV_TAG,
                              EXPORT_RUN_TAG, GIT_COMMIT_TAG, IMAGE_TAG, INPUT_TAG_PREFIX, OUTPUT_TAG_PREFIX,
-                             PROMOTION_TAG, REUSED_TAG_PREFIX, STAGE_TAG, TAG_PREFIX, TAKEN_OVER_BY_TAG)
+                             PROMOTION_FIGURE_PREFIX, PROMOTION_TAG, REUSED_TAG_PREFIX, STAGE_TAG, TAG_PREFIX,
+                             TAKEN_OVER_BY_TAG)
 from model_src.stages.registry import STAGE_NAMES
 
 LINEAGE_KEYS = ["git_commit", "data_hash", "data_rev", "config_hash", "image"]
@@ -109,6 +110,9 @@ def lineage_report(ref: str, client=None) -> dict:
         "version": str(version.version),
         "aliases": list(getattr(version, "aliases", []) or []),
         "promotion": version.tags.get(PROMOTION_TAG, ""),
+        # the paired comparison the gate read (model_src/eval/promotion.py): rule, means, gain, SE, per domain
+        "promotion_figures": {k[len(PROMOTION_FIGURE_PREFIX):]: v for k, v in sorted(version.tags.items())
+                              if k.startswith(PROMOTION_FIGURE_PREFIX)},
         "pipeline_run": {"run_id": parent_id, "name": parent.info.run_name, "status": parent.info.status,
                          "taken_over_by": parent.data.tags.get(TAKEN_OVER_BY_TAG, "")},
         "lineage": {key: parent.data.tags.get(f"{TAG_PREFIX}{key}", "") for key in LINEAGE_KEYS},
@@ -122,6 +126,32 @@ KEY_METRICS = ("final_loss", "first_loss", "kept_rows", "quarantined_rows", "fin
                "accuracy_mean", "visual_gain_mean", "format_ok_mean")
 
 
+def promotion_lines(figures: dict[str, str]) -> list[str]:
+    """The gate's figures, per domain with both models' 95% Wilson intervals.
+
+    >>> promotion_lines({"rule": "superior", "champion_mean": "0.2", "challenger_mean": "0.5", "gain": "0.3",
+    ...                  "gain_se": "0.1", "gain_low95": "0.104", "prompts/ocr": "10", "champion/ocr": "0.2",
+    ...                  "champion_ci_low/ocr": "0.057", "champion_ci_high/ocr": "0.51", "challenger/ocr": "0.5",
+    ...                  "challenger_ci_low/ocr": "0.237", "challenger_ci_high/ocr": "0.763", "gain/ocr": "0.3",
+    ...                  "gain_se/ocr": "0.1"})[1]
+    '  ocr        10 prompts: champion 0.200 [0.057, 0.510] -> this 0.500 [0.237, 0.763], gain +0.300 (SE 0.100)'
+    """
+    if "gain" not in figures:
+        return [f"  rule: {figures['rule']}"] if "rule" in figures else []
+    f = {k: float(v) for k, v in figures.items() if k != "rule"}
+    lines = [f"  rule {figures.get('rule', '?')}: champion {f['champion_mean']:.3f} -> this {f['challenger_mean']:.3f}, "
+             f"paired gain {f['gain']:+.3f} (SE {f['gain_se']:.3f}, 95% lower bound {f['gain_low95']:+.3f})"
+             + (f", {f['champion_trained_on']:.0f} eval prompts the champion trained on left out"
+                if "champion_trained_on" in f else "")]
+    for domain in sorted(k.split("/", 1)[1] for k in f if k.startswith("gain/")):
+        lines.append(f"  {domain:<10} {f[f'prompts/{domain}']:.0f} prompts: champion {f[f'champion/{domain}']:.3f} "
+                     f"[{f[f'champion_ci_low/{domain}']:.3f}, {f[f'champion_ci_high/{domain}']:.3f}] -> this "
+                     f"{f[f'challenger/{domain}']:.3f} [{f[f'challenger_ci_low/{domain}']:.3f}, "
+                     f"{f[f'challenger_ci_high/{domain}']:.3f}], gain {f[f'gain/{domain}']:+.3f} "
+                     f"(SE {f[f'gain_se/{domain}']:.3f})")
+    return lines
+
+
 def render_lineage(report: dict) -> str:
     lines = [f"{report['model']} version {report['version']}"
              + (f" (aliases: {', '.join(report['aliases'])})" if report["aliases"] else ""),
@@ -130,6 +160,7 @@ def render_lineage(report: dict) -> str:
              f"{report['pipeline_run']['status']}"
              + (f" (its pipeline died; run {report['pipeline_run']['taken_over_by']} found it and closed it)"
                 if report["pipeline_run"].get("taken_over_by") else "")]
+    lines += promotion_lines(report.get("promotion_figures") or {})
     for key, value in report["lineage"].items():
         lines.append(f"  {key:<12} {value}")
     if report.get("eval_table"):

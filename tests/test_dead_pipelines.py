@@ -12,6 +12,7 @@ import socket
 import subprocess
 
 import mlflow
+import pytest
 
 from model_src.config import load_config
 from model_src.lineage_report import render_lineage
@@ -111,3 +112,40 @@ def test_on_a_cluster_the_owner_is_the_argo_workflow_and_its_phase_decides(tmp_p
     unreachable.host = "http://127.0.0.1:9"  # nothing listens: no verdict, nothing closed
     assert alive(json.dumps({"namespace": "thinkpipe", "workflow": "running-wf"}),
                  client.CustomObjectsApi(client.ApiClient(unreachable))) is None
+
+
+@pytest.mark.slow
+def test_a_tiny_dag_killed_in_its_scan_tasks_is_marked_killed_by_the_next_run(tmp_path):
+    """The whole `thinkpipe run` process group SIGKILLed after init, while the curate scans run (no
+    stage run is open yet); the next run on the store marks the dead parent KILLED."""
+    import signal
+    import time
+
+    from tests.conftest import ROOT, THINKPIPE, TinyPipeline
+
+    pipeline = TinyPipeline(tmp_path / "state")
+    cmd = [*THINKPIPE, "run", "--profile", "tiny", "--run-name", "doomed", "--state-dir", str(pipeline.state_dir),
+           "--tracking-uri", pipeline.tracking_uri]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, start_new_session=True)
+    seen = ""
+    deadline = time.monotonic() + 300
+    while "curate-scan" not in seen and time.monotonic() < deadline:  # kfp.local names each task it starts
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "curate-scan" in seen, seen[-3000:]
+    client = pipeline.client()
+    [doomed] = client.search_runs([client.get_experiment_by_name("thinkpipe-tiny").experiment_id],
+                                  "attributes.run_name = 'doomed' AND tags.`thinkpipe.stage` = 'pipeline'")
+    assert doomed.info.status == "RUNNING"
+    assert sorted(r.data.tags["thinkpipe.stage"] for r in client.search_runs(
+        [doomed.info.experiment_id], f"tags.mlflow.parentRunId = '{doomed.info.run_id}'")) == ["init"]
+    after = pipeline.run("after")
+    assert after.returncode == 0, after.output[-3000:]
+    closed = client.get_run(doomed.info.run_id)
+    assert closed.info.status == "KILLED" and "marked pipeline run doomed-" in after.output
+    assert closed.data.tags[f"{TAKEN_OVER_BY_TAG}.pipeline_run"].startswith("after-")

@@ -67,6 +67,11 @@ def test_retraining_on_new_data_scores_the_champion_and_promotes_only_a_non_infe
     assert tags[PROMOTION_TAG].startswith("candidate: challenger 0.0000 vs champion 1.0000")
     card = client.get_model_version(NAME, "2").description
     assert "paired gain" in card and "95% CI" in card
+    lineage = subprocess.run([*THINKPIPE, "lineage", f"{NAME}/2", "--tracking-uri", pipeline.tracking_uri], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert lineage.returncode == 0, lineage.stderr[-2000:]
+    assert "rule non-inferior: champion 1.000 -> this 0.000, paired gain -1.000" in lineage.stdout
+    assert "prompts: champion 1.000 [" in lineage.stdout  # per domain, with the 95% Wilson intervals
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
     # a better model (another SFT learning rate: new weights), whose export fails after its work and

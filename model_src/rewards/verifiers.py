@@ -144,11 +144,9 @@ def count_of(text: str) -> float | None:
         return None
     number, unit = split_unit(text)  # `5 apples`, `5个`; a unit holds no number (`0或1` is a hedge)
     for literal in (text, number if unit and not any(ch.isdigit() for ch in unit) else ""):
-        if _COUNT.fullmatch(literal):  # a numeral, not arithmetic: `1-0` is a range, not 1
-            return float(literal)
-        value = number_word(literal)
+        value = _count_literal(literal)
         if value is not None:
-            return float(value)
+            return value
     words = text.split()  # a number word then its noun: `seven apples`, but not `seven or eight`
     for n in range(min(len(words) - 1, 4), 0, -1):
         value = number_word(" ".join(words[:n]))
@@ -163,10 +161,15 @@ def count_of(text: str) -> float | None:
     # a sentence that states one number: `There are 12 cars.`; two numbers are no count
     numbers = _DIGITS.findall(text) + [w for w in re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
                                         if number_word(w) is not None]
-    if len(numbers) != 1:
-        return None
-    return float(numbers[0].replace(",", "")) if _COUNT.fullmatch(numbers[0].replace(",", "")) else \
-        (float(number_word(numbers[0])) if number_word(numbers[0]) is not None else None)
+    return _count_literal(numbers[0].replace(",", "")) if len(numbers) == 1 else None
+
+
+def _count_literal(text: str) -> float | None:
+    """A numeral (`12`, not arithmetic: `1-0` is a range, not 1) or a number word (`seven`)."""
+    if _COUNT.fullmatch(text):
+        return float(text)
+    value = number_word(text)
+    return None if value is None else float(value)
 
 
 _DIGITS = re.compile(r"-?\d+(?:[.,]\d+)*")  # with its sign: `-3` is no count

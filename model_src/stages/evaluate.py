@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from model_src.config import derive
-from model_src.lineage import Lineage, hash_path
+from model_src.lineage import Lineage
 from model_src.stages.models import device_policy, load_model
 from model_src.stages.runner import StageContext
 from model_src.stages.training import run_training_stage
@@ -72,7 +72,7 @@ def score_champion(ctx: StageContext, challenger, challenger_records: list[dict]
            "eval_data_hash": version.tags.get(EVAL_DATA_HASH_TAG, ""), "samples": [], "trained_on": trained_on}
     if family != ours:  # another architecture under the same name: the gate says why, nothing is decoded
         return out
-    if version.tags.get(MODEL_CONTENT_TAG) == hash_path(ctx.inputs["model"]):
+    if version.tags.get(MODEL_CONTENT_TAG) == ctx.input_hash("model"):
         print(f"evaluate: the champion (version {spec['version']}) holds these very weights: its answers are "
               f"this model's", flush=True)
         out["samples"] = [dict(r) for r in challenger_records]
@@ -135,7 +135,7 @@ def _evaluate(ctx: StageContext, loaded, processor, rows: list[dict], policy, sc
             mlflow.log_artifact(str(out / "accuracy_by_stage.png"), "plots")
     if not ctx.is_main:  # the other ranks of a job decoded their share; rank 0 reports
         return metrics
-    report = {"metrics": metrics, "eval_data_hash": hash_path(ctx.inputs["eval_data"]), "samples": records,
+    report = {"metrics": metrics, "eval_data_hash": ctx.input_hash("eval_data"), "samples": records,
               "family": model_family(loaded.config), "champion": champion}
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     accuracy_plot(metrics, out / "accuracy_by_domain.png", "held-out accuracy per domain")

@@ -63,7 +63,6 @@ def work(ctx: StageContext) -> dict[str, float]:
     import mlflow
     from PIL import Image
 
-    from model_src.lineage import hash_path
     from model_src.model_registry import model_card, version_with_content
 
     out = ctx.outputs["exported"]
@@ -76,7 +75,7 @@ def work(ctx: StageContext) -> dict[str, float]:
                            policy=device_policy(ctx))
     mlflow.log_text(reply, "smoke_reply.txt")
     client = mlflow.MlflowClient()
-    content_hash = hash_path(ctx.inputs["model"])
+    content_hash = ctx.input_hash("model")  # the runner hashed it for the content key already
     ctx.set_result("registered_model", name)
     summary = {"exported_files": float(sum(1 for p in out.rglob("*") if p.is_file())),
                "accuracy_mean": eval_metrics.get("accuracy_mean", 0.0)}

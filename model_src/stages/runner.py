@@ -61,6 +61,11 @@ class StageContext:
     result_tags: dict[str, str] = field(default_factory=dict)
     # what must happen last, after everything that can fail has been logged (export's promotion)
     last_act: Callable[[], None] | None = None
+    input_hashes: dict[str, str] = field(default_factory=dict)  # the runner's, made for the content key
+
+    def input_hash(self, name: str) -> str:
+        """The sha256 of input `name`: the one the runner already made, else made now (a job's process)."""
+        return self.input_hashes.get(name) or hash_path(self.inputs[name])
     is_main: bool = True  # False on the other ranks of a multi-process training job: they log nothing
 
     @property
@@ -245,7 +250,8 @@ def run_stage(
                     raise InjectedFault(f"stage {stage}: fault injected by {FAULT_ENV}")
                 for path in output_paths.values():
                     path.mkdir(parents=True, exist_ok=True)
-                ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir)
+                ctx = StageContext(stage, lineage, scope, input_paths, output_paths, run.info.run_id, checkpoint_dir,
+                                   input_hashes=input_hashes)
                 metrics = work(ctx) or {}
                 if metrics:
                     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
